@@ -1,0 +1,53 @@
+"""fastlazy: Gluon's deferred-initialization API over a compiled forward pass.
+
+>>> import numpy as np
+>>> import fastlazy as fl
+>>> from fastlazy import nn
+>>> net = nn.Sequential()
+>>> net.add(nn.Dense(256, activation='relu'), nn.Dense(10))
+>>> net.initialize()                      # weights wait for their input size
+>>> net(np.ones((2, 20))).shape           # infers (256, 20), initializes
+(2, 10)
+"""
+
+# OpenBLAS from the scipy-openblas32 wheel must be loaded (RTLD_GLOBAL)
+# before the extension, whose BLAS symbols resolve against it.
+import scipy_openblas32 as _scipy_openblas32  # noqa: F401  (import for effect)
+
+from . import init, nn, random
+from ._core import Parameter, get_num_threads, set_num_threads
+from .errors import (DeferredInitializationError, FastLazyError,
+                     ParameterFileError, ShapeError, UnsupportedOperatorError)
+from .parameter_dict import ParameterDict
+
+__version__ = "0.1.0"
+
+__all__ = ["Parameter", "ParameterDict", "FastLazyError",
+           "DeferredInitializationError", "ShapeError", "ParameterFileError",
+           "UnsupportedOperatorError", "nn", "init", "random", "show_config",
+           "set_num_threads", "get_num_threads", "__version__"]
+
+
+def show_config(file=None):
+    """Print (and return as a dict) the version, BLAS, kernels and threads."""
+    import sys
+
+    import numpy as np
+
+    from . import _core
+    info = _core.blas_info()
+    config = {
+        "fastlazy": __version__,
+        "numpy": np.__version__,
+        "python": sys.version.split()[0],
+        "blas": f"OpenBLAS (scipy-openblas32 "
+                f"{_scipy_openblas32.__version__})",
+        "blas_config": info["config"],
+        "blas_core": info["corename"],
+        "blas_threads": info["threads"],
+        "kernels": _core.kernel_isa(),
+    }
+    out = file if file is not None else sys.stdout
+    for key, value in config.items():
+        print(f"{key + ':':<14}{value}", file=out)
+    return config

@@ -1,0 +1,922 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False, embedsignature=True
+"""The compiled core of fastlazy.
+
+Two things live here, in one extension module so they share one C-level
+*structure epoch* without a Python call:
+
+* :class:`Parameter` -- the deferred-initialization state machine
+  (unset -> deferred -> initialized), a shape that can be completed but never
+  changed, and storage that is allocated once and then only written in place.
+* :class:`Plan` -- the compiled forward plan of a network whose shapes are
+  known: a C array of steps holding raw weight pointers, two scratch
+  workspaces that grow only with the batch, and one ``nogil`` run that walks
+  the batch in row tiles so every intermediate stays in cache.
+
+Any change that moves a weight pointer or changes a network's structure
+bumps the epoch; a plan built under an older epoch is rebuilt on its next
+call.  Writing into ``Parameter.data()`` or calling ``set_data`` never moves
+storage, so those writes are seen by the next call without a rebuild.
+"""
+
+import warnings
+
+import numpy as np
+
+cimport numpy as cnp
+from cpython.object cimport PyObject
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
+
+from fastlazy._blas cimport (
+    CblasNoTrans, CblasRowMajor, CblasTrans, blas_int, cblas_dgemm,
+    cblas_dgemv, cblas_sgemm, cblas_sgemv, openblas_get_config,
+    openblas_get_corename, openblas_get_num_threads, openblas_set_num_threads,
+)
+from fastlazy._kernels cimport (
+    FL_ACT_GELU, FL_ACT_NONE, FL_ACT_RELU, FL_ACT_SIGMOID, FL_ACT_SILU,
+    FL_ACT_SOFTRELU, FL_ACT_SOFTSIGN, FL_ACT_TANH, fl_act_f32, fl_act_f64,
+    fl_kernels_init, fl_kernels_isa, fl_kt,
+)
+
+from . import initializers as _init
+from . import random as _random
+from .errors import DeferredInitializationError, ShapeError
+
+cnp.import_array()
+
+# ---------------------------------------------------------------------------
+# Structure epoch
+
+cdef unsigned long long _epoch = 1
+
+
+cdef inline void _bump_epoch() noexcept:
+    global _epoch
+    _epoch += 1
+
+
+def bump_epoch():
+    """Invalidate every compiled plan (a network's structure changed)."""
+    _bump_epoch()
+
+
+# ---------------------------------------------------------------------------
+# Activations
+
+ACTIVATIONS = {
+    None: FL_ACT_NONE, 'relu': FL_ACT_RELU, 'sigmoid': FL_ACT_SIGMOID,
+    'tanh': FL_ACT_TANH, 'softrelu': FL_ACT_SOFTRELU,
+    'softsign': FL_ACT_SOFTSIGN, 'gelu': FL_ACT_GELU, 'silu': FL_ACT_SILU,
+}
+
+
+def activation_code(name, where):
+    """Return the kernel code of activation ``name``; ``where`` names the layer."""
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"{where}: activation must be a string or None, "
+                        f"got {type(name).__name__}")
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        known = ", ".join(repr(k) for k in ACTIVATIONS if k is not None)
+        raise ValueError(f"{where}: unknown activation {name!r}; "
+                         f"choose one of {known}, or None") from None
+
+
+def apply_activation(cnp.ndarray arr, int code):
+    """Apply activation ``code`` in place to a C-contiguous float array."""
+    cdef Py_ssize_t n = arr.size
+    if not arr.flags.c_contiguous or arr.dtype.kind != 'f':
+        raise TypeError("apply_activation needs a C-contiguous float array")
+    if arr.dtype.itemsize == 4:
+        with nogil:
+            fl_act_f32(<float *>cnp.PyArray_DATA(arr), n, code)
+    elif arr.dtype.itemsize == 8:
+        with nogil:
+            fl_act_f64(<double *>cnp.PyArray_DATA(arr), n, code)
+    else:
+        raise TypeError(f"activations run on float32 and float64, "
+                        f"not {arr.dtype}")
+    return arr
+
+
+# ---------------------------------------------------------------------------
+# Runtime configuration
+
+cdef int _isa_level = fl_kernels_init(-1)
+
+
+def set_isa(level=None):
+    """Choose the kernel instruction set: None for the best the CPU has,
+    0 baseline, 3 AVX2+FMA, 4 AVX-512.  Returns the level in use."""
+    global _isa_level
+    _isa_level = fl_kernels_init(-1 if level is None else int(level))
+    _bump_epoch()
+    return _isa_level
+
+
+def kernel_isa():
+    """Name of the instruction set the dense kernels use."""
+    return fl_kernels_isa().decode()
+
+
+def set_num_threads(int n):
+    """Threads OpenBLAS may use for large products (at least 1)."""
+    if n < 1:
+        raise ValueError(f"set_num_threads: need at least 1 thread, got {n}")
+    openblas_set_num_threads(n)
+
+
+def get_num_threads():
+    """Threads OpenBLAS may use for large products."""
+    return openblas_get_num_threads()
+
+
+def blas_info():
+    """OpenBLAS build configuration and the core type it runs for."""
+    return {
+        "config": openblas_get_config().decode(errors="replace"),
+        "corename": openblas_get_corename().decode(errors="replace"),
+        "threads": openblas_get_num_threads(),
+    }
+
+
+# ---------------------------------------------------------------------------
+# Parameter
+
+cdef enum ParamState:
+    UNSET = 0
+    DEFERRED = 1
+    INITIALIZED = 2
+
+_STATE_NAMES = ("unset", "deferred", "initialized")
+
+
+def normalize_shape(shape, where="shape"):
+    """Return ``shape`` as a tuple of ints with -1 for unknown dimensions.
+
+    ``None`` stays None (nothing known); an int is a 1-D shape; 0 and -1 both
+    mean "not known yet", as in Gluon 1.x and its NumPy mode.
+    """
+    if shape is None:
+        return None
+    if isinstance(shape, (int, np.integer)):
+        shape = (shape,)
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        raise TypeError(f"{where} must be a tuple of ints, got "
+                        f"{type(shape).__name__}") from None
+    out = []
+    for d in dims:
+        if not isinstance(d, (int, np.integer)) or isinstance(d, bool):
+            raise TypeError(f"{where} must contain ints, got {d!r} in {dims}")
+        d = int(d)
+        if d < -1:
+            raise ShapeError(f"{where}: dimension {d} in {dims} is negative; "
+                             f"use -1 (or 0) for a size that is not known yet")
+        out.append(-1 if d <= 0 else d)
+    return tuple(out)
+
+
+def _shape_str(shape):
+    return "None" if shape is None else repr(shape)
+
+
+cdef class Parameter:
+    """A parameter of a block, initialized when its shape becomes known.
+
+    Parameters
+    ----------
+    name : str
+        Full name, e.g. ``'dense0_weight'``.
+    shape : tuple of int, int or None
+        ``-1`` (or 0) marks a dimension that is not known yet.
+    dtype : str or numpy dtype, default 'float32'
+    init : Initializer, str or None
+        This parameter's own initializer; it wins over the one given to
+        :meth:`initialize`.
+    allow_deferred_init : bool, default True
+        Whether :meth:`initialize` may wait for an incomplete shape.
+
+    Notes
+    -----
+    States: *unset* (``initialize`` not called), *deferred* (called, shape
+    incomplete) and *initialized*.  Storage is allocated once, when the
+    parameter is initialized, and is only written in place afterwards.
+    """
+
+    cdef readonly str name
+    cdef tuple _shape
+    cdef object _dtype
+    cdef public object init
+    cdef public object grad_req
+    cdef public bint allow_deferred_init
+    cdef int _state
+    cdef cnp.ndarray _storage
+    cdef bint _transposed
+    cdef object _pending
+    cdef object _key
+
+    def __init__(self, name, shape=None, dtype="float32", init=None,
+                 allow_deferred_init=True, grad_req="null",
+                 _storage_transposed=False):
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"Parameter name must be a non-empty string, "
+                            f"got {name!r}")
+        self.name = name
+        self._shape = normalize_shape(shape, f"Parameter '{name}': shape")
+        self._dtype = _float_dtype(dtype, f"Parameter '{name}'")
+        self.init = init
+        self.grad_req = grad_req
+        self.allow_deferred_init = allow_deferred_init
+        self._state = UNSET
+        self._storage = None
+        self._pending = None
+        self._key = None
+        if _storage_transposed and self._shape is not None \
+                and len(self._shape) != 2:
+            raise ValueError("only 2-D parameters can be stored transposed")
+        self._transposed = _storage_transposed
+
+    # -- introspection -----------------------------------------------------
+
+    @property
+    def shape(self):
+        """The shape, with -1 for dimensions not known yet (None: unknown)."""
+        return self._shape
+
+    @shape.setter
+    def shape(self, new_shape):
+        new = normalize_shape(new_shape, f"Parameter '{self.name}': shape")
+        if new is None:
+            if self._shape is not None:
+                raise ShapeError(f"Parameter '{self.name}' has shape "
+                                 f"{self._shape}; a known shape cannot be "
+                                 f"forgotten")
+            return
+        merged = self._merge_shape(new)
+        if merged != self._shape:
+            self._shape = merged
+            _bump_epoch()
+
+    @property
+    def dtype(self):
+        """The numpy dtype of the values."""
+        return self._dtype
+
+    @property
+    def state(self):
+        """'unset', 'deferred' or 'initialized'."""
+        return _STATE_NAMES[self._state]
+
+    @property
+    def is_initialized(self):
+        return self._state == INITIALIZED
+
+    def shape_is_known(self):
+        """True when every dimension of the shape is known."""
+        return _complete(self._shape)
+
+    def __repr__(self):
+        return (f"Parameter {self.name} (shape={_shape_str(self._shape)}, "
+                f"dtype={self._dtype.name})")
+
+    # -- shape logic -------------------------------------------------------
+
+    cpdef tuple _merge_shape(self, tuple new):
+        """The shape completed by ``new``; ShapeError if it contradicts."""
+        if self._shape is None:
+            return new
+        old = self._shape
+        if len(new) != len(old):
+            raise ShapeError(
+                f"Parameter '{self.name}' has shape {old} ({len(old)} "
+                f"dimensions); got shape {new} with {len(new)}. A known "
+                f"shape can be completed, never changed.")
+        merged = []
+        for o, n in zip(old, new):
+            if o == -1:
+                merged.append(n)
+            elif n == -1 or n == o:
+                merged.append(o)
+            else:
+                raise ShapeError(
+                    f"Parameter '{self.name}' has shape {old}; got {new}. "
+                    f"A known dimension cannot change (only -1 entries can "
+                    f"be filled in).")
+        return tuple(merged)
+
+    # -- storage -----------------------------------------------------------
+
+    cdef tuple _new_storage(self, tuple shape):
+        """A zeroed (storage, logical view) pair for ``shape``."""
+        cdef cnp.ndarray st
+        if self._transposed:
+            st = np.zeros((shape[1], shape[0]), dtype=self._dtype)
+            return st, st.T
+        st = np.zeros(shape, dtype=self._dtype)
+        return st, st
+
+    cdef object _view(self):
+        return self._storage.T if self._transposed else self._storage
+
+    def data(self, ctx=None):
+        """The values: a writable numpy view of the stored array.
+
+        Raises
+        ------
+        DeferredInitializationError
+            Before the parameter is initialized; the message says why and
+            how to resolve it.
+        """
+        if self._state != INITIALIZED:
+            raise DeferredInitializationError(self._not_ready_message())
+        return self._storage.T if self._transposed else self._storage
+
+    def list_data(self):
+        """``[data()]`` (Gluon keeps one copy per device; fastlazy one)."""
+        return [self.data()]
+
+    def _storage_array(self):
+        """The underlying C-contiguous storage (transposed for Dense weights)."""
+        return self._storage
+
+    @property
+    def storage_transposed(self):
+        """True when the storage holds the transpose of the logical array."""
+        return self._transposed
+
+    def _not_ready_message(self):
+        if self._state == DEFERRED:
+            return (
+                f"Parameter '{self.name}' has not been initialized yet because "
+                f"initialization was deferred: its shape {self._shape} is not "
+                f"fully known. It will be initialized by the first forward "
+                f"pass, which infers the missing sizes from the input. To use "
+                f"it now, run a forward pass (net(x)) or net.build(input_shape)"
+                f", or create the layer with its input size (e.g. in_units=...)"
+                f" so that initialize() can finish at once.")
+        if _complete(self._shape):
+            return (f"Parameter '{self.name}' (shape {self._shape}) has not "
+                    f"been initialized. Call initialize() on its block (or on "
+                    f"the parameter) first.")
+        return (f"Parameter '{self.name}' (shape {_shape_str(self._shape)}) "
+                f"has not been initialized. Call net.initialize() first; its "
+                f"shape is then completed and it is initialized at the first "
+                f"forward pass (or at once if the layer is given its input "
+                f"size, e.g. in_units=...).")
+
+    def set_data(self, data):
+        """Copy ``data`` into the parameter.
+
+        The array must match every known dimension; a -1 dimension is filled
+        from it.  An uninitialized parameter becomes initialized.  On error
+        (ShapeError, TypeError) the parameter is left as it was.
+        """
+        arr = as_numeric_array(data, f"Parameter '{self.name}'.set_data")
+        new = tuple(int(d) for d in arr.shape)
+        if self._shape is not None and len(new) != len(self._shape):
+            raise ShapeError(
+                f"Parameter '{self.name}'.set_data: expected an array with "
+                f"shape {self._shape}, got shape {new}")
+        if any(d == 0 for d in new):
+            raise ShapeError(f"Parameter '{self.name}'.set_data: got an "
+                             f"empty array of shape {new}")
+        try:
+            merged = self._merge_shape(new)
+        except ShapeError:
+            raise ShapeError(
+                f"Parameter '{self.name}'.set_data: expected an array with "
+                f"shape {self._shape}, got shape {new}") from None
+        if merged != new:  # pragma: no cover - merge of complete shapes
+            raise ShapeError(f"Parameter '{self.name}'.set_data: shape {new} "
+                             f"does not fit {self._shape}")
+        if self._storage is None:
+            st, view = self._new_storage(merged)
+            np.copyto(view, arr, casting="unsafe")
+            self._shape = merged
+            self._storage = st
+            self._pending = None
+            self._state = INITIALIZED
+            _bump_epoch()
+        else:
+            np.copyto(self._view(), arr, casting="unsafe")
+            self._state = INITIALIZED
+
+    # -- initialization ----------------------------------------------------
+
+    def initialize(self, init=None, ctx=None, default_init=None,
+                   force_reinit=False, _key=None):
+        """Initialize now if the shape is known; otherwise wait for it.
+
+        The initializer is the parameter's own ``init`` if it has one, else
+        ``init``, else ``default_init``, else ``init.Uniform()``.  Calling it
+        again on an initialized parameter warns and changes nothing unless
+        ``force_reinit=True``.
+        """
+        if self._state == INITIALIZED and not force_reinit:
+            warnings.warn(
+                f"Parameter '{self.name}' is already initialized; ignoring. "
+                f"Pass force_reinit=True to initialize it again.",
+                UserWarning, stacklevel=2)
+            return
+        if self.init is not None:
+            chosen = self.init
+        elif init is not None:
+            chosen = init
+        elif default_init is not None:
+            chosen = default_init
+        else:
+            chosen = _init.Uniform()
+        chosen = _init.create(chosen)
+        key = _key if _key is not None else _random.make_key(self.name)
+        if _complete(self._shape):
+            self._run_init(chosen, key)
+        else:
+            if not self.allow_deferred_init:
+                raise DeferredInitializationError(
+                    f"Parameter '{self.name}' has an incomplete shape "
+                    f"{_shape_str(self._shape)} and does not allow deferred "
+                    f"initialization; give its full shape first.")
+            self._pending = chosen
+            self._key = key
+            self._state = DEFERRED
+
+    cdef _run_init(self, chosen, key):
+        st, view = self._new_storage(self._shape)
+        chosen(_init.InitDesc(self.name, key), view)
+        if self._storage is None:
+            self._storage = st
+            _bump_epoch()
+        else:
+            np.copyto(self._storage, st)
+        self._state = INITIALIZED
+        self._pending = None
+        self._key = key
+
+    def _finish_deferred_init(self):
+        """Run the waiting initializer once the shape is complete."""
+        if self._state == DEFERRED:
+            if not _complete(self._shape):
+                raise DeferredInitializationError(self._not_ready_message())
+            self._run_init(self._pending, self._key)
+        elif self._state == UNSET:
+            raise DeferredInitializationError(self._not_ready_message())
+
+    def cast(self, dtype):
+        """Change the dtype, converting stored values."""
+        new = _float_dtype(dtype, f"Parameter '{self.name}'.cast")
+        if new == self._dtype:
+            return
+        if self._storage is not None:
+            self._storage = np.ascontiguousarray(self._storage, dtype=new)
+        self._dtype = new
+        _bump_epoch()
+
+    # -- transactions (used by blocks so failures change nothing) ----------
+
+    def _snapshot(self, copy_values=False):
+        """Everything :meth:`_restore` needs to undo a failed transaction;
+        ``copy_values`` also saves the values, for writes in place."""
+        saved = None
+        if copy_values and self._storage is not None:
+            saved = self._storage.copy()
+        return (self._shape, self._state, self._storage, self._pending,
+                self._key, self._dtype, saved)
+
+    def _restore(self, snap):
+        (self._shape, self._state, self._storage, self._pending, self._key,
+         self._dtype, saved) = snap
+        if saved is not None:
+            np.copyto(self._storage, saved)
+        _bump_epoch()
+
+    def _reset_key(self, key):
+        """Give a deferred parameter the random key of its place in a net."""
+        self._key = key
+
+    # -- pickling ----------------------------------------------------------
+
+    def __reduce__(self):
+        return (_rebuild_parameter,
+                (self.name, self._shape, self._dtype.str, self.init,
+                 self.allow_deferred_init, self.grad_req, self._transposed,
+                 self._state, self._storage, self._pending, self._key))
+
+
+def _rebuild_parameter(name, shape, dtype, init, allow_deferred, grad_req,
+                       transposed, state, storage, pending, key):
+    cdef Parameter p = Parameter(name, shape, dtype, init, allow_deferred,
+                                 grad_req, transposed)
+    p._state = state
+    p._storage = storage
+    p._pending = pending
+    p._key = key
+    return p
+
+
+cdef bint _complete(tuple shape):
+    if shape is None:
+        return False
+    for d in shape:
+        if d == -1:
+            return False
+    return True
+
+
+def _float_dtype(dtype, where):
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{where}: {dtype!r} is not a dtype") from None
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"{where}: dtype must be float32 or float64, got "
+                        f"{dt.name}")
+    return dt
+
+
+def as_numeric_array(data, where):
+    """``np.asarray(data)`` with clear errors for non-numeric input."""
+    try:
+        arr = np.asarray(data)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{where}: input is not a rectangular numeric array "
+                         f"({exc})") from None
+    kind = arr.dtype.kind
+    if kind not in "biuf":
+        raise TypeError(f"{where}: expected numbers, got an array of dtype "
+                        f"{arr.dtype} ({type(data).__name__})")
+    return arr
+
+
+# ---------------------------------------------------------------------------
+# The forward plan
+
+cdef enum StepKind:
+    STEP_DENSE = 0
+    STEP_ACT = 1
+
+cdef struct Step:
+    int kind
+    int act
+    Py_ssize_t rows      # dense: matrix rows per sample
+    Py_ssize_t K         # dense: input features
+    Py_ssize_t M         # dense: output features; act: elements per sample
+    char *wt             # weight storage, K x M, C order
+    char *b              # bias or NULL
+
+# A product with fewer multiply-adds than this runs in fastlazy's own
+# kernel; larger ones go to BLAS GEMM.  Tuned on the benchmarks (see README).
+cdef Py_ssize_t _SMALL_MACS = 1 << 18
+# Target size of one scratch workspace: a row tile of the widest
+# intermediate fits in it, so a tile's activations stay in L2.
+cdef Py_ssize_t _TILE_BYTES = 1 << 19
+
+
+def set_tuning(small_macs=None, tile_bytes=None):
+    """Adjust the kernel/BLAS crossover and the row-tile size (for benches)."""
+    global _SMALL_MACS, _TILE_BYTES
+    old = (_SMALL_MACS, _TILE_BYTES)
+    if small_macs is not None:
+        _SMALL_MACS = max(0, int(small_macs))
+    if tile_bytes is not None:
+        _TILE_BYTES = max(1, int(tile_bytes))
+    _bump_epoch()
+    return old
+
+
+cdef inline void _dense_f32(const Step *s, Py_ssize_t rows, const char *x,
+                            char *y) noexcept nogil:
+    cdef Py_ssize_t K = s.K, M = s.M
+    if rows * K * M <= _SMALL_MACS:
+        fl_kt.dense_f32(rows, K, M, <const float *>x, K, <const float *>s.wt,
+                        <const float *>s.b, <float *>y, M, s.act)
+        return
+    if rows == 1:
+        cblas_sgemv(CblasRowMajor, CblasTrans, <blas_int>K, <blas_int>M, 1.0,
+                    <const float *>s.wt, <blas_int>M, <const float *>x, 1,
+                    0.0, <float *>y, 1)
+    else:
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, <blas_int>rows,
+                    <blas_int>M, <blas_int>K, 1.0, <const float *>x,
+                    <blas_int>K, <const float *>s.wt, <blas_int>M, 0.0,
+                    <float *>y, <blas_int>M)
+    if s.b != NULL or s.act != FL_ACT_NONE:
+        fl_kt.bias_act_f32(rows, M, <float *>y, M, <const float *>s.b, s.act)
+
+
+cdef inline void _dense_f64(const Step *s, Py_ssize_t rows, const char *x,
+                            char *y) noexcept nogil:
+    cdef Py_ssize_t K = s.K, M = s.M
+    if rows * K * M <= _SMALL_MACS:
+        fl_kt.dense_f64(rows, K, M, <const double *>x, K,
+                        <const double *>s.wt, <const double *>s.b,
+                        <double *>y, M, s.act)
+        return
+    if rows == 1:
+        cblas_dgemv(CblasRowMajor, CblasTrans, <blas_int>K, <blas_int>M, 1.0,
+                    <const double *>s.wt, <blas_int>M, <const double *>x, 1,
+                    0.0, <double *>y, 1)
+    else:
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, <blas_int>rows,
+                    <blas_int>M, <blas_int>K, 1.0, <const double *>x,
+                    <blas_int>K, <const double *>s.wt, <blas_int>M, 0.0,
+                    <double *>y, <blas_int>M)
+    if s.b != NULL or s.act != FL_ACT_NONE:
+        fl_kt.bias_act_f64(rows, M, <double *>y, M, <const double *>s.b,
+                           s.act)
+
+
+cdef class Plan:
+    """A compiled forward pass for one network, dtype and sample shape.
+
+    Built from a list of step descriptions by the block layer; holds raw
+    pointers into parameter storage (and references that keep it alive).
+    """
+
+    cdef Step *steps
+    cdef int nsteps
+    cdef int last_producer
+    cdef int typenum
+    cdef Py_ssize_t itemsize
+    cdef unsigned long long epoch
+    cdef readonly tuple in_sample_shape
+    cdef readonly tuple out_sample_shape
+    cdef Py_ssize_t in_size, out_size, max_width
+    cdef int in_ndim
+    cdef cnp.npy_intp out_dims[32]
+    cdef int out_ndim
+    cdef list keep
+    cdef object dtype
+    # one cached workspace; a concurrent call on the same plan gets its own
+    cdef char *scratch
+    cdef Py_ssize_t scratch_rows
+    cdef bint scratch_busy
+
+    def __cinit__(self):
+        self.steps = NULL
+        self.scratch = NULL
+        self.scratch_rows = 0
+        self.scratch_busy = False
+
+    def __dealloc__(self):
+        free(self.steps)
+        free(self.scratch)
+
+    def __init__(self, list steps, tuple in_sample_shape,
+                 tuple out_sample_shape, dtype):
+        """``steps``: ('dense', weight, bias_or_None, act, rows, K, M) or
+        ('act', act, elems) tuples, in order."""
+        cdef Parameter w, b
+        cdef Step *s
+        cdef cnp.ndarray arr
+        cdef int i
+        self.dtype = np.dtype(dtype)
+        self.typenum = self.dtype.num
+        self.itemsize = self.dtype.itemsize
+        self.in_sample_shape = in_sample_shape
+        self.out_sample_shape = out_sample_shape
+        self.in_ndim = len(in_sample_shape) + 1
+        if len(out_sample_shape) + 1 > 32:
+            raise ShapeError("fastlazy supports at most 32 dimensions")
+        self.out_ndim = len(out_sample_shape) + 1
+        for i, d in enumerate(out_sample_shape):
+            self.out_dims[i + 1] = d
+        self.in_size = _prod(in_sample_shape)
+        self.out_size = _prod(out_sample_shape)
+        self.keep = []
+        self.nsteps = len(steps)
+        self.steps = <Step *>malloc(max(1, self.nsteps) * sizeof(Step))
+        if self.steps == NULL:
+            raise MemoryError()
+        self.max_width = max(self.in_size, self.out_size, 1)
+        self.last_producer = -1
+        for i, spec in enumerate(steps):
+            s = &self.steps[i]
+            if spec[0] == "dense":
+                _, w, b, act, rows, K, M = spec
+                arr = w._storage
+                if arr is None or arr.dtype != self.dtype \
+                        or not w._transposed:
+                    raise RuntimeError(f"plan: weight {w.name} not ready")
+                s.kind = STEP_DENSE
+                s.act = act
+                s.rows = rows
+                s.K = K
+                s.M = M
+                s.wt = <char *>cnp.PyArray_DATA(arr)
+                self.keep.append(arr)
+                if b is None:
+                    s.b = NULL
+                else:
+                    arr = b._storage
+                    if arr is None or arr.dtype != self.dtype:
+                        raise RuntimeError(f"plan: bias {b.name} not ready")
+                    s.b = <char *>cnp.PyArray_DATA(arr)
+                    self.keep.append(arr)
+                self.max_width = max(self.max_width, rows * M)
+                self.last_producer = i
+            else:
+                _, act, elems = spec
+                s.kind = STEP_ACT
+                s.act = act
+                s.rows = 1
+                s.K = 0
+                s.M = elems
+                s.wt = NULL
+                s.b = NULL
+        if self.last_producer < 0:
+            # no dense step: the first activation copies input to output
+            for i in range(self.nsteps):
+                if self.steps[i].kind == STEP_ACT:
+                    self.last_producer = i
+                    break
+        self.epoch = _epoch
+
+    cdef inline bint current(self) noexcept:
+        return self.epoch == _epoch
+
+    def is_current(self):
+        """False once anything that matters to this plan has changed."""
+        return self.epoch == _epoch
+
+    cdef Py_ssize_t _tile_rows(self, Py_ssize_t n) noexcept:
+        cdef Py_ssize_t t = _TILE_BYTES // (self.max_width * self.itemsize)
+        if t < 64:
+            t = 64
+        t -= t % 8
+        return n if n < t else t
+
+    cdef int _run_tile(self, const char *x, char *out, Py_ssize_t b,
+                       char *s0, char *s1) noexcept nogil:
+        cdef const char *cur = x
+        cdef char *dst
+        cdef char *bufs[2]
+        cdef int which = 0, i
+        cdef bint cur_is_input = True
+        cdef const Step *s
+        cdef Py_ssize_t n
+        bufs[0] = s0
+        bufs[1] = s1
+        for i in range(self.nsteps):
+            s = &self.steps[i]
+            if s.kind == STEP_DENSE:
+                if i == self.last_producer:
+                    dst = out
+                else:
+                    dst = bufs[which]
+                    which ^= 1
+                if self.itemsize == 4:
+                    _dense_f32(s, b * s.rows, cur, dst)
+                else:
+                    _dense_f64(s, b * s.rows, cur, dst)
+                cur = dst
+                cur_is_input = False
+            else:
+                n = b * s.M
+                if cur_is_input:
+                    if i == self.last_producer:
+                        dst = out
+                    else:
+                        dst = bufs[which]
+                        which ^= 1
+                    memcpy(dst, cur, n * self.itemsize)
+                    cur = dst
+                    cur_is_input = False
+                if self.itemsize == 4:
+                    fl_act_f32(<float *>cur, n, s.act)
+                else:
+                    fl_act_f64(<double *>cur, n, s.act)
+        if cur != out:
+            memcpy(out, cur, b * self.out_size * self.itemsize)
+        return 0
+
+    cpdef object run(self, object x):
+        """Run on ``x``; None when ``x`` does not fit this plan's shapes
+        (the caller then takes the slow path, which re-infers or raises)."""
+        cdef cnp.ndarray arr
+        cdef cnp.ndarray out
+        cdef Py_ssize_t n, t0, b, tile, i, need
+        cdef char *scratch
+        cdef bint own_scratch = False
+        cdef const char *xp
+        cdef char *op
+        cdef Py_ssize_t in_bytes, out_bytes
+        if cnp.PyArray_CheckExact(x) and \
+                cnp.PyArray_TYPE(<cnp.ndarray>x) == self.typenum and \
+                cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x):
+            arr = <cnp.ndarray>x
+        else:
+            arr = self.coerce(x)
+        if cnp.PyArray_NDIM(arr) != self.in_ndim:
+            return None
+        for i in range(1, self.in_ndim):
+            if cnp.PyArray_DIM(arr, i) != <Py_ssize_t>self.in_sample_shape[i - 1]:
+                return None
+        n = cnp.PyArray_DIM(arr, 0)
+        self.out_dims[0] = n
+        out = cnp.PyArray_EMPTY(self.out_ndim, self.out_dims, self.typenum, 0)
+        if n == 0:
+            return out
+        tile = self._tile_rows(n)
+        need = tile * self.max_width * self.itemsize
+        if self.scratch_busy or tile > self.scratch_rows:
+            scratch = <char *>malloc(2 * need)
+            if scratch == NULL:
+                raise MemoryError(f"forward pass: cannot allocate a "
+                                  f"{2 * need}-byte workspace")
+            if not self.scratch_busy:
+                free(self.scratch)
+                self.scratch = scratch
+                self.scratch_rows = tile
+                self.scratch_busy = True
+            else:
+                own_scratch = True
+        else:
+            scratch = self.scratch
+            self.scratch_busy = True
+        xp = <const char *>cnp.PyArray_DATA(arr)
+        op = <char *>cnp.PyArray_DATA(out)
+        in_bytes = self.in_size * self.itemsize
+        out_bytes = self.out_size * self.itemsize
+        with nogil:
+            t0 = 0
+            while t0 < n:
+                b = n - t0 if n - t0 < tile else tile
+                self._run_tile(xp + t0 * in_bytes, op + t0 * out_bytes, b,
+                               scratch, scratch + need)
+                t0 += b
+        if own_scratch:
+            free(scratch)
+        else:
+            self.scratch_busy = False
+        return out
+
+    cdef cnp.ndarray coerce(self, object x):
+        arr = as_numeric_array(x, "forward")
+        return np.ascontiguousarray(arr, dtype=self.dtype)
+
+
+cdef Py_ssize_t _prod(tuple shape):
+    cdef Py_ssize_t p = 1
+    for d in shape:
+        p *= <Py_ssize_t>d
+    return p
+
+
+def block_call(self, x):
+    """``Block.__call__``: one compiled call when the block has a current
+    plan for this input; otherwise the block's slow path (shape inference,
+    deferred initialization, plan building, or plain Python)."""
+    cdef object plan = getattr(self, "_plan", None)
+    cdef object out
+    if plan is not None and (<Plan>plan).epoch == _epoch:
+        out = (<Plan>plan).run(x)
+        if out is not None:
+            return out
+    return self._call_slow(x)
+
+
+def dense_kernel(x, wt, b, int act, bint use_blas):
+    """Test twin of the dense step: ``act(x @ wt + b)``, x (n, K), wt (K, M).
+
+    Exists so tests can check the kernels (and the BLAS route) against NumPy
+    on their own.  Arrays must be C-contiguous and share a float dtype.
+    """
+    cdef Step s
+    cdef cnp.ndarray xa = np.ascontiguousarray(x)
+    cdef cnp.ndarray wa = np.ascontiguousarray(wt, dtype=xa.dtype)
+    cdef cnp.ndarray ba
+    cdef Py_ssize_t n = xa.shape[0]
+    cdef Py_ssize_t saved = _SMALL_MACS
+    global _SMALL_MACS
+    if xa.dtype not in (np.float32, np.float64) or xa.ndim != 2 \
+            or wa.ndim != 2 or wa.shape[0] != xa.shape[1]:
+        raise ValueError("dense_kernel: need float x (n, K) and wt (K, M)")
+    out = np.empty((n, wa.shape[1]), dtype=xa.dtype)
+    s.kind = STEP_DENSE
+    s.act = act
+    s.rows = 1
+    s.K = wa.shape[0]
+    s.M = wa.shape[1]
+    s.wt = <char *>cnp.PyArray_DATA(wa)
+    if b is None:
+        s.b = NULL
+    else:
+        ba = np.ascontiguousarray(b, dtype=xa.dtype)
+        if ba.ndim != 1 or ba.shape[0] != s.M:
+            raise ValueError("dense_kernel: bias must have shape (M,)")
+        s.b = <char *>cnp.PyArray_DATA(ba)
+    _SMALL_MACS = -1 if use_blas else (1 << 62)
+    try:
+        if xa.dtype.itemsize == 4:
+            _dense_f32(&s, n, <char *>cnp.PyArray_DATA(xa),
+                       <char *>cnp.PyArray_DATA(out))
+        else:
+            _dense_f64(&s, n, <char *>cnp.PyArray_DATA(xa),
+                       <char *>cnp.PyArray_DATA(out))
+    finally:
+        _SMALL_MACS = saved
+    return out

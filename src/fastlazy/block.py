@@ -1,0 +1,550 @@
+"""Block and Sequential: naming, children, shape inference, compiled plans.
+
+A block whose whole subtree is made of built-in layers ("plannable") runs as
+one compiled :class:`~fastlazy._core.Plan` once its shapes are known.  The
+first call (or a call with a new input shape) takes the slow path here:
+infer every shape layer by layer without changing anything, then complete
+shapes and run the deferred initializers as one transaction, then build the
+plan.  A user-defined block with its own ``forward`` runs that forward in
+Python, its built-in children still compiled.
+"""
+
+import re
+import threading
+from collections import OrderedDict
+
+import numpy as np
+
+from . import _core
+from ._core import Parameter, Plan, as_numeric_array
+from .errors import DeferredInitializationError, ShapeError
+from .initializers import Uniform
+from .parameter_dict import ParameterDict
+
+__all__ = ["Block", "HybridBlock", "Sequential", "HybridSequential"]
+
+# Serialises every slow path (shape inference + initialization + planning),
+# so a first forward raced from several threads initializes exactly once.
+_SLOW_LOCK = threading.RLock()
+
+
+# ---------------------------------------------------------------------------
+# Naming
+
+
+class _NameScope:
+    """Per-class counters for block prefixes (``dense0_``, ``dense1_``)."""
+
+    _local = threading.local()
+    _global_counter = {}
+
+    def __init__(self, block):
+        self._block = block
+        self._counter = {}
+        self._old = None
+
+    @classmethod
+    def current(cls):
+        return getattr(cls._local, "scope", None)
+
+    @classmethod
+    def create_prefix(cls, hint):
+        scope = cls.current()
+        counter = cls._global_counter if scope is None else scope._counter
+        count = counter.get(hint, 0)
+        counter[hint] = count + 1
+        prefix = f"{hint}{count}_"
+        if scope is not None:
+            prefix = scope._block.prefix + prefix
+        return prefix
+
+    def __enter__(self):
+        self._old = _NameScope.current()
+        _NameScope._local.scope = self
+        return self
+
+    def __exit__(self, *exc):
+        _NameScope._local.scope = self._old
+        return False
+
+
+def _indent(text, spaces):
+    lines = text.split("\n")
+    return "\n".join([lines[0]] + [" " * spaces + ln for ln in lines[1:]])
+
+
+# ---------------------------------------------------------------------------
+# Block
+
+
+class Block:
+    """Base class of every layer and container.
+
+    Parameters
+    ----------
+    prefix : str, optional
+        Prefix of this block's name and of its parameters' names; by default
+        the lower-cased class name and a per-class counter (``dense0_``).
+    params : ParameterDict, optional
+        Parameters to share: this block uses the very same Parameter objects.
+
+    Subclass and override ``forward(x)`` for a custom block; assigning a
+    Block or Parameter to an attribute registers it (as in Gluon).
+    """
+
+    # True for built-in blocks that the compiled plan can run
+    _plannable = False
+
+    def __init__(self, prefix=None, params=None):
+        object.__setattr__(self, "_children", OrderedDict())
+        object.__setattr__(self, "_reg_params", OrderedDict())
+        object.__setattr__(self, "_plan", None)
+        if prefix is None:
+            prefix = _NameScope.create_prefix(self._alias())
+        self._prefix = prefix
+        self._name = prefix[:-1] if prefix.endswith("_") else prefix
+        if params is None:
+            self._params = ParameterDict(prefix)
+        else:
+            self._params = ParameterDict(params.prefix, shared=params)
+        self._scope = None
+
+    def _alias(self):
+        return type(self).__name__.lower()
+
+    # -- identity ----------------------------------------------------------
+
+    @property
+    def prefix(self):
+        """Prefix of this block's parameter names (``'dense0_'``)."""
+        return self._prefix
+
+    @property
+    def name(self):
+        """Name of this block (``'dense0'``)."""
+        return self._name
+
+    @property
+    def params(self):
+        """This block's own parameters (not its children's)."""
+        return self._params
+
+    def name_scope(self):
+        """Context in which new child blocks are named under this block."""
+        return _NameScope(self)
+
+    def __setattr__(self, name, value):
+        if isinstance(value, Block):
+            self.register_child(value, name)
+        elif isinstance(value, Parameter):
+            self._reg_params[name] = value
+            self._params._add(value)
+            _core.bump_epoch()
+        object.__setattr__(self, name, value)
+
+    def register_child(self, block, name=None):
+        """Add ``block`` as a child, under ``name`` (default: its index)."""
+        if not isinstance(block, Block):
+            raise TypeError(f"{self.name}: children must be Blocks, got "
+                            f"{type(block).__name__}")
+        if name is None:
+            name = str(len(self._children))
+        self._children[name] = block
+        _core.bump_epoch()
+
+    # -- parameters ----------------------------------------------------------
+
+    def _collect_params_with_prefix(self, prefix=""):
+        """OrderedDict structural key ('0.weight') -> Parameter."""
+        if prefix:
+            prefix += "."
+        out = OrderedDict((prefix + k, p) for k, p in self._reg_params.items())
+        for cname, child in self._children.items():
+            out.update(child._collect_params_with_prefix(prefix + cname))
+        return out
+
+    def collect_params(self, select=None):
+        """A :class:`ParameterDict` of this block's and all its children's
+        parameters, in layer order; ``select`` is a regular expression
+        matched against the names (e.g. ``'.*weight'``)."""
+        out = ParameterDict(self._prefix)
+        regex = re.compile(select) if select is not None else None
+        for key, param in self._collect_params_with_prefix().items():
+            if param.name in out:
+                continue
+            if regex is None or regex.match(param.name):
+                out._add(param, key)
+        return out
+
+    def initialize(self, init=None, ctx=None, verbose=False,
+                   force_reinit=False):
+        """Initialize every parameter, now where its shape is known and at
+        the first forward pass otherwise.
+
+        Parameters
+        ----------
+        init : Initializer or str, default init.Uniform()
+            Used for parameters without their own initializer.
+        force_reinit : bool
+            Re-run initialization of already-initialized parameters;
+            otherwise they are left alone with a warning.
+        """
+        self.collect_params().initialize(init if init is not None
+                                         else Uniform(), ctx, verbose,
+                                         force_reinit)
+
+    def share_parameters(self, params):
+        """Use the Parameter objects in ``params`` for this block's own.
+
+        ``params`` is a ParameterDict (e.g. ``other.collect_params()``) of a
+        block with the same structure; parameters are matched by structural
+        key, else by name suffix.  Returns self.
+        """
+        if not isinstance(params, (ParameterDict, dict)):
+            raise TypeError(f"{self.name}.share_parameters needs a "
+                            f"ParameterDict, got {type(params).__name__}")
+        mine = self._collect_params_with_prefix()
+        by_key = {}
+        if isinstance(params, ParameterDict):
+            for name, p in params.items():
+                key = params.structural_key(name)
+                if key is not None:
+                    by_key[key] = p
+        else:
+            by_key.update(params)
+        # stage every replacement first: nothing changes on error
+        staged = []
+        for key, old in mine.items():
+            new = by_key.get(key)
+            if new is None:
+                cands = [p for n, p in params.items()
+                         if n == key or n.endswith("_" + key)
+                         or n.endswith("." + key)]
+                if len(cands) == 1:
+                    new = cands[0]
+            if new is None:
+                raise ValueError(
+                    f"{self.name}.share_parameters: no parameter for "
+                    f"'{key}' ({old.name}) in the given ParameterDict "
+                    f"(keys: {list(params.keys())[:8]})")
+            if new.shape is not None and old.shape is not None:
+                try:
+                    old._merge_shape(new.shape)
+                except ShapeError as exc:
+                    raise ShapeError(f"{self.name}.share_parameters: "
+                                     f"{exc}") from None
+            staged.append((key, old, new))
+        for key, old, new in staged:
+            self._replace_param(key.split("."), old, new)
+        _core.bump_epoch()
+        return self
+
+    def _replace_param(self, path, old, new):
+        if len(path) == 1:
+            attr = path[0]
+            self._reg_params[attr] = new
+            object.__setattr__(self, attr, new)
+            self._params._params.pop(old.name, None)
+            self._params._params[new.name] = new
+            return
+        self._children[path[0]]._replace_param(path[1:], old, new)
+
+    def cast(self, dtype):
+        """Convert every parameter to ``dtype`` (float32 or float64)."""
+        params = list(self.collect_params().values())
+        for p in params:
+            _core._float_dtype(dtype, f"{self.name}.cast")
+        for p in params:
+            p.cast(dtype)
+        for child in self._children.values():
+            child._on_cast(dtype)
+        self._on_cast(dtype)
+        _core.bump_epoch()
+
+    def _on_cast(self, dtype):
+        """Hook for blocks that remember their dtype."""
+
+    def hybridize(self, active=True, **kwargs):
+        """Accepted for Gluon compatibility: every fastlazy forward is
+        already compiled."""
+
+    def apply(self, fn):
+        """Call ``fn`` on every child recursively and on self; returns self."""
+        for child in self._children.values():
+            child.apply(fn)
+        fn(self)
+        return self
+
+    # -- forward -----------------------------------------------------------
+
+    __call__ = _core.block_call
+
+    def forward(self, x):
+        """Compute the output for ``x``; custom blocks override this."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement forward(x)")
+
+    def _is_plannable(self):
+        if not type(self)._plannable:
+            return False
+        return all(c._is_plannable() for c in self._children.values())
+
+    def _call_slow(self, x):
+        if not self._is_plannable():
+            return self.forward(x)
+        with _SLOW_LOCK:
+            arr = as_numeric_array(x, f"{type(self).__name__} '{self.name}'")
+            dtype = self._net_dtype()
+            arr = np.ascontiguousarray(arr, dtype=dtype)
+            if arr.ndim == 0:
+                raise ShapeError(f"{type(self).__name__} '{self.name}': "
+                                 f"expected an array with a batch axis, got "
+                                 f"a 0-d value")
+            self._prepare(tuple(arr.shape))
+            plan = self._build_plan(tuple(arr.shape), dtype)
+            object.__setattr__(self, "_plan", plan)
+            out = plan.run(arr)
+            if out is None:  # pragma: no cover - plan built for this shape
+                raise RuntimeError("forward plan rejected its own input shape")
+            return out
+
+    def _net_dtype(self):
+        dtypes = OrderedDict()
+        for p in self.collect_params().values():
+            dtypes.setdefault(p.dtype, p.name)
+        if len(dtypes) > 1:
+            desc = ", ".join(f"{n} is {d.name}" for d, n in dtypes.items())
+            raise TypeError(f"{self.name}: parameters mix dtypes ({desc}); "
+                            f"call net.cast('float32') or net.cast('float64')")
+        return next(iter(dtypes), np.dtype(np.float32))
+
+    def _infer(self, shape, pending):
+        """Output shape for input ``shape``; record completed parameter shapes
+        in ``pending`` (Parameter -> shape) without changing anything.
+        Raises ShapeError naming the layer."""
+        for child in self._children.values():
+            shape = child._infer(shape, pending)
+        return shape
+
+    def _steps(self, shape, steps):
+        """Append this block's plan steps for input ``shape``; return the
+        output shape."""
+        for child in self._children.values():
+            shape = child._steps(shape, steps)
+        return shape
+
+    def _prepare(self, in_shape):
+        """Infer shapes for ``in_shape``, then complete shapes and finish
+        deferred initialization as one transaction; returns the output
+        shape.  On any error every parameter is restored as it was."""
+        pending = {}
+        out_shape = self._infer(in_shape, pending)
+        params = list(self.collect_params().values())
+        for p in params:
+            if p.state == "unset":
+                raise DeferredInitializationError(p._not_ready_message())
+        if not pending and all(p.is_initialized for p in params):
+            return out_shape
+        snaps = [(p, p._snapshot()) for p in params]
+        try:
+            for p, shape in pending.items():
+                p.shape = shape
+            for p in params:
+                if p.state == "deferred":
+                    p._finish_deferred_init()
+        except BaseException:
+            for p, snap in snaps:
+                p._restore(snap)
+            raise
+        return out_shape
+
+    def _build_plan(self, in_shape, dtype):
+        steps = []
+        out_shape = self._steps(in_shape, steps)
+        return Plan(_fuse(steps), tuple(in_shape[1:]), tuple(out_shape[1:]),
+                    dtype)
+
+    def build(self, input_shape):
+        """Finish deferred initialization for inputs of ``input_shape``
+        (e.g. ``(None, 20)``; None is the batch size) without computing
+        anything.  Returns the output shape."""
+        if not isinstance(input_shape, (tuple, list)) or not input_shape:
+            raise TypeError(f"{self.name}.build: input_shape must be a "
+                            f"non-empty tuple such as (None, 20), got "
+                            f"{input_shape!r}")
+        shape = []
+        for d in input_shape:
+            if d is None:
+                d = 1
+            if isinstance(d, bool) or not isinstance(d, (int, np.integer)) \
+                    or d < 0:
+                raise TypeError(f"{self.name}.build: dimensions must be "
+                                f"non-negative ints or None, got "
+                                f"{input_shape!r}")
+            shape.append(int(d))
+        if not self._is_plannable():
+            raise TypeError(f"{self.name}.build: only blocks made of "
+                            f"built-in layers can be built from a shape; "
+                            f"call it on an example input instead")
+        with _SLOW_LOCK:
+            out = self._prepare(tuple(shape))
+        return (input_shape[0],) + tuple(out[1:])
+
+    # -- persistence -------------------------------------------------------
+
+    def save_parameters(self, filename, deduplicate=False):
+        """Save every parameter to ``filename`` (NumPy ``.npz``) under
+        structural keys ('0.weight').  The file is written whole or not at
+        all.  Parameters must be initialized (see :meth:`build`)."""
+        from .io import save_arrays
+        arrays = OrderedDict()
+        seen = set()
+        for key, p in self._collect_params_with_prefix().items():
+            if deduplicate and id(p) in seen:
+                continue
+            seen.add(id(p))
+            if not p.is_initialized:
+                raise DeferredInitializationError(
+                    f"{self.name}.save_parameters: {p._not_ready_message()}")
+            arrays[key] = p.data()
+        save_arrays(filename, arrays)
+
+    def load_parameters(self, filename, ctx=None, allow_missing=False,
+                        ignore_extra=False, cast_dtype=False,
+                        dtype_source="current"):
+        """Load parameters saved by :meth:`save_parameters` or by MXNet
+        Gluon (``.params``).  A deferred network takes its shapes from the
+        file.  On any error nothing is changed.
+
+        Parameters
+        ----------
+        allow_missing : bool
+            Leave parameters that the file lacks as they are.
+        ignore_extra : bool
+            Ignore keys in the file that the network does not have.
+        cast_dtype : bool
+            Convert arrays whose dtype differs from the parameter's
+            (``dtype_source='saved'`` converts the parameter instead).
+        """
+        from .io import load_into
+        with _SLOW_LOCK:
+            load_into(self, filename, allow_missing, ignore_extra, cast_dtype,
+                      dtype_source)
+
+    # -- representation, copying ---------------------------------------------
+
+    def __repr__(self):
+        body = "\n".join(f"  ({k}): {_indent(repr(b), 2)}"
+                         for k, b in self._children.items())
+        return f"{type(self).__name__}(\n{body}\n)"
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_plan"] = None
+        state["_scope"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+    def summary(self, x):
+        """Print each layer's output shape and parameter count for input
+        ``x`` (an array or a shape such as ``(None, 20)``); returns the rows.
+        Works before and after shape inference and changes nothing."""
+        if isinstance(x, tuple):
+            shape = tuple(1 if d is None else int(d) for d in x)
+        else:
+            shape = np.asarray(x).shape
+        rows = []
+        pending = {}
+        self._summary_rows(shape, pending, rows, "")
+        total = sum(r[2] for r in rows)
+        width = max([len(r[0]) for r in rows] + [12])
+        lines = [f"{'Layer (type)':<{width}}  {'Output Shape':<24}  Param #",
+                 "=" * (width + 36)]
+        for name, out, count in rows:
+            lines.append(f"{name:<{width}}  {str(out):<24}  {count}")
+        lines.append("=" * (width + 36))
+        lines.append(f"Total params: {total}")
+        print("\n".join(lines))
+        return rows
+
+    def _summary_rows(self, shape, pending, rows, path):
+        if not self._children:
+            out = self._infer(shape, pending)
+            count = 0
+            for p in self._reg_params.values():
+                s = pending.get(p, p.shape)
+                count += int(np.prod(s)) if s and -1 not in s else 0
+            rows.append((f"{self.name} ({type(self).__name__})",
+                         (None,) + tuple(out[1:]), count))
+            return out
+        for child in self._children.values():
+            shape = child._summary_rows(shape, pending, rows, path)
+        return shape
+
+
+HybridBlock = Block
+
+
+def _fuse(steps):
+    """Fold an activation step into the dense step right before it."""
+    out = []
+    for step in steps:
+        if step[0] == "act" and out and out[-1][0] == "dense" \
+                and out[-1][3] == _core.ACTIVATIONS[None]:
+            kind, w, b, _, rows, k, m = out[-1]
+            out[-1] = (kind, w, b, step[1], rows, k, m)
+        elif step[0] == "act" and step[1] == _core.ACTIVATIONS[None]:
+            continue
+        else:
+            out.append(step)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Sequential
+
+
+class Sequential(Block):
+    """Stacks blocks: ``net.add(nn.Dense(256, activation='relu'))``.
+
+    Supports ``net[i]``, ``net[a:b]`` (a Sequential sharing the blocks),
+    ``len(net)``, iteration and nesting.
+    """
+
+    _plannable = True
+
+    def add(self, *blocks):
+        """Append blocks, in order."""
+        for block in blocks:
+            self.register_child(block)
+        return self
+
+    def forward(self, x):
+        for block in self._children.values():
+            x = block(x)
+        return x
+
+    def _is_plannable(self):
+        if type(self).forward is not Sequential.forward:
+            return False
+        return super()._is_plannable()
+
+    def __getitem__(self, key):
+        layers = list(self._children.values())[key]
+        if isinstance(layers, list):
+            net = type(self)(prefix=self._prefix)
+            net.add(*layers)
+            return net
+        return layers
+
+    def __len__(self):
+        return len(self._children)
+
+    def __iter__(self):
+        return iter(self._children.values())
+
+
+class HybridSequential(Sequential):
+    """Gluon's HybridSequential: the same as :class:`Sequential` here."""

@@ -1,0 +1,197 @@
+"""Built-in layers: Dense, Activation, Dropout, Flatten."""
+
+import numpy as np
+
+from . import _core
+from .block import Block
+from .errors import ShapeError
+
+__all__ = ["Dense", "Activation", "Dropout", "Flatten"]
+
+
+def _prod(dims):
+    p = 1
+    for d in dims:
+        p *= int(d)
+    return p
+
+
+class Dense(Block):
+    """Densely connected layer: ``activation(x @ weight.T + bias)``.
+
+    Parameters
+    ----------
+    units : int
+        Output size.
+    activation : str or None
+        'relu', 'sigmoid', 'tanh', 'softrelu', 'softsign', 'gelu', 'silu'.
+    use_bias : bool, default True
+    flatten : bool, default True
+        True: an input ``(N, d1, d2, ...)`` is used as ``(N, d1*d2*...)``;
+        False: the layer applies to the last axis and keeps the others.
+    dtype : 'float32' or 'float64'
+    weight_initializer, bias_initializer : Initializer or str
+        The parameters' own initializers (bias: zeros by default).
+    in_units : int, default 0
+        Input size; 0 defers it to the first forward pass.
+    prefix, params : see :class:`~fastlazy.block.Block`.
+
+    Shapes: weight ``(units, in_units)``, bias ``(units,)``.  With
+    ``in_units=0`` the weight is ``(units, -1)`` until the first input (or
+    :meth:`build`, or a loaded file) fixes it.
+    """
+
+    _plannable = True
+
+    def __init__(self, units, activation=None, use_bias=True, flatten=True,
+                 dtype="float32", weight_initializer=None,
+                 bias_initializer="zeros", in_units=0, prefix=None,
+                 params=None):
+        super().__init__(prefix=prefix, params=params)
+        where = f"Dense '{self.name}'"
+        if isinstance(units, bool) or not isinstance(units, (int, np.integer)) \
+                or units <= 0:
+            raise ValueError(f"{where}: units must be a positive int, got "
+                             f"{units!r}")
+        if isinstance(in_units, bool) or \
+                not isinstance(in_units, (int, np.integer)) or in_units < 0:
+            raise ValueError(f"{where}: in_units must be a non-negative int "
+                             f"(0 = infer at the first forward), got "
+                             f"{in_units!r}")
+        self._act_code = _core.activation_code(activation, where)
+        self._units = int(units)
+        self._activation = activation
+        self._use_bias = bool(use_bias)
+        self._flatten = bool(flatten)
+        self.weight = self.params.get(
+            "weight", shape=(units, in_units), init=weight_initializer,
+            dtype=dtype, allow_deferred_init=True, _storage_transposed=True)
+        if use_bias:
+            self.bias = self.params.get(
+                "bias", shape=(units,), init=bias_initializer, dtype=dtype,
+                allow_deferred_init=True)
+        else:
+            self.bias = None
+
+    @property
+    def units(self):
+        return self._units
+
+    @property
+    def act(self):
+        return self._activation
+
+    def _features(self, shape):
+        where = f"Dense layer '{self.name}'"
+        if len(shape) < 2:
+            raise ShapeError(
+                f"{where}: expected an input with a batch axis and at least "
+                f"one feature axis, got shape {shape}; for a single sample "
+                f"use x[None]")
+        k = _prod(shape[1:]) if self._flatten else int(shape[-1])
+        if k == 0:
+            raise ShapeError(f"{where}: the input of shape {shape} has no "
+                             f"features (an empty feature axis)")
+        return k
+
+    def _infer(self, shape, pending):
+        k = self._features(shape)
+        w = self.weight
+        cur = pending.get(w, w.shape)
+        if cur[1] == -1:
+            pending[w] = (cur[0], k)
+        elif cur[1] != k:
+            how = "flattened " if self._flatten and len(shape) > 2 else ""
+            raise ShapeError(
+                f"Dense layer '{self.name}' expects {cur[1]} input features "
+                f"(weight shape {cur}), but received an input of shape "
+                f"{tuple(shape)} with {k} {how}features. Feed inputs with "
+                f"{cur[1]} features, or use a new layer for this size.")
+        if self._flatten:
+            return (shape[0], self._units)
+        return tuple(shape[:-1]) + (self._units,)
+
+    def _steps(self, shape, steps):
+        k = self._features(shape)
+        rows = 1 if self._flatten else _prod(shape[1:-1])
+        steps.append(("dense", self.weight, self.bias, self._act_code, rows,
+                      k, self._units))
+        if self._flatten:
+            return (shape[0], self._units)
+        return tuple(shape[:-1]) + (self._units,)
+
+    def __repr__(self):
+        shape = self.weight.shape
+        act = f"Activation({self._activation})" if self._activation \
+            else "linear"
+        return f"Dense({shape[1]} -> {shape[0]}, {act})"
+
+
+class Activation(Block):
+    """An activation function by name ('relu', 'sigmoid', 'tanh',
+    'softrelu', 'softsign', 'gelu', 'silu'), element-wise."""
+
+    _plannable = True
+
+    def __init__(self, activation, prefix=None, params=None):
+        self._act_type = activation
+        super().__init__(prefix=prefix, params=params)
+        if activation is None:
+            raise ValueError("Activation: give an activation name, e.g. "
+                             "'relu'")
+        self._act_code = _core.activation_code(activation,
+                                               f"Activation '{self.name}'")
+
+    def _alias(self):
+        return self._act_type if isinstance(self._act_type, str) \
+            else "activation"
+
+    def _infer(self, shape, pending):
+        return tuple(shape)
+
+    def _steps(self, shape, steps):
+        steps.append(("act", self._act_code, _prod(shape[1:])))
+        return tuple(shape)
+
+    def __repr__(self):
+        return f"Activation({self._act_type})"
+
+
+class Dropout(Block):
+    """Dropout: the identity at inference, which is all fastlazy runs."""
+
+    _plannable = True
+
+    def __init__(self, rate, axes=(), prefix=None, params=None):
+        super().__init__(prefix=prefix, params=params)
+        if not 0 <= float(rate) < 1:
+            raise ValueError(f"Dropout '{self.name}': rate must be in "
+                             f"[0, 1), got {rate!r}")
+        self._rate = float(rate)
+        self._axes = tuple(axes)
+
+    def _infer(self, shape, pending):
+        return tuple(shape)
+
+    def _steps(self, shape, steps):
+        return tuple(shape)
+
+    def __repr__(self):
+        return f"Dropout(p = {self._rate}, axes={self._axes})"
+
+
+class Flatten(Block):
+    """Reshape ``(N, d1, d2, ...)`` to ``(N, d1*d2*...)``."""
+
+    _plannable = True
+
+    def _infer(self, shape, pending):
+        if len(shape) < 1:
+            raise ShapeError(f"Flatten '{self.name}': needs a batch axis")
+        return (shape[0], _prod(shape[1:]))
+
+    def _steps(self, shape, steps):
+        return self._infer(shape, None)
+
+    def __repr__(self):
+        return "Flatten"
