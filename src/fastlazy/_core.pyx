@@ -26,7 +26,7 @@ import numpy as np
 cimport numpy as cnp
 from cpython.object cimport PyObject
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 from fastlazy._blas cimport (
     CblasNoTrans, CblasRowMajor, CblasTrans, blas_int, cblas_dgemm,
@@ -557,15 +557,26 @@ def as_numeric_array(data, where):
 cdef enum StepKind:
     STEP_DENSE = 0
     STEP_ACT = 1
+    STEP_OTHER = 2
+
+ctypedef void (*step_fn)(const Step *s, Py_ssize_t b, const char *x, char *y,
+                         char *work) noexcept nogil
 
 cdef struct Step:
+    step_fn run          # computes b samples: x -> y (y == x if inplace)
     int kind
     int act
+    int inplace          # element-wise: may run with y == x
+    Py_ssize_t itemsize
+    Py_ssize_t in_size   # elements per sample read
+    Py_ssize_t out_size  # elements per sample written
+    Py_ssize_t work      # workspace elements per sample
     Py_ssize_t rows      # dense: matrix rows per sample
     Py_ssize_t K         # dense: input features
-    Py_ssize_t M         # dense: output features; act: elements per sample
-    char *wt             # weight storage, K x M, C order
-    char *b              # bias or NULL
+    Py_ssize_t M         # dense: output features
+    Py_ssize_t geom[16]  # layer geometry (convolution, pooling, ...)
+    double eps
+    char *p[6]           # parameter storage (weight, bias, ...)
 
 # A product with fewer multiply-adds than this runs in fastlazy's own
 # kernel; larger ones go to BLAS GEMM.  Tuned on the benchmarks (see README).
@@ -590,43 +601,111 @@ def set_tuning(small_macs=None, tile_bytes=None):
 cdef inline void _dense_f32(const Step *s, Py_ssize_t rows, const char *x,
                             char *y) noexcept nogil:
     cdef Py_ssize_t K = s.K, M = s.M
+    cdef const float *wt = <const float *>s.p[0]
+    cdef const float *b = <const float *>s.p[1]
     if rows * K * M <= _SMALL_MACS:
-        fl_kt.dense_f32(rows, K, M, <const float *>x, K, <const float *>s.wt,
-                        <const float *>s.b, <float *>y, M, s.act)
+        fl_kt.dense_f32(rows, K, M, <const float *>x, K, wt, b, <float *>y, M,
+                        s.act)
         return
     if rows == 1:
         cblas_sgemv(CblasRowMajor, CblasTrans, <blas_int>K, <blas_int>M, 1.0,
-                    <const float *>s.wt, <blas_int>M, <const float *>x, 1,
-                    0.0, <float *>y, 1)
+                    wt, <blas_int>M, <const float *>x, 1, 0.0, <float *>y, 1)
     else:
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, <blas_int>rows,
                     <blas_int>M, <blas_int>K, 1.0, <const float *>x,
-                    <blas_int>K, <const float *>s.wt, <blas_int>M, 0.0,
-                    <float *>y, <blas_int>M)
-    if s.b != NULL or s.act != FL_ACT_NONE:
-        fl_kt.bias_act_f32(rows, M, <float *>y, M, <const float *>s.b, s.act)
+                    <blas_int>K, wt, <blas_int>M, 0.0, <float *>y,
+                    <blas_int>M)
+    if b != NULL or s.act != FL_ACT_NONE:
+        fl_kt.bias_act_f32(rows, M, <float *>y, M, b, s.act)
 
 
 cdef inline void _dense_f64(const Step *s, Py_ssize_t rows, const char *x,
                             char *y) noexcept nogil:
     cdef Py_ssize_t K = s.K, M = s.M
+    cdef const double *wt = <const double *>s.p[0]
+    cdef const double *b = <const double *>s.p[1]
     if rows * K * M <= _SMALL_MACS:
-        fl_kt.dense_f64(rows, K, M, <const double *>x, K,
-                        <const double *>s.wt, <const double *>s.b,
+        fl_kt.dense_f64(rows, K, M, <const double *>x, K, wt, b,
                         <double *>y, M, s.act)
         return
     if rows == 1:
         cblas_dgemv(CblasRowMajor, CblasTrans, <blas_int>K, <blas_int>M, 1.0,
-                    <const double *>s.wt, <blas_int>M, <const double *>x, 1,
-                    0.0, <double *>y, 1)
+                    wt, <blas_int>M, <const double *>x, 1, 0.0,
+                    <double *>y, 1)
     else:
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, <blas_int>rows,
                     <blas_int>M, <blas_int>K, 1.0, <const double *>x,
-                    <blas_int>K, <const double *>s.wt, <blas_int>M, 0.0,
-                    <double *>y, <blas_int>M)
-    if s.b != NULL or s.act != FL_ACT_NONE:
-        fl_kt.bias_act_f64(rows, M, <double *>y, M, <const double *>s.b,
-                           s.act)
+                    <blas_int>K, wt, <blas_int>M, 0.0, <double *>y,
+                    <blas_int>M)
+    if b != NULL or s.act != FL_ACT_NONE:
+        fl_kt.bias_act_f64(rows, M, <double *>y, M, b, s.act)
+
+
+cdef void _step_dense(const Step *s, Py_ssize_t b, const char *x, char *y,
+                      char *work) noexcept nogil:
+    if s.itemsize == 4:
+        _dense_f32(s, b * s.rows, x, y)
+    else:
+        _dense_f64(s, b * s.rows, x, y)
+
+
+cdef void _step_act(const Step *s, Py_ssize_t b, const char *x, char *y,
+                    char *work) noexcept nogil:
+    cdef Py_ssize_t n = b * s.out_size
+    if x != y:
+        memcpy(y, x, n * s.itemsize)
+    if s.itemsize == 4:
+        fl_act_f32(<float *>y, n, s.act)
+    else:
+        fl_act_f64(<double *>y, n, s.act)
+
+
+cdef char *_param_ptr(Parameter p, object dtype, list keep,
+                      bint transposed=False) except NULL:
+    """Raw pointer to a parameter's storage (kept alive through ``keep``)."""
+    cdef cnp.ndarray arr = p._storage
+    if arr is None or p._state != INITIALIZED:
+        raise DeferredInitializationError(p._not_ready_message())
+    if arr.dtype != dtype:
+        raise TypeError(f"parameter {p.name} is {arr.dtype}, the network "
+                        f"runs in {dtype}; call net.cast(...)")
+    if p._transposed != transposed:
+        raise RuntimeError(f"parameter {p.name}: unexpected storage layout")
+    keep.append(arr)
+    return <char *>cnp.PyArray_DATA(arr)
+
+
+cdef int _fill_step(Step *s, tuple spec, object dtype, list keep) except -1:
+    """Translate one step description from the block layer into a Step."""
+    cdef str kind = spec[0]
+    memset(s, 0, sizeof(Step))
+    s.itemsize = dtype.itemsize
+    if kind == "dense":
+        _, w, b, act, rows, K, M = spec
+        if K > 0x7FFFFFFF or M > 0x7FFFFFFF:
+            raise ShapeError("a Dense layer wider than 2**31-1 is not "
+                             "supported by the 32-bit BLAS")
+        s.run = _step_dense
+        s.kind = STEP_DENSE
+        s.act = act
+        s.rows = rows
+        s.K = K
+        s.M = M
+        s.in_size = rows * K
+        s.out_size = rows * M
+        s.p[0] = _param_ptr(w, dtype, keep, True)
+        s.p[1] = NULL if b is None else _param_ptr(b, dtype, keep)
+    elif kind == "act":
+        _, act, elems = spec
+        s.run = _step_act
+        s.kind = STEP_ACT
+        s.act = act
+        s.inplace = 1
+        s.in_size = elems
+        s.out_size = elems
+    else:
+        raise ValueError(f"unknown plan step {kind!r}")
+    return 0
 
 
 cdef class Plan:
@@ -644,7 +723,7 @@ cdef class Plan:
     cdef unsigned long long epoch
     cdef readonly tuple in_sample_shape
     cdef readonly tuple out_sample_shape
-    cdef Py_ssize_t in_size, out_size, max_width
+    cdef Py_ssize_t in_size, out_size, max_width, max_work
     cdef int in_ndim
     cdef cnp.npy_intp out_dims[32]
     cdef int out_ndim
@@ -667,12 +746,12 @@ cdef class Plan:
 
     def __init__(self, list steps, tuple in_sample_shape,
                  tuple out_sample_shape, dtype):
-        """``steps``: ('dense', weight, bias_or_None, act, rows, K, M) or
-        ('act', act, elems) tuples, in order."""
-        cdef Parameter w, b
+        """``steps``: tuples from the block layer, e.g.
+        ('dense', weight, bias_or_None, act, rows, K, M) or
+        ('act', act, elems), in order."""
         cdef Step *s
-        cdef cnp.ndarray arr
         cdef int i
+        cdef Py_ssize_t width
         self.dtype = np.dtype(dtype)
         self.typenum = self.dtype.num
         self.itemsize = self.dtype.itemsize
@@ -692,51 +771,27 @@ cdef class Plan:
         if self.steps == NULL:
             raise MemoryError()
         self.max_width = max(self.in_size, self.out_size, 1)
+        self.max_work = 0
         self.last_producer = -1
+        width = self.in_size
         for i, spec in enumerate(steps):
             s = &self.steps[i]
-            if spec[0] == "dense":
-                _, w, b, act, rows, K, M = spec
-                arr = w._storage
-                if arr is None or arr.dtype != self.dtype \
-                        or not w._transposed:
-                    raise RuntimeError(f"plan: weight {w.name} not ready")
-                s.kind = STEP_DENSE
-                s.act = act
-                s.rows = rows
-                s.K = K
-                s.M = M
-                s.wt = <char *>cnp.PyArray_DATA(arr)
-                self.keep.append(arr)
-                if b is None:
-                    s.b = NULL
-                else:
-                    arr = b._storage
-                    if arr is None or arr.dtype != self.dtype:
-                        raise RuntimeError(f"plan: bias {b.name} not ready")
-                    s.b = <char *>cnp.PyArray_DATA(arr)
-                    self.keep.append(arr)
-                self.max_width = max(self.max_width, rows * M)
+            _fill_step(s, spec, self.dtype, self.keep)
+            if s.in_size != width:
+                raise RuntimeError(f"plan step {i} ({spec[0]}) reads "
+                                   f"{s.in_size} values per sample, the step "
+                                   f"before writes {width}")
+            width = s.out_size
+            self.max_width = max(self.max_width, s.out_size)
+            self.max_work = max(self.max_work, s.work)
+            if not s.inplace:
                 self.last_producer = i
-            else:
-                _, act, elems = spec
-                s.kind = STEP_ACT
-                s.act = act
-                s.rows = 1
-                s.K = 0
-                s.M = elems
-                s.wt = NULL
-                s.b = NULL
-        if self.last_producer < 0:
-            # no dense step: the first activation copies input to output
-            for i in range(self.nsteps):
-                if self.steps[i].kind == STEP_ACT:
-                    self.last_producer = i
-                    break
+        if width != self.out_size:
+            raise RuntimeError("plan output size does not match its shape")
+        if self.last_producer < 0 and self.nsteps > 0:
+            # only element-wise steps: the first one copies input to output
+            self.last_producer = 0
         self.epoch = _epoch
-
-    cdef inline bint current(self) noexcept:
-        return self.epoch == _epoch
 
     def is_current(self):
         """False once anything that matters to this plan has changed."""
@@ -749,56 +804,38 @@ cdef class Plan:
         t -= t % 8
         return n if n < t else t
 
-    cdef int _run_tile(self, const char *x, char *out, Py_ssize_t b,
-                       char *s0, char *s1) noexcept nogil:
+    cdef void _run_tile(self, const char *x, char *out, Py_ssize_t b,
+                        char *s0, char *s1, char *work) noexcept nogil:
         cdef const char *cur = x
         cdef char *dst
         cdef char *bufs[2]
         cdef int which = 0, i
         cdef bint cur_is_input = True
         cdef const Step *s
-        cdef Py_ssize_t n
         bufs[0] = s0
         bufs[1] = s1
         for i in range(self.nsteps):
             s = &self.steps[i]
-            if s.kind == STEP_DENSE:
-                if i == self.last_producer:
-                    dst = out
-                else:
-                    dst = bufs[which]
-                    which ^= 1
-                if self.itemsize == 4:
-                    _dense_f32(s, b * s.rows, cur, dst)
-                else:
-                    _dense_f64(s, b * s.rows, cur, dst)
-                cur = dst
-                cur_is_input = False
+            if s.inplace and not cur_is_input:
+                s.run(s, b, cur, <char *>cur, work)
+                continue
+            if i == self.last_producer:
+                dst = out
             else:
-                n = b * s.M
-                if cur_is_input:
-                    if i == self.last_producer:
-                        dst = out
-                    else:
-                        dst = bufs[which]
-                        which ^= 1
-                    memcpy(dst, cur, n * self.itemsize)
-                    cur = dst
-                    cur_is_input = False
-                if self.itemsize == 4:
-                    fl_act_f32(<float *>cur, n, s.act)
-                else:
-                    fl_act_f64(<double *>cur, n, s.act)
+                dst = bufs[which]
+                which ^= 1
+            s.run(s, b, cur, dst, work)
+            cur = dst
+            cur_is_input = False
         if cur != out:
             memcpy(out, cur, b * self.out_size * self.itemsize)
-        return 0
 
     cpdef object run(self, object x):
         """Run on ``x``; None when ``x`` does not fit this plan's shapes
         (the caller then takes the slow path, which re-infers or raises)."""
         cdef cnp.ndarray arr
         cdef cnp.ndarray out
-        cdef Py_ssize_t n, t0, b, tile, i, need
+        cdef Py_ssize_t n, t0, b, tile, i, buf, need
         cdef char *scratch
         cdef bint own_scratch = False
         cdef const char *xp
@@ -818,15 +855,19 @@ cdef class Plan:
         n = cnp.PyArray_DIM(arr, 0)
         self.out_dims[0] = n
         out = cnp.PyArray_EMPTY(self.out_ndim, self.out_dims, self.typenum, 0)
-        if n == 0:
+        if n == 0 or self.nsteps == 0:
+            if n:
+                memcpy(cnp.PyArray_DATA(out), cnp.PyArray_DATA(arr),
+                       n * self.out_size * self.itemsize)
             return out
         tile = self._tile_rows(n)
-        need = tile * self.max_width * self.itemsize
+        buf = tile * self.max_width * self.itemsize
+        need = 2 * buf + tile * self.max_work * self.itemsize
         if self.scratch_busy or tile > self.scratch_rows:
-            scratch = <char *>malloc(2 * need)
+            scratch = <char *>malloc(need)
             if scratch == NULL:
                 raise MemoryError(f"forward pass: cannot allocate a "
-                                  f"{2 * need}-byte workspace")
+                                  f"{need}-byte workspace")
             if not self.scratch_busy:
                 free(self.scratch)
                 self.scratch = scratch
@@ -846,7 +887,7 @@ cdef class Plan:
             while t0 < n:
                 b = n - t0 if n - t0 < tile else tile
                 self._run_tile(xp + t0 * in_bytes, op + t0 * out_bytes, b,
-                               scratch, scratch + need)
+                               scratch, scratch + buf, scratch + 2 * buf)
                 t0 += b
         if own_scratch:
             free(scratch)
@@ -883,40 +924,38 @@ def dense_kernel(x, wt, b, int act, bint use_blas):
     """Test twin of the dense step: ``act(x @ wt + b)``, x (n, K), wt (K, M).
 
     Exists so tests can check the kernels (and the BLAS route) against NumPy
-    on their own.  Arrays must be C-contiguous and share a float dtype.
+    on their own.  Arrays must share a float dtype.
     """
+    global _SMALL_MACS
     cdef Step s
     cdef cnp.ndarray xa = np.ascontiguousarray(x)
-    cdef cnp.ndarray wa = np.ascontiguousarray(wt, dtype=xa.dtype)
+    cdef cnp.ndarray wa
     cdef cnp.ndarray ba
-    cdef Py_ssize_t n = xa.shape[0]
+    cdef Py_ssize_t n
     cdef Py_ssize_t saved = _SMALL_MACS
-    global _SMALL_MACS
-    if xa.dtype not in (np.float32, np.float64) or xa.ndim != 2 \
-            or wa.ndim != 2 or wa.shape[0] != xa.shape[1]:
-        raise ValueError("dense_kernel: need float x (n, K) and wt (K, M)")
+    if xa.dtype not in (np.float32, np.float64) or xa.ndim != 2:
+        raise ValueError("dense_kernel: need float x of shape (n, K)")
+    wa = np.ascontiguousarray(wt, dtype=xa.dtype)
+    if wa.ndim != 2 or wa.shape[0] != xa.shape[1]:
+        raise ValueError("dense_kernel: wt must have shape (K, M)")
+    n = xa.shape[0]
     out = np.empty((n, wa.shape[1]), dtype=xa.dtype)
-    s.kind = STEP_DENSE
+    memset(&s, 0, sizeof(Step))
+    s.itemsize = xa.dtype.itemsize
     s.act = act
     s.rows = 1
     s.K = wa.shape[0]
     s.M = wa.shape[1]
-    s.wt = <char *>cnp.PyArray_DATA(wa)
-    if b is None:
-        s.b = NULL
-    else:
+    s.p[0] = <char *>cnp.PyArray_DATA(wa)
+    if b is not None:
         ba = np.ascontiguousarray(b, dtype=xa.dtype)
         if ba.ndim != 1 or ba.shape[0] != s.M:
             raise ValueError("dense_kernel: bias must have shape (M,)")
-        s.b = <char *>cnp.PyArray_DATA(ba)
+        s.p[1] = <char *>cnp.PyArray_DATA(ba)
     _SMALL_MACS = -1 if use_blas else (1 << 62)
     try:
-        if xa.dtype.itemsize == 4:
-            _dense_f32(&s, n, <char *>cnp.PyArray_DATA(xa),
-                       <char *>cnp.PyArray_DATA(out))
-        else:
-            _dense_f64(&s, n, <char *>cnp.PyArray_DATA(xa),
-                       <char *>cnp.PyArray_DATA(out))
+        _step_dense(&s, n, <char *>cnp.PyArray_DATA(xa),
+                    <char *>cnp.PyArray_DATA(out), NULL)
     finally:
         _SMALL_MACS = saved
     return out
