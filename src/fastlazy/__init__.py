@@ -12,7 +12,9 @@
 
 # OpenBLAS from the scipy-openblas32 wheel must be loaded (RTLD_GLOBAL)
 # before the extension, whose BLAS symbols resolve against it.
-import scipy_openblas32 as _scipy_openblas32  # noqa: F401  (import for effect)
+from . import _load_blas
+
+_BLAS_PATH = _load_blas.load()
 
 from . import init, nn, random
 from ._core import Parameter, get_num_threads, set_num_threads
@@ -40,8 +42,7 @@ def show_config(file=None):
         "fastlazy": __version__,
         "numpy": np.__version__,
         "python": sys.version.split()[0],
-        "blas": f"OpenBLAS (scipy-openblas32 "
-                f"{_scipy_openblas32.__version__})",
+        "blas": f"OpenBLAS from scipy-openblas32 ({_BLAS_PATH})",
         "blas_config": info["config"],
         "blas_core": info["corename"],
         "blas_threads": info["threads"],
