@@ -294,12 +294,15 @@ class Block:
             return self.forward(x)
         with _SLOW_LOCK:
             arr = as_numeric_array(x, f"{type(self).__name__} '{self.name}'")
-            dtype = self._net_dtype()
-            arr = np.ascontiguousarray(arr, dtype=dtype)
+            # checked before the conversion: np.ascontiguousarray turns a
+            # 0-d value into shape (1,), which would hide the mistake
             if arr.ndim == 0:
                 raise ShapeError(f"{type(self).__name__} '{self.name}': "
                                  f"expected an array with a batch axis, got "
-                                 f"a 0-d value")
+                                 f"a 0-d value; for one sample of one "
+                                 f"feature use np.reshape(x, (1, 1))")
+            dtype = self._net_dtype()
+            arr = np.ascontiguousarray(arr, dtype=dtype)
             self._prepare(tuple(arr.shape))
             plan = self._build_plan(tuple(arr.shape), dtype)
             object.__setattr__(self, "_plan", plan)
