@@ -137,10 +137,14 @@ def _walk(block, x, tol, e):
         with np.errstate(invalid="ignore", over="ignore"):
             prop = tol @ np.abs(w).T
             new_tol = 1.2 * (4 * e * ((k + 2) * mag + 1) + prop)
-        return out, new_tol
+        # an infinite or NaN input makes the sum +-inf or NaN, whose
+        # activation is an exact limit (or NaN): no rounding to allow
+        return out, np.where(np.isfinite(mag), new_tol, 0.0)
     if isinstance(block, nn.Activation):
-        return act_ref(block._act_type, x), 1.2 * tol + 4 * e * (
-            np.abs(x) + 1)
+        with np.errstate(invalid="ignore", over="ignore"):
+            new_tol = 1.2 * tol + 4 * e * (np.abs(x) + 1)
+        return act_ref(block._act_type, x), np.where(np.isfinite(x),
+                                                     new_tol, 0.0)
     if isinstance(block, nn.Dropout):
         return x, tol
     if isinstance(block, nn.Flatten):
