@@ -386,3 +386,38 @@ def test_copy_after_failed_forward_keeps_deferred(ref):
     dup = copy.deepcopy(net)
     assert ref.states(dup) == ref.states(net)
     assert dup[0].weight.state == "deferred"
+
+
+def test_deduplicated_file_loads_into_tied_net(tmp_path, ref):
+    """save_parameters(deduplicate=True) keeps one key per shared
+    parameter; loading it back must not call the other keys missing."""
+    def tied():
+        shared = nn.Dense(4, activation="relu")
+        net = nn.Sequential()
+        net.add(nn.Dense(4), shared,
+                nn.Dense(4, params=shared.collect_params()), nn.Dense(2))
+        return net
+
+    net = tied()
+    net.initialize(init=init.Normal(0.5))
+    net(X)
+    path = str(tmp_path / "dedup.params")
+    net.save_parameters(path, deduplicate=True)
+    with np.load(path) as f:
+        assert f.files == ["0.weight", "0.bias", "1.weight", "1.bias",
+                           "3.weight", "3.bias"]
+    for state in ("unset", "deferred", "initialized"):
+        other = tied()
+        if state != "unset":
+            other.initialize()
+        if state == "initialized":
+            other(X)
+        other.load_parameters(path)
+        assert ref.states(other) == ["initialized"] * 6
+        np.testing.assert_array_equal(other(X), net(X))
+    # a file that lacks every key of a shared parameter is still refused
+    part = str(tmp_path / "part.params")
+    net[0:1].save_parameters(part)
+    other = tied()
+    with pytest.raises(fl.ParameterFileError, match="1.weight"):
+        other.load_parameters(part, ignore_extra=True)
