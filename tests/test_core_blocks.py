@@ -447,3 +447,62 @@ def test_hybridize_is_accepted():
     net.initialize()
     net.hybridize()
     assert net(np.ones((1, 3))).shape == (1, 2)
+
+
+# ---------------------------------------------------------------------------
+# Compiled plans see every change
+
+
+def test_plan_follows_parameter_changes(ref):
+    net = nn.Sequential()
+    net.add(nn.Dense(4, activation="relu"), nn.Dense(2))
+    net.initialize()
+    x = np.random.default_rng(0).random((3, 5))
+    ref.forward_matches(net, x)
+    net[1].weight.set_data(np.ones((2, 4)))          # in place
+    ref.forward_matches(net, x)
+    other = nn.Sequential()
+    other.add(nn.Dense(4, activation="relu"), nn.Dense(2))
+    other.initialize(init=init.Normal(1.0))
+    other(x)
+    net.share_parameters(other.collect_params())     # new Parameter objects
+    np.testing.assert_array_equal(net(x), other(x))
+    net.cast("float64")
+    assert net(x).dtype == np.float64
+    net.add(nn.Activation("sigmoid"))                # structure changed
+    y = net(x)
+    assert (y > 0).all() and (y < 1).all()
+    ref.forward_matches(net, x)
+
+
+def test_first_forward_from_threads_initializes_once():
+    import threading
+
+    calls = []
+
+    class Slow(init.Initializer):
+        def _init_weight(self, name, data):
+            calls.append(str(name))
+            data[...] = 0.5
+
+    net = nn.Sequential()
+    net.add(nn.Dense(8, activation="relu"), nn.Dense(3))
+    net.initialize(init=Slow())
+    x = np.ones((2, 4))
+    outs, errors = [], []
+
+    def run():
+        try:
+            outs.append(net(x))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(calls) == sorted([net[0].weight.name, net[1].weight.name])
+    for o in outs:
+        np.testing.assert_array_equal(o, outs[0])

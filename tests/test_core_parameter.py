@@ -389,3 +389,25 @@ def test_parameterdict_get_and_standalone():
         pd.get("w", shape=(4, 3))
     assert repr(pd) == ("blk_ (\n  Parameter blk_w (shape=(2, 3), "
                         "dtype=float32)\n)")
+
+
+def test_distinct_parameters_with_one_name_are_refused():
+    """Two layers with the same prefix have different Parameters with the
+    same name: collect_params (and so initialize/forward) says so instead
+    of silently leaving one out."""
+    net = nn.Sequential()
+    net.add(nn.Dense(3, prefix="fc_"), nn.Dense(3, prefix="fc_"))
+    for call in (net.collect_params, net.initialize,
+                 lambda: net(np.ones((1, 3)))):
+        with pytest.raises(ValueError) as exc:
+            call()
+        msg = str(exc.value)
+        assert "fc_weight" in msg and "'0.weight'" in msg \
+            and "'1.weight'" in msg and "prefix" in msg
+    # sharing the very same Parameter under one name is fine
+    a = nn.Dense(3, prefix="fc_")
+    net = nn.Sequential()
+    net.add(a, nn.Dense(3, prefix="fc_", params=a.collect_params()))
+    assert len(net.collect_params()) == 2
+    net.initialize()
+    assert net(np.ones((1, 3))).shape == (1, 3)

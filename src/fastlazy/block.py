@@ -169,9 +169,20 @@ class Block:
         matched against the names (e.g. ``'.*weight'``)."""
         out = ParameterDict(self._prefix)
         regex = re.compile(select) if select is not None else None
+        seen = {}
         for key, param in self._collect_params_with_prefix().items():
-            if param.name in out:
-                continue
+            first = seen.setdefault(param.name, (param, key))
+            if first[0] is param and first[1] != key:
+                continue        # shared: listed once, at its first place
+            if first[0] is not param:
+                # silently keeping one would leave the other out of
+                # initialize(), save and load
+                raise ValueError(
+                    f"{self.name}: two different parameters are named "
+                    f"'{param.name}' (at '{first[1]}' and '{key}'). Give "
+                    f"the blocks different prefixes, or make one block use "
+                    f"the other's parameters with params=... or "
+                    f"share_parameters().")
             if regex is None or regex.match(param.name):
                 out._add(param, key)
         return out
