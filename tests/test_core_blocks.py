@@ -506,3 +506,36 @@ def test_first_forward_from_threads_initializes_once():
     assert sorted(calls) == sorted([net[0].weight.name, net[1].weight.name])
     for o in outs:
         np.testing.assert_array_equal(o, outs[0])
+
+
+@pytest.mark.parametrize("layers", [
+    ("relu",), ("relu", "tanh"), ("sigmoid", "dropout", "softsign"),
+    ("dropout",), ("flatten",), ("flatten", "gelu", "dropout", "silu")])
+def test_parameter_free_networks(layers, ref):
+    net = nn.Sequential()
+    for name in layers:
+        net.add(nn.Dropout(0.5) if name == "dropout" else
+                nn.Flatten() if name == "flatten" else nn.Activation(name))
+    x = np.random.default_rng(0).standard_normal((3, 2, 4)).astype(
+        np.float32) * 3
+    keep = x.copy()
+    for _ in range(2):
+        y = ref.forward_matches(net, x)
+        np.testing.assert_array_equal(x, keep)
+        assert not np.shares_memory(x, y)
+    shape = (3, 8) if "flatten" in layers else (3, 2, 4)
+    assert y.shape == shape
+
+
+def test_mixed_flatten_stack(ref):
+    net = nn.Sequential()
+    net.add(nn.Dense(5, flatten=False, activation="relu"),
+            nn.Dense(4, flatten=False), nn.Activation("tanh"),
+            nn.Dense(3, flatten=True, activation="sigmoid"),
+            nn.Dense(2, flatten=False))
+    net.initialize(init=init.Normal(0.6))
+    x = np.random.default_rng(1).standard_normal((6, 3, 7))
+    y = ref.forward_matches(net, x)
+    assert y.shape == (6, 2)
+    assert [p.shape for p in net.collect_params().values()][::2] == [
+        (5, 7), (4, 5), (3, 12), (2, 3)]

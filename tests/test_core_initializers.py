@@ -5,6 +5,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import fastlazy as fl
 from fastlazy import init, nn
@@ -285,3 +287,27 @@ def test_seed_argument_checks():
         fl.random.seed(-1)
     fl.random.seed(np.int64(5))
     fl.random.seed(2 ** 70)
+
+
+
+@given(widths=st.lists(st.integers(1, 12), min_size=1, max_size=4),
+       k=st.integers(1, 12), seed=st.integers(0, 2 ** 63),
+       which=st.sampled_from(["uniform", "normal", "xavier", "msraprelu"]))
+def test_lazy_equals_eager_property(widths, k, seed, which):
+    def build(eager):
+        net = nn.Sequential()
+        prev = k
+        for w in widths:
+            net.add(nn.Dense(w, activation="relu",
+                             in_units=prev if eager else 0))
+            prev = w
+        return net
+
+    fl.random.seed(seed)
+    lazy = build(False)
+    lazy.initialize(init=which)
+    fl.random.seed(seed)
+    eager = build(True)
+    eager.initialize(init=which)
+    lazy(np.ones((1, k)))
+    assert _same(_weights(lazy), _weights(eager))

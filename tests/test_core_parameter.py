@@ -411,3 +411,14 @@ def test_distinct_parameters_with_one_name_are_refused():
     assert len(net.collect_params()) == 2
     net.initialize()
     assert net(np.ones((1, 3))).shape == (1, 3)
+
+
+def test_force_reinit_seen_by_compiled_forward(ref):
+    net = nn.Sequential()
+    net.add(nn.Dense(4, activation="relu"), nn.Dense(2))
+    net.initialize()
+    x = np.ones((2, 3))
+    net(x)
+    net.initialize(init=init.Constant(0.5), force_reinit=True)
+    y = ref.forward_matches(net, x)
+    np.testing.assert_array_equal(y, np.full((2, 2), 3.0))

@@ -88,7 +88,8 @@ def test_load_into_lazy_net_fills_shapes(tmp_path, state, ref):
     lazy.load_parameters(path)
     assert ref.shapes(lazy) == [(6, 5), (6,), (3, 6), (3,)]
     assert ref.states(lazy) == ["initialized"] * 4
-    assert repr(lazy).splitlines()[1] == "  (0): Dense(5 -> 6, Activation(relu))"
+    assert repr(lazy).splitlines()[1] == \
+        "  (0): Dense(5 -> 6, Activation(relu))"
     assert "(6, 5)" in repr(lazy.collect_params())
     np.testing.assert_array_equal(lazy[0].weight.data(), net[0].weight.data())
     np.testing.assert_array_equal(lazy(X), net(X))

@@ -4,6 +4,8 @@ parameter tying."""
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import fastlazy as fl
 from fastlazy import init, nn
@@ -231,3 +233,25 @@ def test_tied_net_inference_of_shared_layer_conflict(ref):
         net(np.ones((2, 3)))   # first use infers 3, second gets 4
     assert ref.snapshot(net) == before
     ref.forward_matches(net, np.random.default_rng(0).random((2, 4)))
+
+
+
+@given(widths=st.lists(st.integers(1, 9), min_size=2, max_size=5),
+       k=st.integers(1, 9), data=st.data())
+def test_failed_first_forward_changes_nothing_property(widths, k, data, ref):
+    """A wrong in_units on any later layer: the first forward fails with a
+    ShapeError naming that layer, and every parameter is as it was."""
+    bad = data.draw(st.integers(1, len(widths) - 1))
+    wrong = widths[bad - 1] + data.draw(st.integers(1, 5))
+    net = nn.Sequential()
+    for i, w in enumerate(widths):
+        net.add(nn.Dense(w, activation="tanh",
+                         in_units=wrong if i == bad else 0))
+    net.initialize()
+    before = ref.snapshot(net)
+    with pytest.raises(fl.ShapeError) as exc:
+        net(np.ones((2, k)))
+    msg = str(exc.value)
+    assert net[bad].name in msg
+    assert str(wrong) in msg and str(widths[bad - 1]) in msg
+    assert ref.snapshot(net) == before
