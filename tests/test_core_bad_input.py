@@ -154,16 +154,17 @@ def test_nan_inf_propagate_like_numpy(act, dtype, ref):
     net = nn.Sequential()
     net.add(nn.Dense(7, activation=act, dtype=dtype),
             nn.Dense(5, activation=act, dtype=dtype))
+    fl.random.seed(11)
     net.initialize(init=init.Normal(1.0))
     x = np.random.default_rng(1).standard_normal((6, 9))
     x[0, 2] = np.nan
     x[1, 3] = np.inf
     x[2, 4] = -np.inf
     x[3, 0] = np.inf
-    x[3, 1] = -np.inf            # inf - inf: NaN
+    x[3, 1] = -np.inf            # inf - inf: NaN where w0, w1 agree
     x[4, :] = np.inf
     y = ref.forward_matches(net, x, f"act={act}")
-    assert np.isnan(y[0]).all() and np.isnan(y[3]).all()
+    assert np.isnan(y[0]).all()  # NaN reaches every output
     assert np.isfinite(y[5]).all()
 
 

@@ -539,3 +539,73 @@ def test_mixed_flatten_stack(ref):
     assert y.shape == (6, 2)
     assert [p.shape for p in net.collect_params().values()][::2] == [
         (5, 7), (4, 5), (3, 12), (2, 3)]
+
+
+class MyDense(nn.Block):
+    """The d2l custom layer: own parameters, forward in NumPy."""
+
+    def __init__(self, units, in_units, **kwargs):
+        super().__init__(**kwargs)
+        self.weight = self.params.get("weight", shape=(in_units, units))
+        self.bias = self.params.get("bias", shape=(units,))
+
+    def forward(self, x):
+        return np.maximum(np.dot(x, self.weight.data()) + self.bias.data(),
+                          0)
+
+
+def test_custom_layer_with_own_parameters(tmp_path):
+    layer = MyDense(units=3, in_units=5)
+    assert list(layer.params) == [layer.prefix + "weight",
+                                  layer.prefix + "bias"]
+    assert repr(layer.params).startswith(layer.prefix + " (\n")
+    net = nn.Sequential()
+    net.add(MyDense(8, in_units=64), MyDense(1, in_units=8))
+    net.initialize(init=init.Normal(0.3))
+    x = np.random.default_rng(0).random((2, 64))
+    y = net(x)
+    h = np.maximum(x @ net[0].weight.data() + net[0].bias.data(), 0)
+    np.testing.assert_allclose(
+        y, np.maximum(h @ net[1].weight.data() + net[1].bias.data(), 0),
+        rtol=1e-6)
+    with pytest.raises(TypeError):
+        net.build((None, 64))      # only built-in layers infer from shapes
+    path = str(tmp_path / "custom.params")
+    net.save_parameters(path)
+    with np.load(path) as f:
+        assert f.files == ["0.weight", "0.bias", "1.weight", "1.bias"]
+    other = nn.Sequential()
+    other.add(MyDense(8, in_units=64), MyDense(1, in_units=8))
+    other.load_parameters(path)
+    np.testing.assert_array_equal(other(x), y)
+
+
+def test_concurrent_forward_on_one_network():
+    """Threads share the compiled plan; each gets its own correct result
+    (the plan's scratch memory is never shared by two running calls)."""
+    import threading
+
+    net = nn.Sequential()
+    net.add(nn.Dense(64, activation="relu"), nn.Dense(32,
+                                                      activation="tanh"),
+            nn.Dense(4))
+    net.initialize(init=init.Xavier())
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal((n, 16)) for n in (1, 7, 100, 300, 33,
+                                                     250)]
+    expected = [net(x) for x in inputs]
+    failures = []
+
+    def run(i):
+        for _ in range(30):
+            j = (i + _) % len(inputs)
+            if not np.allclose(net(inputs[j]), expected[j], rtol=1e-6,
+                               atol=1e-7):
+                failures.append(j)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
