@@ -81,7 +81,13 @@ def load_into(block, filename, allow_missing=False, ignore_extra=False,
     params = block._collect_params_with_prefix()
     name = os.fspath(filename)
     if not allow_missing:
-        missing = [k for k in params if k not in arrays]
+        # a shared parameter has several keys; a file written with
+        # deduplicate=True holds only the first, which is enough
+        keys_of = {}
+        for key, param in params.items():
+            keys_of.setdefault(id(param), []).append(key)
+        missing = [k for k, p in params.items()
+                   if not any(s in arrays for s in keys_of[id(p)])]
         if missing:
             raise ParameterFileError(
                 f"{name}: parameter '{missing[0]}' "
