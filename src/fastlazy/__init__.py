@@ -17,14 +17,17 @@ import scipy_openblas32 as _scipy_openblas32  # noqa: F401  (import for effect)
 from . import init, nn, random
 from ._core import Parameter, get_num_threads, set_num_threads
 from .errors import (DeferredInitializationError, FastLazyError,
-                     ParameterFileError, ShapeError, UnsupportedOperatorError)
+                     ParameterFileError, ParameterShapeError, ShapeError,
+                     UnsupportedOperatorError)
+from .mxnet_compat import load_mxnet_export
 from .parameter_dict import ParameterDict
 
 __version__ = "0.1.0"
 
 __all__ = ["Parameter", "ParameterDict", "FastLazyError",
            "DeferredInitializationError", "ShapeError", "ParameterFileError",
-           "UnsupportedOperatorError", "nn", "init", "random", "show_config",
+           "ParameterShapeError", "UnsupportedOperatorError",
+           "load_mxnet_export", "nn", "init", "random", "show_config",
            "set_num_threads", "get_num_threads", "__version__"]
 
 
