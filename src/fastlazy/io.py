@@ -213,8 +213,9 @@ def _match_layer_order(block, unique, bare, source):
         attr = max((a for a in attrs if name.endswith(a)), key=len,
                    default=None)
         if attr is None:
+            known = ", ".join(sorted(attrs))
             raise fail(f"key {key!r} does not end with the name of any "
-                       f"parameter of the network ({', '.join(sorted(attrs))})")
+                       f"parameter of the network ({known})")
         file_layers.setdefault(name[:-len(attr)], OrderedDict())[attr] = key
     if len(file_layers) != len(net_layers):
         raise fail(f"the file has parameters of {len(file_layers)} layers "

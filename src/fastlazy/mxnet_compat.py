@@ -72,6 +72,8 @@ class Node:
         Nodes feeding the operator's data.
     params : dict of str to str
         MXNet input role (``'weight'``) -> variable name (``'dense0_weight'``).
+    where : str
+        ``"FILE: node 'NAME' (OP)"``, the start of this node's error messages.
     """
 
     def __init__(self, raw, source):
