@@ -910,6 +910,7 @@ cdef class Plan:
     cdef int out_ndim
     cdef list keep
     cdef object dtype
+    cdef str where
     # one cached workspace; a concurrent call on the same plan gets its own
     cdef char *scratch
     cdef Py_ssize_t scratch_bytes
@@ -926,15 +927,17 @@ cdef class Plan:
         free(self.scratch)
 
     def __init__(self, list steps, tuple in_sample_shape,
-                 tuple out_sample_shape, dtype):
+                 tuple out_sample_shape, dtype, str where="forward"):
         """``steps``: tuples from the block layer, e.g.
         ('dense', weight, bias_or_None, act, rows, K, M) or
-        ('act', act, elems), in order."""
+        ('act', act, elems), in order; ``where`` names the network in
+        error messages."""
         cdef Step *s
         cdef int i
         cdef Py_ssize_t width
         cdef PlanData *d = &self.d
         self.dtype = np.dtype(dtype)
+        self.where = where
         self.typenum = self.dtype.num
         d.itemsize = self.dtype.itemsize
         self.in_sample_shape = in_sample_shape
@@ -1002,7 +1005,8 @@ cdef class Plan:
         cdef bint own_scratch = False
         if cnp.PyArray_CheckExact(x) and \
                 cnp.PyArray_TYPE(<cnp.ndarray>x) == self.typenum and \
-                cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x):
+                cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x) and \
+                cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>x):
             arr = <cnp.ndarray>x
         else:
             arr = self.coerce(x)
@@ -1065,7 +1069,7 @@ cdef class Plan:
         return out
 
     cdef cnp.ndarray coerce(self, object x):
-        arr = as_numeric_array(x, "forward")
+        arr = as_numeric_array(x, self.where)
         return np.ascontiguousarray(arr, dtype=self.dtype)
 
 

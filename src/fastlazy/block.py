@@ -376,7 +376,7 @@ class Block:
         steps = []
         out_shape = self._steps(in_shape, steps)
         return Plan(_fuse(steps), tuple(in_shape[1:]), tuple(out_shape[1:]),
-                    dtype)
+                    dtype, f"{type(self).__name__} '{self.name}'")
 
     def build(self, input_shape):
         """Finish deferred initialization for inputs of ``input_shape``

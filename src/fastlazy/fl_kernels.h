@@ -64,12 +64,15 @@ static T fl_act1_##SFX(T v, int act)                                          \
         /* log(1 + e^v) = max(v, 0) + log1p(e^-|v|) */                        \
         return (v > 0 ? v : (T)0) + LOG1P(EXP(-(v < 0 ? -v : v)));            \
     case FL_ACT_SOFTSIGN:                                                     \
+        if (isinf(v)) return v > 0 ? (T)1 : (T)-1;                            \
         return v / ((T)1 + (v < 0 ? -v : v));                                 \
     case FL_ACT_GELU:                                                         \
+        if (isinf(v)) return v > 0 ? v : (T)0;                                \
         return (T)0.5 * v * ((T)1 + ERF(v * (T)0.70710678118654752440));      \
     case FL_ACT_SILU:                                                         \
         if (v >= 0) return v / ((T)1 + EXP(-v));                              \
-        else { T e = EXP(v); return v * e / ((T)1 + e); }                     \
+        if (isinf(v)) return (T)0;                                            \
+        { T e = EXP(v); return v * e / ((T)1 + e); }                          \
     default:                                                                  \
         return v;                                                             \
     }                                                                         \
