@@ -675,6 +675,9 @@ cdef char *_param_ptr(Parameter p, object dtype, list keep,
     return <char *>cnp.PyArray_DATA(arr)
 
 
+include "_conv.pxi"
+
+
 cdef int _fill_step(Step *s, tuple spec, object dtype, list keep) except -1:
     """Translate one step description from the block layer into a Step."""
     cdef str kind = spec[0]
@@ -703,6 +706,8 @@ cdef int _fill_step(Step *s, tuple spec, object dtype, list keep) except -1:
         s.inplace = 1
         s.in_size = elems
         s.out_size = elems
+    elif kind in ("conv2d", "pool2d", "batchnorm", "layernorm"):
+        _fill_step_conv(s, spec, dtype, keep)
     else:
         raise ValueError(f"unknown plan step {kind!r}")
     return 0

@@ -16,6 +16,7 @@ from collections import OrderedDict
 import numpy as np
 
 from . import _core
+from ._conv_steps import fuse_conv_steps
 from ._core import Parameter, Plan, as_numeric_array
 from .errors import DeferredInitializationError, ShapeError
 from .initializers import Uniform
@@ -488,7 +489,8 @@ HybridBlock = Block
 
 
 def _fuse(steps):
-    """Fold an activation step into the dense step right before it."""
+    """Fold an activation step into the dense step right before it (then
+    BatchNorm and activations into convolutions: ``_conv_steps``)."""
     out = []
     for step in steps:
         if step[0] == "act" and out and out[-1][0] == "dense" \
@@ -499,7 +501,7 @@ def _fuse(steps):
             continue
         else:
             out.append(step)
-    return out
+    return fuse_conv_steps(out)
 
 
 # ---------------------------------------------------------------------------

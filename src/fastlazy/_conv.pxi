@@ -1,0 +1,378 @@
+# Plan steps for convolutional networks: 2-D convolution (im2col + GEMM,
+# with bias, an optional fused inference BatchNorm and the activation applied
+# in one epilogue pass), 2-D max/average pooling, BatchNorm and LayerNorm.
+#
+# Included into _core.pyx after the Step definitions, so these steps share
+# the plan's Step struct, parameter pointers and structure epoch.  Every step
+# function is ``noexcept nogil`` and touches only raw pointers; the numeric
+# kernels are in fl_conv.h.  All checks happen in _fill_step_conv, at plan
+# build time.
+#
+# Step descriptions (tuples built by conv_layers.py and _conv_steps.py):
+#
+#   ('conv2d', weight, bias|None, act, geom, bn|None)
+#       geom = (C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw, groups, OH, OW)
+#       bn   = (gamma|None, beta|None, running_mean, running_var, eps)
+#   ('pool2d', is_max, count_include_pad,
+#              (C, H, W, kh, kw, sh, sw, ph, pw, OH, OW))
+#   ('batchnorm', gamma|None, beta|None, running_mean, running_var, eps,
+#                 outer, C, inner, act)
+#   ('layernorm', gamma|None, beta|None, eps, outer, C, inner)
+#
+# A BatchNorm -- on its own or fused into a convolution -- reads its four
+# parameters at every call (C square roots, negligible next to the
+# convolution), so writes through ``Parameter.data()`` are seen at once, as
+# for every other parameter; no folded copy of the weights is kept.
+
+from cython cimport floating
+
+cdef extern from "fl_conv.h" nogil:
+    void fl_im2col_f32(const float *x, Py_ssize_t Cg, Py_ssize_t H,
+                       Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw,
+                       Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
+                       Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
+                       Py_ssize_t OW, Py_ssize_t oh0, Py_ssize_t oh1,
+                       float *col) noexcept
+    void fl_im2col_f64(const double *x, Py_ssize_t Cg, Py_ssize_t H,
+                       Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw,
+                       Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
+                       Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
+                       Py_ssize_t OW, Py_ssize_t oh0, Py_ssize_t oh1,
+                       double *col) noexcept
+    void fl_chan_epilogue_f32(Py_ssize_t O, Py_ssize_t N, float *y,
+                              Py_ssize_t ld, const float *scale,
+                              const float *shift, int act) noexcept
+    void fl_chan_epilogue_f64(Py_ssize_t O, Py_ssize_t N, double *y,
+                              Py_ssize_t ld, const double *scale,
+                              const double *shift, int act) noexcept
+    void fl_bn_coeffs_f32(Py_ssize_t C, const float *gamma,
+                          const float *beta, const float *mean,
+                          const float *var, const float *bias, double eps,
+                          float *scale, float *shift) noexcept
+    void fl_bn_coeffs_f64(Py_ssize_t C, const double *gamma,
+                          const double *beta, const double *mean,
+                          const double *var, const double *bias, double eps,
+                          double *scale, double *shift) noexcept
+    void fl_chan_affine_f32(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
+                            const float *x, float *y, const float *scale,
+                            const float *shift, int act) noexcept
+    void fl_chan_affine_f64(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
+                            const double *x, double *y, const double *scale,
+                            const double *shift, int act) noexcept
+    void fl_pool2d_f32(const float *x, float *y, Py_ssize_t C, Py_ssize_t H,
+                       Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw,
+                       Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
+                       Py_ssize_t pw, Py_ssize_t OH, Py_ssize_t OW,
+                       int is_max, int count_include_pad) noexcept
+    void fl_pool2d_f64(const double *x, double *y, Py_ssize_t C,
+                       Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh,
+                       Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                       Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t OH,
+                       Py_ssize_t OW, int is_max,
+                       int count_include_pad) noexcept
+    void fl_layernorm_f32(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
+                          const float *x, float *y, const float *gamma,
+                          const float *beta, double eps,
+                          double *acc) noexcept
+    void fl_layernorm_f64(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
+                          const double *x, double *y, const double *gamma,
+                          const double *beta, double eps,
+                          double *acc) noexcept
+
+
+# Target size of the im2col block of one convolution call: output rows are
+# packed this many bytes at a time, so the packed block stays in L2 while
+# the GEMM reads it.  At least one output row is packed per block.
+cdef Py_ssize_t _CONV_COL_BYTES = 1 << 19
+
+# geom[] slots of a conv2d step
+cdef enum:
+    G_C = 0
+    G_H = 1
+    G_W = 2
+    G_O = 3
+    G_KH = 4
+    G_KW = 5
+    G_SH = 6
+    G_SW = 7
+    G_PH = 8
+    G_PW = 9
+    G_DH = 10
+    G_DW = 11
+    G_GROUPS = 12
+    G_OH = 13
+    G_OW = 14
+    G_ROWS = 15       # output rows per im2col block (0: a 1x1 needs none)
+
+
+def set_conv_tuning(col_bytes=None):
+    """Set the target size in bytes of one im2col block (for benches);
+    returns the previous value.  Plans are rebuilt on their next call."""
+    global _CONV_COL_BYTES
+    old = _CONV_COL_BYTES
+    if col_bytes is not None:
+        _CONV_COL_BYTES = max(1, int(col_bytes))
+    _bump_epoch()
+    return old
+
+
+# ---------------------------------------------------------------------------
+# Step functions
+
+cdef inline void _gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                       const floating *a, Py_ssize_t lda,
+                       const floating *b, Py_ssize_t ldb,
+                       floating *c, Py_ssize_t ldc) noexcept nogil:
+    """c[M x N] = a[M x K] @ b[K x N], row-major with leading dimensions."""
+    if floating is float:
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, <blas_int>M,
+                    <blas_int>N, <blas_int>K, 1.0, a, <blas_int>lda, b,
+                    <blas_int>ldb, 0.0, c, <blas_int>ldc)
+    else:
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, <blas_int>M,
+                    <blas_int>N, <blas_int>K, 1.0, a, <blas_int>lda, b,
+                    <blas_int>ldb, 0.0, c, <blas_int>ldc)
+
+
+cdef inline void _conv2d_run(const Step *s, Py_ssize_t nb, const floating *x,
+                             floating *y, floating *work) noexcept nogil:
+    """Convolve ``nb`` samples: per sample, per block of output rows, per
+    group: pack (unless the convolution is a plain 1x1) and one GEMM, then
+    the epilogue over the block.  ``work``: 2*O coefficients, then the
+    packed block."""
+    cdef Py_ssize_t C = s.geom[G_C], H = s.geom[G_H], W = s.geom[G_W]
+    cdef Py_ssize_t O = s.geom[G_O], G = s.geom[G_GROUPS]
+    cdef Py_ssize_t kh = s.geom[G_KH], kw = s.geom[G_KW]
+    cdef Py_ssize_t sh = s.geom[G_SH], sw = s.geom[G_SW]
+    cdef Py_ssize_t ph = s.geom[G_PH], pw = s.geom[G_PW]
+    cdef Py_ssize_t dh = s.geom[G_DH], dw = s.geom[G_DW]
+    cdef Py_ssize_t OH = s.geom[G_OH], OW = s.geom[G_OW]
+    cdef Py_ssize_t rows = s.geom[G_ROWS]
+    cdef Py_ssize_t P = OH * OW, Cg = C // G, Og = O // G
+    cdef Py_ssize_t Kg = Cg * kh * kw, HW = H * W
+    cdef const floating *w = <const floating *>s.p[0]
+    cdef const floating *bias = <const floating *>s.p[1]
+    cdef floating *scale = NULL
+    cdef const floating *shift = bias
+    cdef floating *col = work + 2 * O
+    cdef Py_ssize_t n, grp, oh0, oh1, N
+    cdef const floating *xn
+    cdef floating *yn
+    if s.p[5] != NULL:
+        # BatchNorm fused: y = act(conv * scale + shift), from the current
+        # values of gamma, beta, running_mean, running_var and the bias
+        scale = work
+        if floating is float:
+            fl_bn_coeffs_f32(O, <const float *>s.p[2], <const float *>s.p[3],
+                             <const float *>s.p[4], <const float *>s.p[5],
+                             <const float *>s.p[1], s.eps, scale, work + O)
+        else:
+            fl_bn_coeffs_f64(O, <const double *>s.p[2],
+                             <const double *>s.p[3], <const double *>s.p[4],
+                             <const double *>s.p[5], <const double *>s.p[1],
+                             s.eps, scale, work + O)
+        shift = work + O
+    if rows == 0:
+        rows = OH
+    for n in range(nb):
+        xn = x + n * C * HW
+        yn = y + n * O * P
+        oh0 = 0
+        while oh0 < OH:
+            oh1 = oh0 + rows
+            if oh1 > OH:
+                oh1 = OH
+            N = (oh1 - oh0) * OW
+            for grp in range(G):
+                if s.geom[G_ROWS] == 0:
+                    # 1x1, stride 1, no padding: the input is the matrix
+                    _gemm(Og, N, Kg, w + grp * Og * Kg, Kg,
+                          xn + grp * Cg * HW + oh0 * OW, HW,
+                          yn + grp * Og * P + oh0 * OW, P)
+                    continue
+                if floating is float:
+                    fl_im2col_f32(xn + grp * Cg * HW, Cg, H, W, kh, kw,
+                                  sh, sw, ph, pw, dh, dw, OW, oh0, oh1, col)
+                else:
+                    fl_im2col_f64(xn + grp * Cg * HW, Cg, H, W, kh, kw,
+                                  sh, sw, ph, pw, dh, dw, OW, oh0, oh1, col)
+                _gemm(Og, N, Kg, w + grp * Og * Kg, Kg, col, N,
+                      yn + grp * Og * P + oh0 * OW, P)
+            if floating is float:
+                fl_chan_epilogue_f32(O, N, yn + oh0 * OW, P, scale, shift,
+                                     s.act)
+            else:
+                fl_chan_epilogue_f64(O, N, yn + oh0 * OW, P, scale, shift,
+                                     s.act)
+            oh0 = oh1
+
+
+cdef void _step_conv2d(const Step *s, Py_ssize_t b, const char *x, char *y,
+                       char *work) noexcept nogil:
+    if s.itemsize == 4:
+        _conv2d_run(s, b, <const float *>x, <float *>y, <float *>work)
+    else:
+        _conv2d_run(s, b, <const double *>x, <double *>y, <double *>work)
+
+
+cdef void _step_pool2d(const Step *s, Py_ssize_t b, const char *x, char *y,
+                       char *work) noexcept nogil:
+    # geom: C, H, W, kh, kw, sh, sw, ph, pw, OH, OW, is_max, include_pad
+    cdef Py_ssize_t n
+    cdef Py_ssize_t C = s.geom[0], H = s.geom[1], W = s.geom[2]
+    cdef Py_ssize_t kh = s.geom[3], kw = s.geom[4]
+    cdef Py_ssize_t sh = s.geom[5], sw = s.geom[6]
+    cdef Py_ssize_t ph = s.geom[7], pw = s.geom[8]
+    cdef Py_ssize_t OH = s.geom[9], OW = s.geom[10]
+    cdef int is_max = <int>s.geom[11], include_pad = <int>s.geom[12]
+    for n in range(b):
+        if s.itemsize == 4:
+            fl_pool2d_f32(<const float *>x + n * s.in_size,
+                          <float *>y + n * s.out_size, C, H, W, kh, kw, sh,
+                          sw, ph, pw, OH, OW, is_max, include_pad)
+        else:
+            fl_pool2d_f64(<const double *>x + n * s.in_size,
+                          <double *>y + n * s.out_size, C, H, W, kh, kw, sh,
+                          sw, ph, pw, OH, OW, is_max, include_pad)
+
+
+cdef void _step_batchnorm(const Step *s, Py_ssize_t b, const char *x,
+                          char *y, char *work) noexcept nogil:
+    # geom: outer, C, inner (per sample); work: scale[C], shift[C]
+    cdef Py_ssize_t C = s.geom[1]
+    if s.itemsize == 4:
+        fl_bn_coeffs_f32(C, <const float *>s.p[0], <const float *>s.p[1],
+                         <const float *>s.p[2], <const float *>s.p[3], NULL,
+                         s.eps, <float *>work, <float *>work + C)
+        fl_chan_affine_f32(b * s.geom[0], C, s.geom[2], <const float *>x,
+                           <float *>y, <float *>work, <float *>work + C,
+                           s.act)
+    else:
+        fl_bn_coeffs_f64(C, <const double *>s.p[0], <const double *>s.p[1],
+                         <const double *>s.p[2], <const double *>s.p[3],
+                         NULL, s.eps, <double *>work, <double *>work + C)
+        fl_chan_affine_f64(b * s.geom[0], C, s.geom[2], <const double *>x,
+                           <double *>y, <double *>work, <double *>work + C,
+                           s.act)
+
+
+cdef void _step_layernorm(const Step *s, Py_ssize_t b, const char *x,
+                          char *y, char *work) noexcept nogil:
+    # geom: outer, C, inner (per sample); work: 2*inner doubles
+    if s.itemsize == 4:
+        fl_layernorm_f32(b * s.geom[0], s.geom[1], s.geom[2],
+                         <const float *>x, <float *>y, <const float *>s.p[0],
+                         <const float *>s.p[1], s.eps, <double *>work)
+    else:
+        fl_layernorm_f64(b * s.geom[0], s.geom[1], s.geom[2],
+                         <const double *>x, <double *>y,
+                         <const double *>s.p[0], <const double *>s.p[1],
+                         s.eps, <double *>work)
+
+
+# ---------------------------------------------------------------------------
+# Building the steps
+
+cdef inline char *_opt_ptr(object p, object dtype, list keep) except? NULL:
+    return NULL if p is None else _param_ptr(p, dtype, keep)
+
+
+cdef int _check_blas_dims(str where, tuple dims) except -1:
+    for d in dims:
+        if d > 0x7FFFFFFF:
+            raise ShapeError(f"{where}: a matrix dimension of {d} exceeds "
+                             f"2**31-1, the limit of the 32-bit BLAS")
+    return 0
+
+
+cdef int _fill_step_conv(Step *s, tuple spec, object dtype,
+                         list keep) except -1:
+    """Translate a conv2d / pool2d / batchnorm / layernorm description into
+    ``s`` (already zeroed, itemsize set); see the table at the top."""
+    cdef str kind = spec[0]
+    cdef Py_ssize_t i, C, O, G, Kg, P, rows, per_row, col_elems, inner
+    s.kind = STEP_OTHER
+    if kind == "conv2d":
+        _, w, b, act, geom, bn = spec
+        if len(geom) != 15:
+            raise ValueError("conv2d step: geometry needs 15 values")
+        for i in range(15):
+            s.geom[i] = geom[i]
+        C, O, G = geom[G_C], geom[G_O], geom[G_GROUPS]
+        if G < 1 or C % G or O % G:
+            raise ValueError(f"conv2d step: {C} input and {O} output "
+                             f"channels do not split into {G} groups")
+        Kg = (C // G) * geom[G_KH] * geom[G_KW]
+        P = geom[G_OH] * geom[G_OW]
+        _check_blas_dims("Conv2D", (O // G, Kg, P, geom[G_H] * geom[G_W]))
+        s.run = _step_conv2d
+        s.act = act
+        s.in_size = C * geom[G_H] * geom[G_W]
+        s.out_size = O * P
+        s.p[0] = _param_ptr(w, dtype, keep)
+        s.p[1] = _opt_ptr(b, dtype, keep)
+        direct = (geom[G_KH] == 1 and geom[G_KW] == 1 and geom[G_SH] == 1
+                  and geom[G_SW] == 1 and geom[G_PH] == 0
+                  and geom[G_PW] == 0)
+        if direct:
+            s.geom[G_ROWS] = 0
+            col_elems = 0
+        else:
+            per_row = Kg * geom[G_OW]
+            rows = _CONV_COL_BYTES // (per_row * s.itemsize)
+            rows = max(1, min(rows, geom[G_OH]))
+            s.geom[G_ROWS] = rows
+            col_elems = rows * per_row
+        s.work = 2 * O + col_elems
+        if bn is not None:
+            # BatchNorm fused into the epilogue; the step reads the
+            # parameters at every call (see the note at the top)
+            gamma, beta, mean, var, eps = bn
+            s.p[2] = _opt_ptr(gamma, dtype, keep)
+            s.p[3] = _opt_ptr(beta, dtype, keep)
+            s.p[4] = _param_ptr(mean, dtype, keep)
+            s.p[5] = _param_ptr(var, dtype, keep)
+            s.eps = eps
+    elif kind == "pool2d":
+        _, is_max, count_include_pad, geom = spec
+        if len(geom) != 11:
+            raise ValueError("pool2d step: geometry needs 11 values")
+        for i in range(11):
+            s.geom[i] = geom[i]
+        s.geom[11] = 1 if is_max else 0
+        s.geom[12] = 1 if count_include_pad else 0
+        s.run = _step_pool2d
+        s.in_size = geom[0] * geom[1] * geom[2]
+        s.out_size = geom[0] * geom[9] * geom[10]
+    elif kind == "batchnorm":
+        _, gamma, beta, mean, var, eps, outer, C, inner, act = spec
+        s.run = _step_batchnorm
+        s.inplace = 1
+        s.act = act
+        s.geom[0] = outer
+        s.geom[1] = C
+        s.geom[2] = inner
+        s.in_size = s.out_size = outer * C * inner
+        s.work = 2 * C
+        s.p[0] = _opt_ptr(gamma, dtype, keep)
+        s.p[1] = _opt_ptr(beta, dtype, keep)
+        s.p[2] = _param_ptr(mean, dtype, keep)
+        s.p[3] = _param_ptr(var, dtype, keep)
+        s.eps = eps
+    elif kind == "layernorm":
+        _, gamma, beta, eps, outer, C, inner = spec
+        s.run = _step_layernorm
+        s.inplace = 1
+        s.geom[0] = outer
+        s.geom[1] = C
+        s.geom[2] = inner
+        s.in_size = s.out_size = outer * C * inner
+        # 2*inner doubles of statistics, counted in elements of the dtype
+        s.work = 0 if inner == 1 else \
+            (2 * inner * 8 + s.itemsize - 1) // s.itemsize
+        s.p[0] = _opt_ptr(gamma, dtype, keep)
+        s.p[1] = _opt_ptr(beta, dtype, keep)
+        s.eps = eps
+    else:
+        raise ValueError(f"unknown plan step {kind!r}")
+    return 0
