@@ -22,7 +22,7 @@ from fastlazy import _conv_steps, _core, init, nn
 DATA = pathlib.Path(__file__).parent / "data" / "mxnet"
 TOL = {np.float32: dict(rtol=2e-4, atol=2e-5),
        np.float64: dict(rtol=1e-10, atol=1e-12)}
-SETTINGS = settings(max_examples=60, deadline=None, derandomize=True)
+SETTINGS = settings(max_examples=100, deadline=None, derandomize=True)
 
 
 # ---------------------------------------------------------------------------
@@ -147,13 +147,19 @@ def in_dtype(layer, dtype):
 @pytest.fixture
 def small_blocks():
     """Make the convolutions pack a few bytes at a time (many row blocks)."""
-    old = _core.set_conv_tuning(col_bytes=1)
+    old = _core.set_conv_tuning(col_bytes=1, batch_cols=0)
     yield
-    _core.set_conv_tuning(col_bytes=old)
+    _core.set_conv_tuning(*old)
 
 
 # ---------------------------------------------------------------------------
 # Layers against NumPy, over many shapes
+
+
+# (col_bytes, batch_cols) of _core.set_conv_tuning: pack one output row at
+# a time; whole samples one by one; a few / many samples per GEMM
+SCHEDULES = {"rows": (1, 0), "sample": (1 << 19, 0),
+             "batched": (1 << 19, 300), "batched-wide": (1 << 19, 1 << 20)}
 
 
 @st.composite
@@ -169,12 +175,12 @@ def conv_cases(draw):
     w = draw(st.integers(1, 11))
     assume(h + 2 * p[0] >= d[0] * (k[0] - 1) + 1)
     assume(w + 2 * p[1] >= d[1] * (k[1] - 1) + 1)
-    return dict(n=draw(st.integers(1, 3)), cin=cin, cout=cout, k=k, s=s, p=p,
+    return dict(n=draw(st.integers(1, 5)), cin=cin, cout=cout, k=k, s=s, p=p,
                 d=d, groups=groups, h=h, w=w,
                 act=draw(st.sampled_from([None, "relu", "tanh"])),
                 bias=draw(st.booleans()),
                 dtype=draw(st.sampled_from([np.float32, np.float64])),
-                col_bytes=draw(st.sampled_from([1, 1 << 19])))
+                schedule=draw(st.sampled_from(list(SCHEDULES))))
 
 
 @SETTINGS
@@ -187,11 +193,11 @@ def test_conv2d_matches_numpy(c):
                       dtype=c["dtype"])
     layer.initialize()
     x = rand(rng, c["n"], c["cin"], c["h"], c["w"], dtype=c["dtype"])
-    old = _core.set_conv_tuning(col_bytes=c["col_bytes"])
+    old = _core.set_conv_tuning(*SCHEDULES[c["schedule"]])
     try:
         y = layer(x)
     finally:
-        _core.set_conv_tuning(col_bytes=old)
+        _core.set_conv_tuning(*old)
     w = layer.weight.data()
     assert w.shape == (c["cout"], c["cin"] // c["groups"]) + c["k"]
     b = layer.bias.data() if c["bias"] else None

@@ -32,19 +32,21 @@ cdef extern from "fl_conv.h" nogil:
                        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
                        Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
                        Py_ssize_t OW, Py_ssize_t oh0, Py_ssize_t oh1,
-                       float *col) noexcept
+                       float *col, Py_ssize_t ldc) noexcept
     void fl_im2col_f64(const double *x, Py_ssize_t Cg, Py_ssize_t H,
                        Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw,
                        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
                        Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
                        Py_ssize_t OW, Py_ssize_t oh0, Py_ssize_t oh1,
-                       double *col) noexcept
-    void fl_chan_epilogue_f32(Py_ssize_t O, Py_ssize_t N, float *y,
-                              Py_ssize_t ld, const float *scale,
-                              const float *shift, int act) noexcept
-    void fl_chan_epilogue_f64(Py_ssize_t O, Py_ssize_t N, double *y,
-                              Py_ssize_t ld, const double *scale,
-                              const double *shift, int act) noexcept
+                       double *col, Py_ssize_t ldc) noexcept
+    void fl_chan_epilogue_f32(Py_ssize_t O, Py_ssize_t N, const float *src,
+                              Py_ssize_t lds, float *dst, Py_ssize_t ldd,
+                              const float *scale, const float *shift,
+                              int act) noexcept
+    void fl_chan_epilogue_f64(Py_ssize_t O, Py_ssize_t N, const double *src,
+                              Py_ssize_t lds, double *dst, Py_ssize_t ldd,
+                              const double *scale, const double *shift,
+                              int act) noexcept
     void fl_bn_coeffs_f32(Py_ssize_t C, const float *gamma,
                           const float *beta, const float *mean,
                           const float *var, const float *bias, double eps,
@@ -84,6 +86,10 @@ cdef extern from "fl_conv.h" nogil:
 # packed this many bytes at a time, so the packed block stays in L2 while
 # the GEMM reads it.  At least one output row is packed per block.
 cdef Py_ssize_t _CONV_COL_BYTES = 1 << 19
+# Convolutions whose output has at most half this many positions per
+# channel pack several whole samples side by side, so that one GEMM is about
+# this wide (BLAS runs narrow products poorly); 0 turns batching off.
+cdef Py_ssize_t _CONV_BATCH_COLS = 1024
 
 # geom[] slots of a conv2d step
 cdef enum:
@@ -105,13 +111,17 @@ cdef enum:
     G_ROWS = 15       # output rows per im2col block (0: a 1x1 needs none)
 
 
-def set_conv_tuning(col_bytes=None):
-    """Set the target size in bytes of one im2col block (for benches);
-    returns the previous value.  Plans are rebuilt on their next call."""
-    global _CONV_COL_BYTES
-    old = _CONV_COL_BYTES
+def set_conv_tuning(col_bytes=None, batch_cols=None):
+    """Set the target size in bytes of one im2col block, and the GEMM width
+    that batching samples aims at (0: never batch).  For benches and tests;
+    returns the previous ``(col_bytes, batch_cols)``.  Plans are rebuilt on
+    their next call."""
+    global _CONV_COL_BYTES, _CONV_BATCH_COLS
+    old = (_CONV_COL_BYTES, _CONV_BATCH_COLS)
     if col_bytes is not None:
         _CONV_COL_BYTES = max(1, int(col_bytes))
+    if batch_cols is not None:
+        _CONV_BATCH_COLS = max(0, int(batch_cols))
     _bump_epoch()
     return old
 
@@ -134,28 +144,56 @@ cdef inline void _gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                     <blas_int>ldb, 0.0, c, <blas_int>ldc)
 
 
+cdef inline void _im2col(const floating *x, Py_ssize_t Cg, Py_ssize_t H,
+                         Py_ssize_t W, const Step *s, Py_ssize_t oh0,
+                         Py_ssize_t oh1, floating *col,
+                         Py_ssize_t ldc) noexcept nogil:
+    if floating is float:
+        fl_im2col_f32(x, Cg, H, W, s.geom[G_KH], s.geom[G_KW], s.geom[G_SH],
+                      s.geom[G_SW], s.geom[G_PH], s.geom[G_PW], s.geom[G_DH],
+                      s.geom[G_DW], s.geom[G_OW], oh0, oh1, col, ldc)
+    else:
+        fl_im2col_f64(x, Cg, H, W, s.geom[G_KH], s.geom[G_KW], s.geom[G_SH],
+                      s.geom[G_SW], s.geom[G_PH], s.geom[G_PW], s.geom[G_DH],
+                      s.geom[G_DW], s.geom[G_OW], oh0, oh1, col, ldc)
+
+
+cdef inline void _epilogue(Py_ssize_t O, Py_ssize_t N, const floating *src,
+                           Py_ssize_t lds, floating *dst, Py_ssize_t ldd,
+                           const floating *scale, const floating *shift,
+                           int act) noexcept nogil:
+    if floating is float:
+        fl_chan_epilogue_f32(O, N, src, lds, dst, ldd, scale, shift, act)
+    else:
+        fl_chan_epilogue_f64(O, N, src, lds, dst, ldd, scale, shift, act)
+
+
 cdef inline void _conv2d_run(const Step *s, Py_ssize_t nb, const floating *x,
                              floating *y, floating *work) noexcept nogil:
-    """Convolve ``nb`` samples: per sample, per block of output rows, per
-    group: pack (unless the convolution is a plain 1x1) and one GEMM, then
-    the epilogue over the block.  ``work``: 2*O coefficients, then the
-    packed block."""
+    """Convolve ``nb`` samples.  ``work`` holds 2*O epilogue coefficients,
+    then the packed block (and, batched, the GEMM output).
+
+    geom[G_ROWS] picks the schedule (see _fill_step_conv):
+    > 0  per sample, per block of that many output rows, per group: pack,
+         one GEMM straight into the output, the epilogue over the block;
+    0    a 1x1 convolution with stride 1 and no padding: the input already
+         is the GEMM's right-hand matrix, no packing;
+    < 0  small outputs: pack up to -geom[G_ROWS] whole samples side by
+         side, one GEMM per group for all of them into the workspace, then
+         the epilogue writes each sample's block to its place.
+    """
     cdef Py_ssize_t C = s.geom[G_C], H = s.geom[G_H], W = s.geom[G_W]
     cdef Py_ssize_t O = s.geom[G_O], G = s.geom[G_GROUPS]
-    cdef Py_ssize_t kh = s.geom[G_KH], kw = s.geom[G_KW]
-    cdef Py_ssize_t sh = s.geom[G_SH], sw = s.geom[G_SW]
-    cdef Py_ssize_t ph = s.geom[G_PH], pw = s.geom[G_PW]
-    cdef Py_ssize_t dh = s.geom[G_DH], dw = s.geom[G_DW]
     cdef Py_ssize_t OH = s.geom[G_OH], OW = s.geom[G_OW]
     cdef Py_ssize_t rows = s.geom[G_ROWS]
-    cdef Py_ssize_t P = OH * OW, Cg = C // G, Og = O // G
-    cdef Py_ssize_t Kg = Cg * kh * kw, HW = H * W
+    cdef Py_ssize_t P = OH * OW, Cg = C // G, Og = O // G, HW = H * W
+    cdef Py_ssize_t Kg = Cg * s.geom[G_KH] * s.geom[G_KW]
     cdef const floating *w = <const floating *>s.p[0]
-    cdef const floating *bias = <const floating *>s.p[1]
     cdef floating *scale = NULL
-    cdef const floating *shift = bias
+    cdef const floating *shift = <const floating *>s.p[1]
     cdef floating *col = work + 2 * O
-    cdef Py_ssize_t n, grp, oh0, oh1, N
+    cdef floating *acc
+    cdef Py_ssize_t n, n1, k, sb, grp, oh0, oh1, N
     cdef const floating *xn
     cdef floating *yn
     if s.p[5] != NULL:
@@ -172,6 +210,24 @@ cdef inline void _conv2d_run(const Step *s, Py_ssize_t nb, const floating *x,
                              <const double *>s.p[5], <const double *>s.p[1],
                              s.eps, scale, work + O)
         shift = work + O
+    if rows < 0:
+        sb = -rows
+        n = 0
+        while n < nb:
+            n1 = n + sb if n + sb < nb else nb
+            N = (n1 - n) * P
+            acc = col + Kg * N
+            for grp in range(G):
+                for k in range(n, n1):
+                    _im2col(x + k * C * HW + grp * Cg * HW, Cg, H, W, s, 0,
+                            OH, col + (k - n) * P, N)
+                _gemm(Og, N, Kg, w + grp * Og * Kg, Kg, col, N,
+                      acc + grp * Og * N, N)
+            for k in range(n, n1):
+                _epilogue(O, P, acc + (k - n) * P, N, y + k * O * P, P,
+                          scale, shift, s.act)
+            n = n1
+        return
     if rows == 0:
         rows = OH
     for n in range(nb):
@@ -179,31 +235,20 @@ cdef inline void _conv2d_run(const Step *s, Py_ssize_t nb, const floating *x,
         yn = y + n * O * P
         oh0 = 0
         while oh0 < OH:
-            oh1 = oh0 + rows
-            if oh1 > OH:
-                oh1 = OH
+            oh1 = oh0 + rows if oh0 + rows < OH else OH
             N = (oh1 - oh0) * OW
             for grp in range(G):
                 if s.geom[G_ROWS] == 0:
-                    # 1x1, stride 1, no padding: the input is the matrix
                     _gemm(Og, N, Kg, w + grp * Og * Kg, Kg,
                           xn + grp * Cg * HW + oh0 * OW, HW,
                           yn + grp * Og * P + oh0 * OW, P)
-                    continue
-                if floating is float:
-                    fl_im2col_f32(xn + grp * Cg * HW, Cg, H, W, kh, kw,
-                                  sh, sw, ph, pw, dh, dw, OW, oh0, oh1, col)
                 else:
-                    fl_im2col_f64(xn + grp * Cg * HW, Cg, H, W, kh, kw,
-                                  sh, sw, ph, pw, dh, dw, OW, oh0, oh1, col)
-                _gemm(Og, N, Kg, w + grp * Og * Kg, Kg, col, N,
-                      yn + grp * Og * P + oh0 * OW, P)
-            if floating is float:
-                fl_chan_epilogue_f32(O, N, yn + oh0 * OW, P, scale, shift,
-                                     s.act)
-            else:
-                fl_chan_epilogue_f64(O, N, yn + oh0 * OW, P, scale, shift,
-                                     s.act)
+                    _im2col(xn + grp * Cg * HW, Cg, H, W, s, oh0, oh1, col,
+                            N)
+                    _gemm(Og, N, Kg, w + grp * Og * Kg, Kg, col, N,
+                          yn + grp * Og * P + oh0 * OW, P)
+            _epilogue(O, N, yn + oh0 * OW, P, yn + oh0 * OW, P, scale, shift,
+                      s.act)
             oh0 = oh1
 
 
@@ -290,7 +335,7 @@ cdef int _fill_step_conv(Step *s, tuple spec, object dtype,
     """Translate a conv2d / pool2d / batchnorm / layernorm description into
     ``s`` (already zeroed, itemsize set); see the table at the top."""
     cdef str kind = spec[0]
-    cdef Py_ssize_t i, C, O, G, Kg, P, rows, per_row, col_elems, inner
+    cdef Py_ssize_t i, C, O, G, Kg, P, rows, per_row, col_elems, batch
     s.kind = STEP_OTHER
     if kind == "conv2d":
         _, w, b, act, geom, bn = spec
@@ -314,12 +359,19 @@ cdef int _fill_step_conv(Step *s, tuple spec, object dtype,
         direct = (geom[G_KH] == 1 and geom[G_KW] == 1 and geom[G_SH] == 1
                   and geom[G_SW] == 1 and geom[G_PH] == 0
                   and geom[G_PW] == 0)
-        if direct:
+        per_row = Kg * geom[G_OW]
+        rows = _CONV_COL_BYTES // (per_row * s.itemsize)
+        if 2 * P <= _CONV_BATCH_COLS:
+            # small outputs: several whole samples per GEMM; the
+            # workspace holds their packed inputs and their GEMM output
+            batch = (_CONV_BATCH_COLS + P - 1) // P
+            _check_blas_dims("Conv2D", (batch * P,))
+            s.geom[G_ROWS] = -batch
+            col_elems = Kg * P + O * P      # per sample
+        elif direct:
             s.geom[G_ROWS] = 0
             col_elems = 0
         else:
-            per_row = Kg * geom[G_OW]
-            rows = _CONV_COL_BYTES // (per_row * s.itemsize)
             rows = max(1, min(rows, geom[G_OH]))
             s.geom[G_ROWS] = rows
             col_elems = rows * per_row

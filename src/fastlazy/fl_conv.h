@@ -38,62 +38,67 @@ static inline void fl_valid_range(fl_idx off, fl_idx s, fl_idx W, fl_idx OW,
 #define FL_DEFINE_CONV(T, SFX)                                                \
                                                                               \
 /* Pack output rows [oh0, oh1) of one group into col, a (Cg*kh*kw) x N       \
- * row-major matrix with N = (oh1 - oh0) * OW:                                \
+ * block with N = (oh1 - oh0) * OW, row stride ldc >= N:                     \
  *   col[(c*kh + i)*kw + j][(oh - oh0)*OW + ow]                               \
  *     = x[c][oh*sh - ph + i*dh][ow*sw - pw + j*dw]  (0 outside the input).   \
  * x points at the group's first input channel. */                           \
 static void fl_im2col_##SFX(const T *x, fl_idx Cg, fl_idx H, fl_idx W,        \
                             fl_idx kh, fl_idx kw, fl_idx sh, fl_idx sw,       \
                             fl_idx ph, fl_idx pw, fl_idx dh, fl_idx dw,       \
-                            fl_idx OW, fl_idx oh0, fl_idx oh1, T *col)        \
+                            fl_idx OW, fl_idx oh0, fl_idx oh1, T *col,        \
+                            fl_idx ldc)                                       \
 {                                                                             \
-    fl_idx N = (oh1 - oh0) * OW;                                              \
     fl_idx c, i, j, oh, ow;                                                   \
     for (c = 0; c < Cg; c++) {                                                \
         const T *xc = x + c * H * W;                                          \
         for (i = 0; i < kh; i++) {                                            \
             for (j = 0; j < kw; j++) {                                        \
-                T *row = col + ((c * kh + i) * kw + j) * N;                   \
+                T *row = col + ((c * kh + i) * kw + j) * ldc;                 \
                 fl_idx off = j * dw - pw, lo, hi;                             \
                 fl_valid_range(off, sw, W, OW, &lo, &hi);                     \
                 for (oh = oh0; oh < oh1; oh++) {                              \
                     T *r = row + (oh - oh0) * OW;                             \
                     fl_idx ih = oh * sh - ph + i * dh;                        \
                     const T *xr;                                              \
+                    /* short rows are the rule (OW is often < 64): plain   \
+                     * loops, which the compiler vectorises, beat calls */  \
                     if (ih < 0 || ih >= H) {                                  \
-                        memset(r, 0, OW * sizeof(T));                         \
+                        for (ow = 0; ow < OW; ow++) r[ow] = 0;                \
                         continue;                                             \
                     }                                                         \
                     xr = xc + ih * W + off;                                   \
-                    if (lo > 0) memset(r, 0, lo * sizeof(T));                 \
+                    for (ow = 0; ow < lo; ow++) r[ow] = 0;                    \
                     if (sw == 1) {                                            \
-                        if (hi > lo)                                          \
-                            memcpy(r + lo, xr + lo, (hi - lo) * sizeof(T));   \
+                        for (ow = lo; ow < hi; ow++) r[ow] = xr[ow];          \
                     } else {                                                  \
                         for (ow = lo; ow < hi; ow++) r[ow] = xr[ow * sw];     \
                     }                                                         \
-                    if (hi < OW) memset(r + hi, 0, (OW - hi) * sizeof(T));    \
+                    for (ow = hi; ow < OW; ow++) r[ow] = 0;                   \
                 }                                                             \
             }                                                                 \
         }                                                                     \
     }                                                                         \
 }                                                                             \
                                                                               \
-/* For channels o < O, columns [0, N) of row o (row stride ld):              \
- *   y = act(y * scale[o] + shift[o]);                                        \
- * scale NULL means 1, shift NULL means 0. */                                 \
-static void fl_chan_epilogue_##SFX(fl_idx O, fl_idx N, T *y, fl_idx ld,       \
+/* For channels o < O, columns [0, N) of row o:                             \
+ *   dst[o*ldd + k] = act(src[o*lds + k] * scale[o] + shift[o]);              \
+ * scale NULL means 1, shift NULL means 0; dst may equal src. */              \
+static void fl_chan_epilogue_##SFX(fl_idx O, fl_idx N, const T *src,          \
+                                   fl_idx lds, T *dst, fl_idx ldd,            \
                                    const T *scale, const T *shift, int act)   \
 {                                                                             \
     fl_idx o, k;                                                              \
     for (o = 0; o < O; o++) {                                                 \
-        T *r = y + o * ld;                                                    \
+        const T *a = src + o * lds;                                           \
+        T *r = dst + o * ldd;                                                 \
         if (scale) {                                                          \
-            T a = scale[o], b = shift ? shift[o] : (T)0;                      \
-            for (k = 0; k < N; k++) r[k] = r[k] * a + b;                      \
+            T m = scale[o], b = shift ? shift[o] : (T)0;                      \
+            for (k = 0; k < N; k++) r[k] = a[k] * m + b;                      \
         } else if (shift) {                                                   \
             T b = shift[o];                                                   \
-            for (k = 0; k < N; k++) r[k] += b;                                \
+            for (k = 0; k < N; k++) r[k] = a[k] + b;                          \
+        } else if (r != a) {                                                  \
+            memcpy(r, a, N * sizeof(T));                                      \
         }                                                                     \
         if (act == FL_ACT_RELU) {                                             \
             for (k = 0; k < N; k++) {                                         \
@@ -139,7 +144,7 @@ static void fl_chan_affine_##SFX(fl_idx outer, fl_idx C, fl_idx inner,        \
             T *yr = y + o * C;                                                \
             for (c = 0; c < C; c++) yr[c] = xr[c] * scale[c] + shift[c];      \
         }                                                                     \
-        fl_chan_epilogue_##SFX(1, outer * C, y, 0, NULL, NULL, act);          \
+        fl_chan_epilogue_##SFX(1, outer * C, y, 0, y, 0, NULL, NULL, act);    \
         return;                                                               \
     }                                                                         \
     for (o = 0; o < outer; o++) {                                             \
@@ -150,7 +155,8 @@ static void fl_chan_affine_##SFX(fl_idx outer, fl_idx C, fl_idx inner,        \
             for (k = 0; k < inner; k++) yr[k] = xr[k] * a + b;                \
         }                                                                     \
     }                                                                         \
-    fl_chan_epilogue_##SFX(1, outer * C * inner, y, 0, NULL, NULL, act);      \
+    fl_chan_epilogue_##SFX(1, outer * C * inner, y, 0, y, 0, NULL, NULL,      \
+                           act);                                              \
 }                                                                             \
                                                                               \
 /* 2-D max or average pooling of one sample, C planes H x W -> OH x OW.      \
@@ -181,6 +187,30 @@ static void fl_pool2d_##SFX(const T *x, T *y, fl_idx C, fl_idx H, fl_idx W,   \
                 T s = 0;                                                      \
                 for (i = 0; i < n; i++) s += xc[i];                           \
                 y[c] = s / (T)n;                                              \
+            }                                                                 \
+        }                                                                     \
+        return;                                                               \
+    }                                                                         \
+    if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0        \
+        && 2 * OH <= H && 2 * OW <= W) {                                      \
+        /* the common 2x2/2 pool: whole windows, no clipping */               \
+        for (c = 0; c < C; c++) {                                             \
+            for (oh = 0; oh < OH; oh++) {                                     \
+                const T *r0 = x + (c * H + 2 * oh) * W, *r1 = r0 + W;         \
+                T *yr = y + (c * OH + oh) * OW;                               \
+                if (is_max) {                                                 \
+                    for (ow = 0; ow < OW; ow++) {                             \
+                        T a = r0[2 * ow], b = r0[2 * ow + 1];                 \
+                        T d = r1[2 * ow], e = r1[2 * ow + 1];                 \
+                        a = (b > a || b != b) ? b : a;                        \
+                        a = (d > a || d != d) ? d : a;                        \
+                        yr[ow] = (e > a || e != e) ? e : a;                   \
+                    }                                                         \
+                } else {                                                      \
+                    for (ow = 0; ow < OW; ow++)                               \
+                        yr[ow] = (r0[2 * ow] + r0[2 * ow + 1] + r1[2 * ow]    \
+                                  + r1[2 * ow + 1]) * (T)0.25;                \
+                }                                                             \
             }                                                                 \
         }                                                                     \
         return;                                                               \
