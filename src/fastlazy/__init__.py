@@ -12,19 +12,24 @@
 
 # OpenBLAS from the scipy-openblas32 wheel must be loaded (RTLD_GLOBAL)
 # before the extension, whose BLAS symbols resolve against it.
-import scipy_openblas32 as _scipy_openblas32  # noqa: F401  (import for effect)
+from . import _load_blas
+
+_BLAS_PATH = _load_blas.load()
 
 from . import init, nn, random
 from ._core import Parameter, get_num_threads, set_num_threads
 from .errors import (DeferredInitializationError, FastLazyError,
-                     ParameterFileError, ShapeError, UnsupportedOperatorError)
+                     ParameterFileError, ParameterShapeError, ShapeError,
+                     UnsupportedOperatorError)
+from .mxnet_compat import load_mxnet_export
 from .parameter_dict import ParameterDict
 
 __version__ = "0.1.0"
 
 __all__ = ["Parameter", "ParameterDict", "FastLazyError",
            "DeferredInitializationError", "ShapeError", "ParameterFileError",
-           "UnsupportedOperatorError", "nn", "init", "random", "show_config",
+           "ParameterShapeError", "UnsupportedOperatorError",
+           "load_mxnet_export", "nn", "init", "random", "show_config",
            "set_num_threads", "get_num_threads", "__version__"]
 
 
@@ -40,8 +45,7 @@ def show_config(file=None):
         "fastlazy": __version__,
         "numpy": np.__version__,
         "python": sys.version.split()[0],
-        "blas": f"OpenBLAS (scipy-openblas32 "
-                f"{_scipy_openblas32.__version__})",
+        "blas": f"OpenBLAS from scipy-openblas32 ({_BLAS_PATH})",
         "blas_config": info["config"],
         "blas_core": info["corename"],
         "blas_threads": info["threads"],

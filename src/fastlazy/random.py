@@ -10,7 +10,7 @@ operating system, so two unseeded networks differ (as users of any random
 initializer expect).
 """
 
-import secrets
+import os
 import zlib
 
 import numpy as np
@@ -46,7 +46,7 @@ def get_seed():
 
 def new_entropy():
     """The entropy for one ``initialize()`` call: the seed, or fresh bits."""
-    return _seed if _seed is not None else secrets.randbits(64)
+    return _seed if _seed is not None else int.from_bytes(os.urandom(8), "little")
 
 
 def make_key(structural_name, entropy=None):
