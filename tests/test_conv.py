@@ -789,3 +789,67 @@ def test_seeded_deferred_and_eager_weights_agree():
     for a, b in zip(lazy.collect_params().values(),
                     eager.collect_params().values()):
         np.testing.assert_array_equal(a.data(), b.data())
+
+
+@pytest.fixture
+def two_threads():
+    old = fl.get_num_threads()
+    fl.set_num_threads(2)
+    yield
+    fl.set_num_threads(old)
+
+
+@pytest.mark.parametrize("n, col_bytes", [(1, 1 << 19), (1, 1), (3, 1),
+                                          (5, 1 << 19), (130, 1 << 19)])
+def test_threaded_convolution(two_threads, n, col_bytes):
+    """Big convolutions: one sample split into blocks of rows across the
+    pool's threads, or the samples shared out; same values as one thread
+    and as NumPy."""
+    net = nn.Sequential()
+    net.add(nn.Conv2D(16, 3, padding=1, activation="relu"), nn.BatchNorm(),
+            nn.Conv2D(8, 3, strides=2, groups=2), nn.AvgPool2D())
+    net.initialize()
+    side = 48 if n < 100 else 12     # conv0: 5.3M multiply-adds a sample
+    x = rand(np.random.default_rng(23), n, 16, side, side)
+    old = _core.set_conv_tuning(col_bytes=col_bytes)
+    try:
+        net(x)
+        fill(net, 24)
+        y2 = net(x)
+        fl.set_num_threads(1)
+        y1 = net(x)
+    finally:
+        _core.set_conv_tuning(*old)
+    v = [p.data() for p in net.collect_params().values()]
+    h = bn_ref(np.maximum(conv2d_ref(x, v[0], v[1], pad=(1, 1)), 0), *v[2:6])
+    h = conv2d_ref(h, v[6], v[7], stride=(2, 2), groups=2)
+    ref = pool_ref(h, (2, 2), (2, 2), (0, 0), False, "avg")
+    np.testing.assert_allclose(y2, ref, **TOL[np.float32])
+    np.testing.assert_allclose(y2, y1, rtol=1e-6, atol=1e-6)
+
+
+def test_concurrent_calls_from_python_threads(two_threads):
+    import threading
+    net = resnet_body(16)
+    net.initialize()
+    x = rand(np.random.default_rng(25), 2, 16, 32, 32)
+    net(x)
+    fill(net, 26)
+    want = net(x)
+    out, errors = [None] * 6, []
+
+    def work(i):
+        try:
+            for _ in range(5):
+                out[i] = net(x)
+        except BaseException as exc:        # pragma: no cover - reported
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for got in out:
+        np.testing.assert_array_equal(got, want)

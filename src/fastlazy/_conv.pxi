@@ -175,7 +175,10 @@ cdef inline void _conv2d_run(const Step *s, Py_ssize_t nb, const floating *x,
 
     geom[G_ROWS] picks the schedule (see _fill_step_conv):
     > 0  per sample, per block of that many output rows, per group: pack,
-         one GEMM straight into the output, the epilogue over the block;
+         one GEMM straight into the output, the epilogue over the block
+         (_conv_block); a big convolution run on its own shares the blocks
+         out to the pool's threads, each packing into its own slot of the
+         workspace;
     0    a 1x1 convolution with stride 1 and no padding: the input already
          is the GEMM's right-hand matrix, no packing;
     < 0  small outputs: pack up to -geom[G_ROWS] whole samples side by
@@ -193,9 +196,11 @@ cdef inline void _conv2d_run(const Step *s, Py_ssize_t nb, const floating *x,
     cdef const floating *shift = <const floating *>s.p[1]
     cdef floating *col = work + 2 * O
     cdef floating *acc
-    cdef Py_ssize_t n, n1, k, sb, grp, oh0, oh1, N
+    cdef Py_ssize_t n, n1, k, sb, grp, N, blocks, col_elems
     cdef const floating *xn
     cdef floating *yn
+    cdef int nthreads
+    cdef _ConvJob job
     if s.p[5] != NULL:
         # BatchNorm fused: y = act(conv * scale + shift), from the current
         # values of gamma, beta, running_mean, running_var and the bias
@@ -229,27 +234,102 @@ cdef inline void _conv2d_run(const Step *s, Py_ssize_t nb, const floating *x,
             n = n1
         return
     if rows == 0:
-        rows = OH
-    for n in range(nb):
-        xn = x + n * C * HW
-        yn = y + n * O * P
-        oh0 = 0
-        while oh0 < OH:
-            oh1 = oh0 + rows if oh0 + rows < OH else OH
-            N = (oh1 - oh0) * OW
+        # 1x1, stride 1, no padding: the input already is the GEMM's
+        # right-hand matrix, no packing
+        for n in range(nb):
+            xn = x + n * C * HW
+            yn = y + n * O * P
             for grp in range(G):
-                if s.geom[G_ROWS] == 0:
-                    _gemm(Og, N, Kg, w + grp * Og * Kg, Kg,
-                          xn + grp * Cg * HW + oh0 * OW, HW,
-                          yn + grp * Og * P + oh0 * OW, P)
-                else:
-                    _im2col(xn + grp * Cg * HW, Cg, H, W, s, oh0, oh1, col,
-                            N)
-                    _gemm(Og, N, Kg, w + grp * Og * Kg, Kg, col, N,
-                          yn + grp * Og * P + oh0 * OW, P)
-            _epilogue(O, N, yn + oh0 * OW, P, yn + oh0 * OW, P, scale, shift,
-                      s.act)
-            oh0 = oh1
+                _gemm(Og, P, Kg, w + grp * Og * Kg, Kg, xn + grp * Cg * HW,
+                      HW, yn + grp * Og * P, P)
+            _epilogue(O, P, yn, P, yn, P, scale, shift, s.act)
+        return
+    blocks = (OH + rows - 1) // rows
+    col_elems = rows * Kg * OW
+    nthreads = <int>((s.work - 2 * O) // col_elems)   # packing slots
+    if nthreads > _num_threads:
+        nthreads = _num_threads
+    if nthreads > 1 and nb * blocks > 1 and nb * s.macs >= _PAR_MACS:
+        # one big convolution on its own (a pool job already running
+        # makes fl_pool_run run this on the calling thread alone)
+        job.s = s
+        job.x = <const char *>x
+        job.y = <char *>y
+        job.slots = <char *>col
+        job.slot_bytes = col_elems * s.itemsize
+        job.scale = <const char *>scale
+        job.shift = <const char *>shift
+        job.items = nb * blocks
+        job.blocks = blocks
+        job.next = 0
+        fl_pool_run(_conv_job, &job, nthreads)
+        return
+    for n in range(nb):
+        for k in range(blocks):
+            _conv_block(s, x + n * C * HW, y + n * O * P, k * rows, col,
+                        scale, shift)
+
+
+cdef struct _ConvJob:
+    const Step *s
+    const char *x
+    char *y
+    char *slots              # packing slot t at slots + t * slot_bytes
+    Py_ssize_t slot_bytes
+    const char *scale
+    const char *shift
+    Py_ssize_t items         # samples x blocks of output rows
+    Py_ssize_t blocks
+    long next
+
+
+cdef void _conv_job(void *ctx, int tid, int nthreads) noexcept nogil:
+    """Pool job: threads take (sample, block of rows) items from a shared
+    counter, each packing into its own slot."""
+    cdef _ConvJob *j = <_ConvJob *>ctx
+    cdef const Step *s = j.s
+    cdef Py_ssize_t item, n, oh0
+    cdef Py_ssize_t in_b = s.in_size * s.itemsize
+    cdef Py_ssize_t out_b = s.out_size * s.itemsize
+    cdef char *col = j.slots + tid * j.slot_bytes
+    while True:
+        item = fl_next_item(&j.next)
+        if item >= j.items:
+            break
+        n = item // j.blocks
+        oh0 = (item % j.blocks) * s.geom[G_ROWS]
+        if s.itemsize == 4:
+            _conv_block(s, <const float *>(j.x + n * in_b),
+                        <float *>(j.y + n * out_b), oh0, <float *>col,
+                        <const float *>j.scale, <const float *>j.shift)
+        else:
+            _conv_block(s, <const double *>(j.x + n * in_b),
+                        <double *>(j.y + n * out_b), oh0, <double *>col,
+                        <const double *>j.scale, <const double *>j.shift)
+
+
+cdef inline void _conv_block(const Step *s, const floating *xn,
+                             floating *yn, Py_ssize_t oh0, floating *col,
+                             const floating *scale,
+                             const floating *shift) noexcept nogil:
+    """One sample, output rows [oh0, oh0 + geom[G_ROWS]): per group, pack
+    and one GEMM straight into the output; then the epilogue."""
+    cdef Py_ssize_t H = s.geom[G_H], W = s.geom[G_W], O = s.geom[G_O]
+    cdef Py_ssize_t G = s.geom[G_GROUPS], OH = s.geom[G_OH]
+    cdef Py_ssize_t OW = s.geom[G_OW], P = OH * OW
+    cdef Py_ssize_t Cg = s.geom[G_C] // G, Og = O // G
+    cdef Py_ssize_t Kg = Cg * s.geom[G_KH] * s.geom[G_KW]
+    cdef Py_ssize_t oh1 = oh0 + s.geom[G_ROWS]
+    cdef Py_ssize_t N, grp
+    cdef const floating *w = <const floating *>s.p[0]
+    if oh1 > OH:
+        oh1 = OH
+    N = (oh1 - oh0) * OW
+    for grp in range(G):
+        _im2col(xn + grp * Cg * H * W, Cg, H, W, s, oh0, oh1, col, N)
+        _gemm(Og, N, Kg, w + grp * Og * Kg, Kg, col, N,
+              yn + grp * Og * P + oh0 * OW, P)
+    _epilogue(O, N, yn + oh0 * OW, P, yn + oh0 * OW, P, scale, shift, s.act)
 
 
 cdef void _step_conv2d(const Step *s, Py_ssize_t b, const char *x, char *y,
@@ -375,7 +455,11 @@ cdef int _fill_step_conv(Step *s, tuple spec, object dtype,
             rows = max(1, min(rows, geom[G_OH]))
             s.geom[G_ROWS] = rows
             col_elems = rows * per_row
+            if O * P * Kg >= _PAR_MACS and rows < geom[G_OH]:
+                # one packing slot per thread, for a sample on its own
+                col_elems *= max(1, min(_num_threads, 16))
         s.work = 2 * O + col_elems
+        s.macs = O * P * Kg
         if bn is not None:
             # BatchNorm fused into the epilogue; the step reads the
             # parameters at every call (see the note at the top)

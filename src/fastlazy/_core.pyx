@@ -151,6 +151,7 @@ def set_num_threads(int n):
     if n < 1:
         raise ValueError(f"set_num_threads: need at least 1 thread, got {n}")
     _num_threads = n
+    _bump_epoch()     # convolution workspaces hold one slot per thread
 
 
 def get_num_threads():
@@ -597,6 +598,7 @@ cdef struct Step:
     Py_ssize_t in_size   # elements per sample read
     Py_ssize_t out_size  # elements per sample written
     Py_ssize_t work      # workspace elements per sample
+    Py_ssize_t macs      # multiply-adds per sample (decides threading)
     Py_ssize_t rows      # dense: matrix rows per sample
     Py_ssize_t K         # dense: input features
     Py_ssize_t M         # dense: output features
@@ -728,6 +730,7 @@ cdef int _fill_step(Step *s, tuple spec, object dtype, list keep) except -1:
         s.M = M
         s.in_size = rows * K
         s.out_size = rows * M
+        s.macs = rows * K * M
         s.p[0] = _param_ptr(w, dtype, keep, True)
         s.p[1] = NULL if b is None else _param_ptr(b, dtype, keep)
     elif kind == "act":
@@ -755,6 +758,7 @@ cdef struct PlanData:
     Py_ssize_t max_width    # widest per-sample intermediate
     Py_ssize_t max_work     # largest per-sample workspace
     Py_ssize_t macs         # multiply-adds per sample
+    Py_ssize_t dense_macs   # of which in dense steps
 
 
 cdef struct RunCtx:
@@ -960,6 +964,7 @@ cdef class Plan:
         d.max_width = max(d.in_size, d.out_size, 1)
         d.max_work = 0
         d.macs = 0
+        d.dense_macs = 0
         d.last_producer = -1
         width = d.in_size
         for i, spec in enumerate(steps):
@@ -972,8 +977,9 @@ cdef class Plan:
             width = s.out_size
             d.max_width = max(d.max_width, s.out_size)
             d.max_work = max(d.max_work, s.work)
+            d.macs += s.macs
             if s.kind == STEP_DENSE:
-                d.macs += s.rows * s.K * s.M
+                d.dense_macs += s.macs
             if not s.inplace:
                 d.last_producer = i
         if width != d.out_size:
@@ -1032,9 +1038,15 @@ cdef class Plan:
         c.tile = self._tile_rows()
         if _num_threads > 1 and n * self.d.macs >= _PAR_MACS:
             nthreads = _num_threads
-            if n < 2 * c.tile:
+            if n < 2 * c.tile and 2 * self.d.dense_macs >= self.d.macs:
                 by_columns = True
                 c.tile = n
+            elif n < 2 * c.tile:
+                # mostly convolutions, which do not split by columns:
+                # share the samples out instead (one alone runs serially)
+                c.tile = (n + nthreads - 1) // nthreads
+                if n < nthreads:
+                    nthreads = <int>n
         if c.tile > n:
             c.tile = n
         c.buf_bytes = (c.tile * self.d.max_width * isz + 63) & ~63
