@@ -22,7 +22,7 @@ from fastlazy import _conv_steps, _core, init, nn
 DATA = pathlib.Path(__file__).parent / "data" / "mxnet"
 TOL = {np.float32: dict(rtol=2e-4, atol=2e-5),
        np.float64: dict(rtol=1e-10, atol=1e-12)}
-SETTINGS = settings(max_examples=100, deadline=None, derandomize=True)
+SETTINGS = settings(max_examples=200, deadline=None, derandomize=True)
 
 
 # ---------------------------------------------------------------------------

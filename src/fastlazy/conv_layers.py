@@ -140,7 +140,7 @@ class _ShapeLayer(Block):
 
 
 class Conv2D(_ShapeLayer):
-    """2-D convolution over NCHW images: ``activation(conv(x, weight) + bias)``.
+    """2-D convolution of NCHW images: ``activation(conv(x, weight) + b)``.
 
     Parameters
     ----------
@@ -517,8 +517,9 @@ class BatchNorm(_ShapeLayer):
 
     def _infer_shapes(self, shape, pending):
         ax = _norm_axis(self._axis, shape, self._where())
-        _infer_channels(self, pending, (self.gamma, self.beta, self.running_mean,
-                               self.running_var), int(shape[ax]), shape,
+        params = (self.gamma, self.beta, self.running_mean,
+                  self.running_var)
+        _infer_channels(self, pending, params, int(shape[ax]), shape,
                         f"channels on axis {self._axis}")
         return shape
 
@@ -588,8 +589,8 @@ class LayerNorm(_ShapeLayer):
 
     def _infer_shapes(self, shape, pending):
         ax = _norm_axis(self._axis, shape, self._where())
-        _infer_channels(self, pending, (self.gamma, self.beta), int(shape[ax]), shape,
-                        f"values on axis {self._axis}")
+        _infer_channels(self, pending, (self.gamma, self.beta),
+                        int(shape[ax]), shape, f"values on axis {self._axis}")
         return shape
 
     def _steps(self, shape, steps):

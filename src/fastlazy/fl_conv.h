@@ -304,8 +304,8 @@ static void fl_layernorm_##SFX(fl_idx outer, fl_idx C, fl_idx inner,          \
                 double g = gamma ? (double)gamma[c] : 1.0;                    \
                 double b = beta ? (double)beta[c] : 0.0;                      \
                 for (k = 0; k < inner; k++) {                                 \
-                    double z = ((double)xs[c * inner + k] - mean[k]) * rstd[k];\
-                    ys[c * inner + k] = (T)(z * g + b);                       \
+                    double z = (double)xs[c * inner + k] - mean[k];       \
+                    ys[c * inner + k] = (T)(z * rstd[k] * g + b);             \
                 }                                                             \
             }                                                                 \
         }                                                                     \
