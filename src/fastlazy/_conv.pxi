@@ -72,6 +72,8 @@ cdef extern from "fl_conv.h" nogil:
                        Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t OH,
                        Py_ssize_t OW, int is_max,
                        int count_include_pad) noexcept
+    int fl_conv_init(int level) noexcept
+    void fl_conv_act_f32(float *y, Py_ssize_t n, int act) noexcept
     void fl_layernorm_f32(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
                           const float *x, float *y, const float *gamma,
                           const float *beta, double eps,
@@ -80,6 +82,22 @@ cdef extern from "fl_conv.h" nogil:
                           const double *x, double *y, const double *gamma,
                           const double *beta, double eps,
                           double *acc) noexcept
+
+
+# the vectorised sigmoid of the epilogue, at the dense kernels' level
+fl_conv_init(_isa_level)
+
+
+def conv_activation_f32(cnp.ndarray arr, int code):
+    """Test twin of the convolution epilogue's float32 activation (the
+    vectorised sigmoid): applies activation ``code`` in place to a
+    C-contiguous float32 array and returns it."""
+    if arr.dtype != np.float32 or not arr.flags.c_contiguous:
+        raise TypeError("conv_activation_f32 needs a C-contiguous float32 "
+                        "array")
+    with nogil:
+        fl_conv_act_f32(<float *>cnp.PyArray_DATA(arr), arr.size, code)
+    return arr
 
 
 # Target size of the im2col block of one convolution call: output rows are

@@ -112,6 +112,7 @@ def set_isa(level=None):
     0 baseline, 3 AVX2+FMA, 4 AVX-512.  Returns the level in use."""
     global _isa_level
     _isa_level = fl_kernels_init(-1 if level is None else int(level))
+    fl_conv_init(_isa_level)
     _bump_epoch()
     return _isa_level
 

@@ -35,6 +35,104 @@ static inline void fl_valid_range(fl_idx off, fl_idx s, fl_idx W, fl_idx OW,
     *hi = b;
 }
 
+/* ------------------------------------------------------------------ */
+/* A vectorised float sigmoid for the convolution epilogue.
+ *
+ * fl_act_f32 computes the sigmoid with one scalar expf per value, which was
+ * half of LeNet's time on a batch.  Here exp is Cephes' expf polynomial
+ * (relative error about 1 ulp) over GCC vector types, at the same three
+ * instruction-set levels as fl_kernels.h, chosen by fl_conv_init().
+ * sigmoid(v) = 1 / (1 + exp(-v)), with -v clamped to [-88, 88] so that exp
+ * stays finite: below v = -88 the result stays at sigmoid(-88) ~ 6e-39 (the
+ * true value is smaller still); NaN propagates.  Candidate for fl_act_f32
+ * itself (with tanh, from the same exp).
+ */
+
+/* lanes of a where the mask m is set (all ones), of b elsewhere */
+#define FL_VBLEND(VI, m, a, b)                                                \
+    ((__typeof__(a))(((VI)(a) & (m)) | ((VI)(b) & ~(m))))
+
+#define FL_DEFINE_VSIGMOID(ISA, V, VI, L, ATTR)                               \
+ATTR static void fl_vsigmoid_f32_##ISA(float *y, fl_idx n)                    \
+{                                                                             \
+    const V hi = (V){0} + 88.0f, lo = (V){0} - 88.0f, one = (V){0} + 1.0f;    \
+    fl_idx i = 0;                                                             \
+    for (; i + L <= n; i += L) {                                              \
+        V v, x, fx, t, z, p, e;                                               \
+        VI m, k;                                                              \
+        memcpy(&v, y + i, sizeof v);                                          \
+        x = -v;                                                               \
+        m = x != x; x = FL_VBLEND(VI, m, (V){0}, x);  /* NaN: see below */  \
+        m = x > hi; x = FL_VBLEND(VI, m, hi, x);                              \
+        m = x < lo; x = FL_VBLEND(VI, m, lo, x);                              \
+        /* exp(x) = 2^k * exp(r), k = round(x / ln 2) */                      \
+        fx = x * 1.44269504088896341f + 0.5f;                                 \
+        t = __builtin_convertvector(__builtin_convertvector(fx, VI), V);      \
+        m = t > fx;                                                           \
+        fx = t - FL_VBLEND(VI, m, one, (V){0});                               \
+        x = x - fx * 0.693359375f + fx * 2.12194440e-4f;                      \
+        z = x * x;                                                            \
+        p = x * 1.9875691500e-4f + 1.3981999507e-3f;                          \
+        p = p * x + 8.3334519073e-3f;                                         \
+        p = p * x + 4.1665795894e-2f;                                         \
+        p = p * x + 1.6666665459e-1f;                                         \
+        p = p * x + 5.0000001201e-1f;                                         \
+        p = p * z + x + 1.0f;                                                 \
+        k = (__builtin_convertvector(fx, VI) + 127) << 23;                    \
+        memcpy(&e, &k, sizeof e);                                             \
+        e = one / (one + p * e);                                              \
+        m = v != v;                                                           \
+        e = FL_VBLEND(VI, m, v, e);                                           \
+        memcpy(y + i, &e, sizeof e);                                          \
+    }                                                                         \
+    for (; i < n; i++) y[i] = fl_act1_f32(y[i], FL_ACT_SIGMOID);              \
+}
+
+typedef int fl_cv4i __attribute__((vector_size(16)));
+FL_DEFINE_VSIGMOID(base, fl_v4f, fl_cv4i, 4, )
+#if FL_X86
+typedef int fl_cv8i __attribute__((vector_size(32)));
+typedef int fl_cv16i __attribute__((vector_size(64)));
+FL_DEFINE_VSIGMOID(v3, fl_v8f, fl_cv8i, 8, FL_TARGET_V3)
+FL_DEFINE_VSIGMOID(v4, fl_v16f, fl_cv16i, 16, FL_TARGET_V4)
+#endif
+
+static void (*fl_vsigmoid_f32)(float *, fl_idx) = fl_vsigmoid_f32_base;
+
+/* Pick the sigmoid for instruction-set level `level` (as fl_kernels_init:
+ * -1 best, 0 baseline, 3 AVX2+FMA, 4 AVX-512); returns the level used. */
+static int fl_conv_init(int level)
+{
+#if FL_X86
+    int best = 0;
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        best = 3;
+    if (best == 3 && __builtin_cpu_supports("avx512f")
+        && __builtin_cpu_supports("avx512dq"))
+        best = 4;
+    if (level < 0 || level > best) level = best;
+    if (level >= 4) { fl_vsigmoid_f32 = fl_vsigmoid_f32_v4; return 4; }
+    if (level >= 3) { fl_vsigmoid_f32 = fl_vsigmoid_f32_v3; return 3; }
+#else
+    (void)level;
+#endif
+    fl_vsigmoid_f32 = fl_vsigmoid_f32_base;
+    return 0;
+}
+
+/* The activation of an epilogue row: the vector sigmoid for float. */
+static inline void fl_conv_act_f32(float *y, fl_idx n, int act)
+{
+    if (act == FL_ACT_SIGMOID) fl_vsigmoid_f32(y, n);
+    else fl_act_f32(y, n, act);
+}
+
+static inline void fl_conv_act_f64(double *y, fl_idx n, int act)
+{
+    fl_act_f64(y, n, act);
+}
+
 #define FL_DEFINE_CONV(T, SFX)                                                \
                                                                               \
 /* Pack output rows [oh0, oh1) of one group into col, a (Cg*kh*kw) x N       \
@@ -106,7 +204,7 @@ static void fl_chan_epilogue_##SFX(fl_idx O, fl_idx N, const T *src,          \
                 r[k] = (v > 0 || v != v) ? v : (T)0;                          \
             }                                                                 \
         } else if (act != FL_ACT_NONE) {                                      \
-            fl_act_##SFX(r, N, act);                                          \
+            fl_conv_act_##SFX(r, N, act);                                     \
         }                                                                     \
     }                                                                         \
 }                                                                             \
