@@ -80,7 +80,8 @@ def _need_4d(shape, where):
             f"single-channel images.")
     if 0 in shape[1:]:
         raise ShapeError(f"{where}: received an input of shape "
-                         f"{tuple(shape)} with an empty axis")
+                         f"{tuple(shape)} with an empty axis; it needs at "
+                         f"least one channel, row and column")
 
 
 def _norm_axis(axis, shape, where):
