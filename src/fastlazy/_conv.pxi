@@ -126,7 +126,8 @@ cdef enum:
     G_GROUPS = 12
     G_OH = 13
     G_OW = 14
-    G_ROWS = 15       # output rows per im2col block (0: a 1x1 needs none)
+    G_ROWS = 15       # schedule: > 0 output rows per packed block;
+                      # 0 a plain 1x1 (no packing); < 0 -(samples per GEMM)
 
 
 def set_conv_tuning(col_bytes=None, batch_cols=None):
