@@ -112,6 +112,7 @@ def set_isa(level=None):
     0 baseline, 3 AVX2+FMA, 4 AVX-512.  Returns the level in use."""
     global _isa_level
     _isa_level = fl_kernels_init(-1 if level is None else int(level))
+    fl_conv_init(_isa_level)
     _bump_epoch()
     return _isa_level
 
@@ -151,6 +152,7 @@ def set_num_threads(int n):
     if n < 1:
         raise ValueError(f"set_num_threads: need at least 1 thread, got {n}")
     _num_threads = n
+    _bump_epoch()     # convolution workspaces hold one slot per thread
 
 
 def get_num_threads():
@@ -597,6 +599,7 @@ cdef struct Step:
     Py_ssize_t in_size   # elements per sample read
     Py_ssize_t out_size  # elements per sample written
     Py_ssize_t work      # workspace elements per sample
+    Py_ssize_t macs      # multiply-adds per sample (decides threading)
     Py_ssize_t rows      # dense: matrix rows per sample
     Py_ssize_t K         # dense: input features
     Py_ssize_t M         # dense: output features
@@ -707,6 +710,9 @@ cdef char *_param_ptr(Parameter p, object dtype, list keep,
     return <char *>cnp.PyArray_DATA(arr)
 
 
+include "_conv.pxi"
+
+
 cdef int _fill_step(Step *s, tuple spec, object dtype, list keep) except -1:
     """Translate one step description from the block layer into a Step."""
     cdef str kind = spec[0]
@@ -725,6 +731,7 @@ cdef int _fill_step(Step *s, tuple spec, object dtype, list keep) except -1:
         s.M = M
         s.in_size = rows * K
         s.out_size = rows * M
+        s.macs = rows * K * M
         s.p[0] = _param_ptr(w, dtype, keep, True)
         s.p[1] = NULL if b is None else _param_ptr(b, dtype, keep)
     elif kind == "act":
@@ -735,6 +742,8 @@ cdef int _fill_step(Step *s, tuple spec, object dtype, list keep) except -1:
         s.inplace = 1
         s.in_size = elems
         s.out_size = elems
+    elif kind in ("conv2d", "pool2d", "batchnorm", "layernorm"):
+        _fill_step_conv(s, spec, dtype, keep)
     else:
         raise ValueError(f"unknown plan step {kind!r}")
     return 0
@@ -750,6 +759,7 @@ cdef struct PlanData:
     Py_ssize_t max_width    # widest per-sample intermediate
     Py_ssize_t max_work     # largest per-sample workspace
     Py_ssize_t macs         # multiply-adds per sample
+    Py_ssize_t dense_macs   # of which in dense steps
 
 
 cdef struct RunCtx:
@@ -958,6 +968,7 @@ cdef class Plan:
         d.max_width = max(d.in_size, d.out_size, 1)
         d.max_work = 0
         d.macs = 0
+        d.dense_macs = 0
         d.last_producer = -1
         width = d.in_size
         for i, spec in enumerate(steps):
@@ -970,8 +981,9 @@ cdef class Plan:
             width = s.out_size
             d.max_width = max(d.max_width, s.out_size)
             d.max_work = max(d.max_work, s.work)
+            d.macs += s.macs
             if s.kind == STEP_DENSE:
-                d.macs += s.rows * s.K * s.M
+                d.dense_macs += s.macs
             if not s.inplace:
                 d.last_producer = i
         if width != d.out_size:
@@ -1031,9 +1043,15 @@ cdef class Plan:
         c.tile = self._tile_rows()
         if _num_threads > 1 and n * self.d.macs >= _PAR_MACS:
             nthreads = _num_threads
-            if n < 2 * c.tile:
+            if n < 2 * c.tile and 2 * self.d.dense_macs >= self.d.macs:
                 by_columns = True
                 c.tile = n
+            elif n < 2 * c.tile:
+                # mostly convolutions, which do not split by columns:
+                # share the samples out instead (one alone runs serially)
+                c.tile = (n + nthreads - 1) // nthreads
+                if n < nthreads:
+                    nthreads = <int>n
         if c.tile > n:
             c.tile = n
         c.buf_bytes = (c.tile * self.d.max_width * isz + 63) & ~63

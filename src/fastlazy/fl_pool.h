@@ -57,15 +57,19 @@ static fl_pool_t fl_pool = {
     0, 0, 0, 0, 0, 0, 0
 };
 
-typedef struct { int index; } fl_worker_arg;
+/* seen: the job generation when the worker was made.  It must come from
+ * its maker (who holds mu), not be read by the worker when it first takes
+ * mu: by then the job it was made for has already bumped the generation,
+ * and a worker that took that as "seen" slept through its first job while
+ * the caller waited for it forever. */
+typedef struct { int index; unsigned long seen; } fl_worker_arg;
 static fl_worker_arg fl_worker_args[FL_POOL_MAX];
 
 static void *fl_pool_worker(void *arg)
 {
     int tid = ((fl_worker_arg *)arg)->index;   /* 1 .. nworkers */
-    unsigned long seen;
+    unsigned long seen = ((fl_worker_arg *)arg)->seen;
     pthread_mutex_lock(&fl_pool.mu);
-    seen = fl_pool.generation;
     for (;;) {
         while (fl_pool.generation == seen)
             pthread_cond_wait(&fl_pool.start, &fl_pool.mu);
@@ -104,6 +108,7 @@ static int fl_pool_grow(int nthreads)
         pthread_attr_t attr;
         int idx = fl_pool.nworkers + 1;
         fl_worker_args[idx - 1].index = idx;
+        fl_worker_args[idx - 1].seen = fl_pool.generation;
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
         if (pthread_create(&t, &attr, fl_pool_worker,
