@@ -823,48 +823,61 @@ cdef void _tiles_job(void *vctx, int tid, int nthreads) noexcept nogil:
                   s0, s0 + c.buf_bytes, s0 + 2 * c.buf_bytes)
 
 
-cdef void _columns_job(void *vctx, int tid, int nthreads) noexcept nogil:
-    """One dense step split by output columns (16-aligned slices)."""
-    cdef RunCtx *c = <RunCtx *>vctx
-    cdef const Step *s = c.step
-    cdef Py_ssize_t M = s.M, K = s.K, rows = c.n * s.rows
-    cdef Py_ssize_t chunk = ((M + nthreads - 1) // nthreads + 15) & ~15
-    cdef Py_ssize_t m0 = tid * chunk
-    cdef Py_ssize_t mc = M - m0 if M - m0 < chunk else chunk
-    if mc <= 0:
-        return
+cdef void _columns_slice(const Step *s, Py_ssize_t rows, const char *src,
+                         char *dst, Py_ssize_t m0,
+                         Py_ssize_t mc) noexcept nogil:
+    """Output columns [m0, m0 + mc) of a dense step over ``rows`` rows."""
+    cdef Py_ssize_t M = s.M, K = s.K
     if s.itemsize == 4:
         if rows == 1:
             cblas_sgemv(CblasRowMajor, CblasTrans, <blas_int>K, <blas_int>mc,
                         1.0, <const float *>s.p[0] + m0, <blas_int>M,
-                        <const float *>c.src, 1, 0.0,
-                        <float *>c.dst + m0, 1)
+                        <const float *>src, 1, 0.0,
+                        <float *>dst + m0, 1)
         else:
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans,
                         <blas_int>rows, <blas_int>mc, <blas_int>K, 1.0,
-                        <const float *>c.src, <blas_int>K,
+                        <const float *>src, <blas_int>K,
                         <const float *>s.p[0] + m0, <blas_int>M, 0.0,
-                        <float *>c.dst + m0, <blas_int>M)
+                        <float *>dst + m0, <blas_int>M)
         if s.p[1] != NULL or s.act != FL_ACT_NONE:
-            fl_kt.bias_act_f32(rows, mc, <float *>c.dst + m0, M,
+            fl_kt.bias_act_f32(rows, mc, <float *>dst + m0, M,
                                NULL if s.p[1] == NULL
                                else <const float *>s.p[1] + m0, s.act)
     else:
         if rows == 1:
             cblas_dgemv(CblasRowMajor, CblasTrans, <blas_int>K, <blas_int>mc,
                         1.0, <const double *>s.p[0] + m0, <blas_int>M,
-                        <const double *>c.src, 1, 0.0,
-                        <double *>c.dst + m0, 1)
+                        <const double *>src, 1, 0.0,
+                        <double *>dst + m0, 1)
         else:
             cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans,
                         <blas_int>rows, <blas_int>mc, <blas_int>K, 1.0,
-                        <const double *>c.src, <blas_int>K,
+                        <const double *>src, <blas_int>K,
                         <const double *>s.p[0] + m0, <blas_int>M, 0.0,
-                        <double *>c.dst + m0, <blas_int>M)
+                        <double *>dst + m0, <blas_int>M)
         if s.p[1] != NULL or s.act != FL_ACT_NONE:
-            fl_kt.bias_act_f64(rows, mc, <double *>c.dst + m0, M,
+            fl_kt.bias_act_f64(rows, mc, <double *>dst + m0, M,
                                NULL if s.p[1] == NULL
                                else <const double *>s.p[1] + m0, s.act)
+
+
+cdef void _columns_job(void *vctx, int tid, int nthreads) noexcept nogil:
+    """One dense step split by output columns into one 16-aligned slice per
+    thread, claimed from a shared counter: a thread that starts late (slow
+    wake-up, or less CPU because another library's pool is spinning) finds
+    its slice taken by one that is already running.  Finer slices balance
+    better but cost more in BLAS packing; one per thread measured best."""
+    cdef RunCtx *c = <RunCtx *>vctx
+    cdef const Step *s = c.step
+    cdef Py_ssize_t M = s.M, m0
+    cdef Py_ssize_t chunk = ((M + nthreads - 1) // nthreads + 15) & ~15
+    while True:
+        m0 = fl_next_item(&c.next_tile) * chunk
+        if m0 >= M:
+            break
+        _columns_slice(s, c.n * s.rows, c.src, c.dst, m0,
+                       M - m0 if M - m0 < chunk else chunk)
 
 
 cdef void _run_by_columns(RunCtx *c, int nthreads) noexcept nogil:
@@ -894,6 +907,7 @@ cdef void _run_by_columns(RunCtx *c, int nthreads) noexcept nogil:
             c.step = s
             c.src = cur
             c.dst = dst
+            c.next_tile = 0
             fl_pool_run(_columns_job, c, nthreads)
         else:
             s.run(s, c.n, cur, dst, work)
