@@ -44,7 +44,8 @@ static inline void fl_valid_range(fl_idx off, fl_idx s, fl_idx W, fl_idx OW,
  * instruction-set levels as fl_kernels.h, chosen by fl_conv_init().
  * sigmoid(v) = 1 / (1 + exp(-v)), with -v clamped to [-88, 88] so that exp
  * stays finite: below v = -88 the result stays at sigmoid(-88) ~ 6e-39 (the
- * true value is smaller still); NaN propagates.  Candidate for fl_act_f32
+ * true value is smaller still), except at v = -inf, which gives the exact
+ * limit 0 as the scalar sigmoid does; NaN propagates.  Candidate for fl_act_f32
  * itself (with tanh, from the same exp).
  */
 
@@ -56,6 +57,7 @@ static inline void fl_valid_range(fl_idx off, fl_idx s, fl_idx W, fl_idx OW,
 ATTR static void fl_vsigmoid_f32_##ISA(float *y, fl_idx n)                    \
 {                                                                             \
     const V hi = (V){0} + 88.0f, lo = (V){0} - 88.0f, one = (V){0} + 1.0f;    \
+    const V ninf = (V){0} - __builtin_inff();                                 \
     fl_idx i = 0;                                                             \
     for (; i + L <= n; i += L) {                                              \
         V v, x, fx, t, z, p, e;                                               \
@@ -81,6 +83,8 @@ ATTR static void fl_vsigmoid_f32_##ISA(float *y, fl_idx n)                    \
         k = (__builtin_convertvector(fx, VI) + 127) << 23;                    \
         memcpy(&e, &k, sizeof e);                                             \
         e = one / (one + p * e);                                              \
+        m = v == ninf;              /* the exact limit, as fl_act1_f32 */     \
+        e = FL_VBLEND(VI, m, (V){0}, e);                                      \
         m = v != v;                                                           \
         e = FL_VBLEND(VI, m, v, e);                                           \
         memcpy(y + i, &e, sizeof e);                                          \
