@@ -82,6 +82,11 @@ extensions = [
     ),
 ]
 
+# A debug build's C file (bounds checks on) goes to its own folder: next to
+# the .pyx it would be reused by the next release build, which compares only
+# timestamps.
 setup(ext_modules=cythonize(extensions, compiler_directives=directives,
-                            include_path=["src"]),
+                            include_path=["src"],
+                            build_dir="build/cython-debug" if debug
+                            else None),
       cmdclass={"build_ext": BuildExt})
