@@ -259,3 +259,61 @@ def test_shared_networks_under_load_long(two_threads):
 @pytest.mark.slow
 def test_racing_first_forwards_long(two_threads):
     run_first_forward_races(rounds=1000)
+
+
+def run_forks(count):
+    """Fork right after parallel forward passes (at varying delays, while
+    the pool's worker is still spinning or going to sleep); each child runs
+    a parallel forward on fresh workers and must get the parent's answer."""
+    import os
+    import signal
+
+    from fastlazy import _core
+    old = _core.set_tuning(parallel_macs=0)
+    try:
+        net = nn.Sequential()
+        net.add(nn.Dense(64, activation="relu"), nn.Dense(8))
+        net.initialize()
+        x = np.random.default_rng(0).standard_normal((256, 32)).astype(
+            np.float32)
+        expected = net(x)
+        failures = []
+        for i in range(count):
+            net(x)
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < (i % 13) * 2e-5:
+                pass
+            pid = os.fork()
+            if pid == 0:                                  # pragma: no cover
+                signal.alarm(10)
+                ok = np.array_equal(net(x), expected)
+                os._exit(0 if ok else 3)
+            deadline = time.monotonic() + 20
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    break
+                if time.monotonic() > deadline:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    failures.append((i, "hung"))
+                    break
+                time.sleep(0.0005)
+            if done and status != 0:
+                failures.append((i, status))
+        assert not failures, failures
+    finally:
+        _core.set_tuning(*old)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"),
+                    reason="needs fork()")
+def test_fork_after_parallel_forward_short(two_threads):
+    run_forks(40)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"),
+                    reason="needs fork()")
+def test_fork_after_parallel_forward_long(two_threads):
+    run_forks(3000)
