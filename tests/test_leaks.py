@@ -34,6 +34,9 @@ pytestmark = [
 
 BUDGET = 1 << 20          # bytes of growth allowed after warm-up
 PAGE = os.sysconf("SC_PAGE_SIZE")
+# AddressSanitizer keeps freed memory in quarantine: under tools/sanitize.sh
+# resident memory says nothing about leaks, only tracemalloc is checked
+RSS_MEANINGFUL = os.environ.get("FASTLAZY_SANITIZER") != "1"
 
 
 def rss():
@@ -114,7 +117,7 @@ def test_forward_calls_do_not_leak(reliability_report):
         f"leaks: {total:,} forward calls ({2 * total // n:,} of them "
         f"failing): "
         f"RSS {rss1 - rss0:+,} bytes, tracemalloc {py1 - py0:+,} bytes")
-    assert rss1 - rss0 < BUDGET
+    assert rss1 - rss0 < BUDGET or not RSS_MEANINGFUL
     assert py1 - py0 < BUDGET
 
 
@@ -163,5 +166,5 @@ def test_networks_built_and_dropped_do_not_leak(tmp_path, reliability_report):
         f"leaks: {total:,} networks built, initialized, run, pickled, "
         f"copied, saved, loaded, dropped: RSS {rss1 - rss0:+,} bytes, "
         f"tracemalloc {py1 - py0:+,} bytes")
-    assert rss1 - rss0 < BUDGET
+    assert rss1 - rss0 < BUDGET or not RSS_MEANINGFUL
     assert py1 - py0 < BUDGET

@@ -35,6 +35,7 @@ export LD_PRELOAD="$LIBASAN"
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:allocator_may_return_null=1:strict_string_checks=1:check_initialization_order=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export PYTHONPATH="$PWD/$OUT/lib"
+export FASTLAZY_SANITIZER=1       # tests/test_leaks.py: RSS is not meaningful
 
 echo "== the extension is the sanitized build"
 python - <<PY
