@@ -78,6 +78,29 @@ def walkthrough():
     return net
 
 
+def lenet():
+    _say("Convolutional networks: every channel count and the first Dense's "
+         "input size are inferred too")
+    net = nn.Sequential()
+    net.add(nn.Conv2D(6, kernel_size=5, padding=2, activation="sigmoid"),
+            nn.AvgPool2D(pool_size=2, strides=2),
+            nn.Conv2D(16, kernel_size=5, activation="sigmoid"),
+            nn.AvgPool2D(pool_size=2, strides=2),
+            nn.Dense(120, activation="sigmoid"),
+            nn.Dense(84, activation="sigmoid"),
+            nn.Dense(10))
+    net.initialize(init=init.Xavier())
+    print(net)
+    print(">>> net.summary((None, 1, 28, 28))   # shapes worked out before "
+          "any data")
+    net.summary((None, 1, 28, 28))
+    x = np.random.default_rng(3).uniform(size=(1, 1, 28, 28))
+    y = net(x)
+    print(f">>> net(x) on {x.shape} -> {y.shape}; the weights now:")
+    for name, param in net.collect_params(".*weight").items():
+        print(f"  {name}: {param.shape}")
+
+
 def latency_table(net, batches=(1, 2), repeat=7):
     """Median forward latency of ``net`` (20 -> 256 relu -> 10) against the
     tightest NumPy version of it, measured now, in this process."""
@@ -123,6 +146,7 @@ def latency_table(net, batches=(1, 2), repeat=7):
 
 def main(argv=None):
     net = walkthrough()
+    lenet()
     _say("Forward latency of this network, measured now (median per call)")
     rows = latency_table(net)
     print(f"{'batch':>5}  {'fastlazy':>10}  {'NumPy':>10}  {'speed-up':>8}")
