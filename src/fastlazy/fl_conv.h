@@ -43,8 +43,9 @@ static inline void fl_valid_range(fl_idx off, fl_idx s, fl_idx W, fl_idx OW,
  * (relative error about 1 ulp) over GCC vector types, at the same three
  * instruction-set levels as fl_kernels.h, chosen by fl_conv_init().
  * sigmoid(v) = 1 / (1 + exp(-v)), with -v clamped to [-88, 88] so that exp
- * stays finite: below v = -88 the result stays at sigmoid(-88) ~ 6e-39 (the
- * true value is smaller still); NaN propagates.  Candidate for fl_act_f32
+ * stays finite; below v = -88 the result is 0 (the true value is under
+ * 6e-39, subnormal in float32), so sigmoid(-1000) == 0 as in the scalar
+ * kernel; NaN propagates.  Candidate for fl_act_f32
  * itself (with tanh, from the same exp).
  */
 
@@ -81,6 +82,7 @@ ATTR static void fl_vsigmoid_f32_##ISA(float *y, fl_idx n)                    \
         k = (__builtin_convertvector(fx, VI) + 127) << 23;                    \
         memcpy(&e, &k, sizeof e);                                             \
         e = one / (one + p * e);                                              \
+        m = v < lo; e = FL_VBLEND(VI, m, (V){0}, e);  /* sigmoid(-1000) == 0 */\
         m = v != v;                                                           \
         e = FL_VBLEND(VI, m, v, e);                                           \
         memcpy(y + i, &e, sizeof e);                                          \
