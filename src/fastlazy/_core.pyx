@@ -930,6 +930,7 @@ cdef class Plan:
     cdef readonly tuple in_sample_shape
     cdef readonly tuple out_sample_shape
     cdef int in_ndim
+    cdef Py_ssize_t in_dims[32]
     cdef cnp.npy_intp out_dims[32]
     cdef int out_ndim
     cdef list keep
@@ -967,8 +968,10 @@ cdef class Plan:
         self.in_sample_shape = in_sample_shape
         self.out_sample_shape = out_sample_shape
         self.in_ndim = len(in_sample_shape) + 1
-        if len(out_sample_shape) + 1 > 32:
+        if len(out_sample_shape) + 1 > 32 or self.in_ndim > 32:
             raise ShapeError("fastlazy supports at most 32 dimensions")
+        for i, dim in enumerate(in_sample_shape):
+            self.in_dims[i + 1] = dim
         self.out_ndim = len(out_sample_shape) + 1
         for i, dim in enumerate(out_sample_shape):
             self.out_dims[i + 1] = dim
@@ -1039,7 +1042,7 @@ cdef class Plan:
         if cnp.PyArray_NDIM(arr) != self.in_ndim:
             return None
         for i in range(1, self.in_ndim):
-            if cnp.PyArray_DIM(arr, i) != <Py_ssize_t>self.in_sample_shape[i - 1]:
+            if cnp.PyArray_DIM(arr, i) != self.in_dims[i]:
                 return None
         n = cnp.PyArray_DIM(arr, 0)
         self.out_dims[0] = n
