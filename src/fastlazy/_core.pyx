@@ -607,9 +607,9 @@ cdef struct Step:
     double eps
     char *p[6]           # parameter storage (weight, bias, ...)
 
-# A product with fewer multiply-adds than this runs in fastlazy's own
-# kernel; larger ones go to BLAS GEMM.  Tuned on the benchmarks (see README).
-cdef Py_ssize_t _SMALL_MACS = 1 << 18
+# Which products run in fastlazy's own kernel rather than BLAS: 0 = by
+# shape (_use_own_kernel), 1 = always own, 2 = always BLAS (tests, benches).
+cdef int _KERNEL_ROUTE = 0
 # Target size of one scratch buffer: a row tile of the widest intermediate
 # fits in it, so a tile's activations stay in L2.
 cdef Py_ssize_t _TILE_BYTES = 1 << 20
@@ -618,13 +618,18 @@ cdef Py_ssize_t _TILE_BYTES = 1 << 20
 cdef Py_ssize_t _PAR_MACS = 1 << 22
 
 
-def set_tuning(small_macs=None, tile_bytes=None, parallel_macs=None):
-    """Adjust the kernel/BLAS crossover, the row-tile size and the size
-    from which a forward pass uses several threads; returns the old values."""
-    global _SMALL_MACS, _TILE_BYTES, _PAR_MACS
-    old = (_SMALL_MACS, _TILE_BYTES, _PAR_MACS)
-    if small_macs is not None:
-        _SMALL_MACS = max(0, int(small_macs))
+def set_tuning(kernel_route=None, tile_bytes=None, parallel_macs=None):
+    """Adjust the kernel choice ('auto', 'own' or 'blas'), the row-tile size
+    and the size from which a forward pass uses several threads; returns the
+    old values (for tests and benches)."""
+    global _KERNEL_ROUTE, _TILE_BYTES, _PAR_MACS
+    routes = ("auto", "own", "blas")
+    old = (routes[_KERNEL_ROUTE], _TILE_BYTES, _PAR_MACS)
+    if kernel_route is not None:
+        if kernel_route not in routes:
+            raise ValueError(f"kernel_route must be one of {routes}, got "
+                             f"{kernel_route!r}")
+        _KERNEL_ROUTE = routes.index(kernel_route)
     if tile_bytes is not None:
         _TILE_BYTES = max(1, int(tile_bytes))
     if parallel_macs is not None:
@@ -633,12 +638,34 @@ def set_tuning(small_macs=None, tile_bytes=None, parallel_macs=None):
     return old
 
 
+cdef inline bint _use_own_kernel(Py_ssize_t rows, Py_ssize_t K,
+                                 Py_ssize_t M) noexcept nogil:
+    """Own register-tiled kernel or BLAS, by shape.  Measured on the
+    benchmark machine (AVX-512, OpenBLAS 0.3.34 SkylakeX): BLAS's packing
+    costs more than it saves for up to 8 rows whatever the weights (a 2x1024
+    by 1024x1024 product: 160 us own, 480 us BLAS); for one row, BLAS's GEMV
+    streams big matrices better; from 16 rows on BLAS wins once the weights
+    outgrow L2, and from 128 rows unless they are tiny."""
+    cdef Py_ssize_t km = K * M
+    if _KERNEL_ROUTE:
+        return _KERNEL_ROUTE == 1
+    if rows == 1:
+        return km <= (1 << 18)
+    if rows <= 8:
+        return True
+    if rows <= 16:
+        return km <= (1 << 19)
+    if rows <= 64:
+        return km <= (1 << 18)
+    return km <= (1 << 16)
+
+
 cdef inline void _dense_f32(const Step *s, Py_ssize_t rows, const char *x,
                             char *y) noexcept nogil:
     cdef Py_ssize_t K = s.K, M = s.M
     cdef const float *wt = <const float *>s.p[0]
     cdef const float *b = <const float *>s.p[1]
-    if rows * K * M <= _SMALL_MACS:
+    if _use_own_kernel(rows, K, M):
         fl_kt.dense_f32(rows, K, M, <const float *>x, K, wt, b, <float *>y, M,
                         s.act)
         return
@@ -659,7 +686,7 @@ cdef inline void _dense_f64(const Step *s, Py_ssize_t rows, const char *x,
     cdef Py_ssize_t K = s.K, M = s.M
     cdef const double *wt = <const double *>s.p[0]
     cdef const double *b = <const double *>s.p[1]
-    if rows * K * M <= _SMALL_MACS:
+    if _use_own_kernel(rows, K, M):
         fl_kt.dense_f64(rows, K, M, <const double *>x, K, wt, b,
                         <double *>y, M, s.act)
         return
@@ -903,7 +930,8 @@ cdef void _run_by_columns(RunCtx *c, int nthreads) noexcept nogil:
         else:
             dst = bufs[which]
             which ^= 1
-        if s.kind == STEP_DENSE and c.n * s.rows * s.K * s.M > _SMALL_MACS:
+        if s.kind == STEP_DENSE and \
+                not _use_own_kernel(c.n * s.rows, s.K, s.M):
             c.step = s
             c.src = cur
             c.dst = dst
@@ -1134,13 +1162,13 @@ def dense_kernel(x, wt, b, int act, bint use_blas):
     Exists so tests can check the kernels (and the BLAS route) against NumPy
     on their own.  Arrays must share a float dtype.
     """
-    global _SMALL_MACS
+    global _KERNEL_ROUTE
     cdef Step s
     cdef cnp.ndarray xa = np.ascontiguousarray(x)
     cdef cnp.ndarray wa
     cdef cnp.ndarray ba
     cdef Py_ssize_t n
-    cdef Py_ssize_t saved = _SMALL_MACS
+    cdef int saved = _KERNEL_ROUTE
     if xa.dtype not in (np.float32, np.float64) or xa.ndim != 2:
         raise ValueError("dense_kernel: need float x of shape (n, K)")
     wa = np.ascontiguousarray(wt, dtype=xa.dtype)
@@ -1160,10 +1188,10 @@ def dense_kernel(x, wt, b, int act, bint use_blas):
         if ba.ndim != 1 or ba.shape[0] != s.M:
             raise ValueError("dense_kernel: bias must have shape (M,)")
         s.p[1] = <char *>cnp.PyArray_DATA(ba)
-    _SMALL_MACS = -1 if use_blas else (1 << 62)
+    _KERNEL_ROUTE = 2 if use_blas else 1
     try:
         _step_dense(&s, n, <char *>cnp.PyArray_DATA(xa),
                     <char *>cnp.PyArray_DATA(out), NULL)
     finally:
-        _SMALL_MACS = saved
+        _KERNEL_ROUTE = saved
     return out
