@@ -106,6 +106,9 @@ def tag(benchmark, kind, group, peer, **extra):
     benchmark.extra_info.update(kind=kind, peer=peer, **extra)
 
 
+QUIET = 0.25         # other processes' cores below which the machine is quiet
+
+
 def _busy_seconds():
     """CPU seconds the whole machine has been busy, from /proc/stat."""
     with open("/proc/stat") as f:
@@ -114,19 +117,45 @@ def _busy_seconds():
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
+def _usage():
+    return time.perf_counter(), _busy_seconds(), time.process_time()
+
+
+def _other_cores(since):
+    """Cores that other processes kept busy, on average, since ``since``
+    (a ``_usage()`` snapshot): the machine's busy time minus this
+    process's CPU time (all its threads), over the wall time."""
+    wall, busy, own = since
+    now_wall, now_busy, now_own = _usage()
+    other = (now_busy - busy) - (now_own - own)
+    return max(other, 0.0) / (now_wall - wall)
+
+
 @contextmanager
 def other_load(benchmark):
     """Record in extra_info['other_load'] how many cores other processes
-    kept busy while the block ran (from /proc/stat minus this process's
-    CPU time): the shared machine's noise, per benchmark.  Linux only."""
+    kept busy while the block ran: the shared machine's noise, per
+    benchmark.  Linux only (nothing is recorded elsewhere)."""
     if not os.path.exists("/proc/stat"):
         yield
         return
-    wall, busy, own = time.perf_counter(), _busy_seconds(), time.process_time()
+    since = _usage()
     yield
-    wall = time.perf_counter() - wall
-    other = (_busy_seconds() - busy) - (time.process_time() - own)
-    benchmark.extra_info["other_load"] = round(max(other, 0.0) / wall, 2)
+    benchmark.extra_info["other_load"] = round(_other_cores(since), 2)
+
+
+def wait_quiet(max_seconds):
+    """Wait, at most ``max_seconds``, for half a second in which other
+    processes use fewer than QUIET cores.  Returns the seconds waited."""
+    start = time.perf_counter()
+    if not os.path.exists("/proc/stat"):
+        return 0.0
+    while time.perf_counter() - start < max_seconds:
+        since = _usage()
+        time.sleep(0.5)
+        if _other_cores(since) < QUIET:
+            break
+    return time.perf_counter() - start
 
 
 def timed(benchmark, fn, *args):

@@ -11,13 +11,18 @@ import pytest
 from threadpoolctl import threadpool_info
 
 import fastlazy as fl
-from common import get_case
+from common import get_case, wait_quiet
 
 
 def pytest_addoption(parser):
     parser.addoption("--threads", default="1,2",
                      help="comma-separated thread counts to run (default "
                           "1,2)")
+    parser.addoption("--wait-quiet", type=float, default=0.0,
+                     metavar="SECONDS",
+                     help="before each benchmark, wait up to SECONDS for "
+                          "other processes to leave the CPUs (default 0: "
+                          "do not wait)")
 
 
 def pytest_generate_tests(metafunc):
@@ -48,6 +53,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     environment variables that change OpenBLAS's kernel choice."""
     machine_info["threadpools"] = threadpool_info()
     machine_info["fastlazy"] = fl.show_config(file=io.StringIO())
+    machine_info["fastlazy"]["path"] = os.path.dirname(fl.__file__)
     machine_info["env"] = {name: os.environ.get(name) for name in
                            ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
                             "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
@@ -65,3 +71,12 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 def case(cfg):
     """The network, input, weights and reference of configuration ``cfg``."""
     return get_case(cfg)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_machine(request):
+    """With --wait-quiet, start each benchmark on a quiet machine if one
+    comes within the limit (the 'other load' column shows the outcome)."""
+    limit = request.config.getoption("wait_quiet")
+    if limit > 0:
+        wait_quiet(limit)

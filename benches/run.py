@@ -4,6 +4,9 @@
     python benches/run.py                    # everything, ~3-4 minutes
     python benches/run.py -k "C1 or C2"      # extra arguments go to pytest
     python benches/run.py --threads 2        # one thread count
+    python benches/run.py --wait-quiet 20    # shared machine: before each
+                                             # benchmark wait <= 20 s for
+                                             # other processes to calm down
     python benches/run.py --table FILE.json  # only format an earlier run
 
 The suite runs in a child process without OPENBLAS_CORETYPE and
@@ -35,6 +38,7 @@ PYTEST_ARGS = [
 DENSE_PEERS = [("numpy", "NumPy"), ("ort-run", "ORT run"),
                ("ort-iobinding", "ORT io_binding"), ("torch", "torch")]
 UNDER_1US = {"C1", "C2"}   # configurations with an absolute bar of 1.0 us
+NOISY = 0.25               # other processes' cores that make a row suspect
 
 
 def child_env():
@@ -100,12 +104,12 @@ def median(b):
 
 def load_note(peers):
     load = max(b["extra_info"].get("other_load", 0.0) for b in peers)
-    return f"{load:.2f}" + (" !" if load >= 0.25 else "")
+    return f"{load:.2f}" + (" !" if load >= NOISY else "")
 
 
 def dense_section(benchmarks):
     rows = []
-    for group, peers in by_group(benchmarks, "dense").items():
+    for peers in by_group(benchmarks, "dense").values():
         if "fastlazy" not in peers:
             continue
         base = median(peers["fastlazy"])
@@ -137,7 +141,7 @@ def dense_section(benchmarks):
 
 def first_forward_section(benchmarks):
     rows = []
-    for group, peers in by_group(benchmarks, "first-forward").items():
+    for peers in by_group(benchmarks, "first-forward").values():
         if {"fastlazy", "numpy"} <= peers.keys():
             r = median(peers["fastlazy"]) / median(peers["numpy"])
             info = peers["fastlazy"]["extra_info"]
@@ -170,7 +174,7 @@ def import_section(benchmarks):
 
 def oversubscription_section(benchmarks):
     rows = []
-    for group, peers in by_group(benchmarks, "oversubscription").items():
+    for peers in by_group(benchmarks, "oversubscription").values():
         if {"alone", "after-numpy-matmul"} <= peers.keys():
             r = median(peers["after-numpy-matmul"]) / median(peers["alone"])
             info = peers["alone"]["extra_info"]
@@ -189,7 +193,7 @@ def oversubscription_section(benchmarks):
 
 def bulk_section(benchmarks):
     rows = []
-    for group, peers in by_group(benchmarks, "bulk").items():
+    for peers in by_group(benchmarks, "bulk").values():
         if "fastlazy" not in peers:
             continue
         base = median(peers["fastlazy"])
@@ -217,7 +221,7 @@ def machine_section(data):
     fl = info.get("fastlazy", {})
     lines.append(f"- fastlazy {fl.get('fastlazy')}: kernels "
                  f"{fl.get('kernels')}; BLAS {fl.get('blas_config')} "
-                 f"(core {fl.get('blas_core')})")
+                 f"(core {fl.get('blas_core')}), from `{fl.get('path')}`")
     env = info.get("env", {})
     lines.append("- environment: " + ", ".join(
         f"{k}={v if v is not None else '(unset)'}" for k, v in env.items()))
@@ -244,8 +248,8 @@ def report(data):
                 oversubscription_section(benchmarks),
                 bulk_section(benchmarks), machine_section(data)]
     note = ("'other load': cores that other processes kept busy during the "
-            "group's timing (from /proc/stat); '!' marks >= 0.25, where "
-            "2-thread BLAS numbers are unreliable on this 2-core machine.")
+            f"group's timing (from /proc/stat); '!' marks >= {NOISY}, where "
+            "2-thread numbers are unreliable on a 2-core machine.")
     return "\n\n".join([s for s in sections if s] + [note])
 
 

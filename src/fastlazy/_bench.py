@@ -22,8 +22,9 @@ import numpy as np
 from .block import Sequential
 from .layers import Dense
 
-__all__ = ["CONFIGS", "Config", "make_net", "dense_layers", "numpy_forward",
-           "reference_forward", "warm_up", "median_ns", "compare_numpy", "Comparison"]
+__all__ = ["CONFIGS", "Config", "Comparison", "make_net", "dense_layers",
+           "numpy_forward", "reference_forward", "warm_up", "median_ns",
+           "compare_numpy"]
 
 #: One benchmark configuration: batch rows, input features, and the layers
 #: as (units, activation) pairs; Dense computes ``act(x @ W.T + b)``.
