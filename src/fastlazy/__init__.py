@@ -19,14 +19,17 @@ _BLAS_PATH = _load_blas.load()
 from . import init, nn, random
 from ._core import Parameter, get_num_threads, set_num_threads
 from .errors import (DeferredInitializationError, FastLazyError,
-                     ParameterFileError, ShapeError, UnsupportedOperatorError)
+                     ParameterFileError, ParameterShapeError, ShapeError,
+                     UnsupportedOperatorError)
+from .mxnet_compat import load_mxnet_export
 from .parameter_dict import ParameterDict
 
 __version__ = "0.1.0"
 
 __all__ = ["Parameter", "ParameterDict", "FastLazyError",
            "DeferredInitializationError", "ShapeError", "ParameterFileError",
-           "UnsupportedOperatorError", "nn", "init", "random", "show_config",
+           "ParameterShapeError", "UnsupportedOperatorError",
+           "load_mxnet_export", "nn", "init", "random", "show_config",
            "set_num_threads", "get_num_threads", "__version__"]
 
 

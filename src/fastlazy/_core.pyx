@@ -121,16 +121,41 @@ def kernel_isa():
     return fl_kernels_isa().decode()
 
 
+cdef extern from "fl_pool.h" nogil:
+    ctypedef void (*fl_job_fn)(void *ctx, int tid, int nthreads) noexcept nogil
+    int fl_pool_run(fl_job_fn fn, void *ctx, int nthreads)
+    int fl_pool_cpu_count()
+    long fl_next_item(long *counter)
+
+
+def _default_threads():
+    import os
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(n, fl_pool_cpu_count()))
+
+
+# fastlazy's own pool does the threading; OpenBLAS always runs on the
+# calling thread, so no second pool spins against NumPy's.
+openblas_set_num_threads(1)
+cdef int _num_threads = _default_threads()
+
+
 def set_num_threads(int n):
-    """Threads OpenBLAS may use for large products (at least 1)."""
+    """Threads a large forward pass may use (at least 1; default: the cores
+    this process may run on).  Small problems always run on the calling
+    thread."""
+    global _num_threads
     if n < 1:
         raise ValueError(f"set_num_threads: need at least 1 thread, got {n}")
-    openblas_set_num_threads(n)
+    _num_threads = n
 
 
 def get_num_threads():
-    """Threads OpenBLAS may use for large products."""
-    return openblas_get_num_threads()
+    """Threads a large forward pass may use."""
+    return _num_threads
 
 
 def blas_info():
@@ -138,7 +163,8 @@ def blas_info():
     return {
         "config": openblas_get_config().decode(errors="replace"),
         "corename": openblas_get_corename().decode(errors="replace"),
-        "threads": openblas_get_num_threads(),
+        "blas_threads": openblas_get_num_threads(),
+        "threads": _num_threads,
     }
 
 
@@ -581,19 +607,25 @@ cdef struct Step:
 # A product with fewer multiply-adds than this runs in fastlazy's own
 # kernel; larger ones go to BLAS GEMM.  Tuned on the benchmarks (see README).
 cdef Py_ssize_t _SMALL_MACS = 1 << 18
-# Target size of one scratch workspace: a row tile of the widest
-# intermediate fits in it, so a tile's activations stay in L2.
-cdef Py_ssize_t _TILE_BYTES = 1 << 19
+# Target size of one scratch buffer: a row tile of the widest intermediate
+# fits in it, so a tile's activations stay in L2.
+cdef Py_ssize_t _TILE_BYTES = 1 << 20
+# A forward pass with fewer multiply-adds than this runs on one thread:
+# waking a worker costs more than it saves.
+cdef Py_ssize_t _PAR_MACS = 1 << 22
 
 
-def set_tuning(small_macs=None, tile_bytes=None):
-    """Adjust the kernel/BLAS crossover and the row-tile size (for benches)."""
-    global _SMALL_MACS, _TILE_BYTES
-    old = (_SMALL_MACS, _TILE_BYTES)
+def set_tuning(small_macs=None, tile_bytes=None, parallel_macs=None):
+    """Adjust the kernel/BLAS crossover, the row-tile size and the size
+    from which a forward pass uses several threads; returns the old values."""
+    global _SMALL_MACS, _TILE_BYTES, _PAR_MACS
+    old = (_SMALL_MACS, _TILE_BYTES, _PAR_MACS)
     if small_macs is not None:
         _SMALL_MACS = max(0, int(small_macs))
     if tile_bytes is not None:
         _TILE_BYTES = max(1, int(tile_bytes))
+    if parallel_macs is not None:
+        _PAR_MACS = max(0, int(parallel_macs))
     _bump_epoch()
     return old
 
@@ -708,6 +740,159 @@ cdef int _fill_step(Step *s, tuple spec, object dtype, list keep) except -1:
     return 0
 
 
+cdef struct PlanData:
+    Step *steps
+    int nsteps
+    int last_producer
+    Py_ssize_t itemsize
+    Py_ssize_t in_size      # elements per sample
+    Py_ssize_t out_size
+    Py_ssize_t max_width    # widest per-sample intermediate
+    Py_ssize_t max_work     # largest per-sample workspace
+    Py_ssize_t macs         # multiply-adds per sample
+
+
+cdef struct RunCtx:
+    const PlanData *d
+    const char *x
+    char *out
+    Py_ssize_t n
+    Py_ssize_t tile
+    char *scratch           # per thread: two buffers and a workspace
+    Py_ssize_t buf_bytes
+    Py_ssize_t thread_bytes
+    long next_tile
+    const Step *step        # column-parallel: the dense step
+    const char *src
+    char *dst
+
+
+cdef void _run_tile(const PlanData *d, const char *x, char *out,
+                    Py_ssize_t b, char *s0, char *s1,
+                    char *work) noexcept nogil:
+    """Run every step on ``b`` samples, ping-ponging between s0 and s1; the
+    last step that produces a new array writes straight into ``out``."""
+    cdef const char *cur = x
+    cdef char *dst
+    cdef char *bufs[2]
+    cdef int which = 0, i
+    cdef bint cur_is_input = True
+    cdef const Step *s
+    bufs[0] = s0
+    bufs[1] = s1
+    for i in range(d.nsteps):
+        s = &d.steps[i]
+        if s.inplace and not cur_is_input:
+            s.run(s, b, cur, <char *>cur, work)
+            continue
+        if i == d.last_producer:
+            dst = out
+        else:
+            dst = bufs[which]
+            which ^= 1
+        s.run(s, b, cur, dst, work)
+        cur = dst
+        cur_is_input = False
+    if cur != out:
+        memcpy(out, cur, b * d.out_size * d.itemsize)
+
+
+cdef void _tiles_job(void *vctx, int tid, int nthreads) noexcept nogil:
+    """Threads take row tiles from a shared counter until none are left."""
+    cdef RunCtx *c = <RunCtx *>vctx
+    cdef const PlanData *d = c.d
+    cdef char *s0 = c.scratch + tid * c.thread_bytes
+    cdef Py_ssize_t t0, b
+    while True:
+        t0 = fl_next_item(&c.next_tile) * c.tile
+        if t0 >= c.n:
+            break
+        b = c.n - t0 if c.n - t0 < c.tile else c.tile
+        _run_tile(d, c.x + t0 * d.in_size * d.itemsize,
+                  c.out + t0 * d.out_size * d.itemsize, b,
+                  s0, s0 + c.buf_bytes, s0 + 2 * c.buf_bytes)
+
+
+cdef void _columns_job(void *vctx, int tid, int nthreads) noexcept nogil:
+    """One dense step split by output columns (16-aligned slices)."""
+    cdef RunCtx *c = <RunCtx *>vctx
+    cdef const Step *s = c.step
+    cdef Py_ssize_t M = s.M, K = s.K, rows = c.n * s.rows
+    cdef Py_ssize_t chunk = ((M + nthreads - 1) // nthreads + 15) & ~15
+    cdef Py_ssize_t m0 = tid * chunk
+    cdef Py_ssize_t mc = M - m0 if M - m0 < chunk else chunk
+    if mc <= 0:
+        return
+    if s.itemsize == 4:
+        if rows == 1:
+            cblas_sgemv(CblasRowMajor, CblasTrans, <blas_int>K, <blas_int>mc,
+                        1.0, <const float *>s.p[0] + m0, <blas_int>M,
+                        <const float *>c.src, 1, 0.0,
+                        <float *>c.dst + m0, 1)
+        else:
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans,
+                        <blas_int>rows, <blas_int>mc, <blas_int>K, 1.0,
+                        <const float *>c.src, <blas_int>K,
+                        <const float *>s.p[0] + m0, <blas_int>M, 0.0,
+                        <float *>c.dst + m0, <blas_int>M)
+        if s.p[1] != NULL or s.act != FL_ACT_NONE:
+            fl_kt.bias_act_f32(rows, mc, <float *>c.dst + m0, M,
+                               NULL if s.p[1] == NULL
+                               else <const float *>s.p[1] + m0, s.act)
+    else:
+        if rows == 1:
+            cblas_dgemv(CblasRowMajor, CblasTrans, <blas_int>K, <blas_int>mc,
+                        1.0, <const double *>s.p[0] + m0, <blas_int>M,
+                        <const double *>c.src, 1, 0.0,
+                        <double *>c.dst + m0, 1)
+        else:
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans,
+                        <blas_int>rows, <blas_int>mc, <blas_int>K, 1.0,
+                        <const double *>c.src, <blas_int>K,
+                        <const double *>s.p[0] + m0, <blas_int>M, 0.0,
+                        <double *>c.dst + m0, <blas_int>M)
+        if s.p[1] != NULL or s.act != FL_ACT_NONE:
+            fl_kt.bias_act_f64(rows, mc, <double *>c.dst + m0, M,
+                               NULL if s.p[1] == NULL
+                               else <const double *>s.p[1] + m0, s.act)
+
+
+cdef void _run_by_columns(RunCtx *c, int nthreads) noexcept nogil:
+    """A small batch through large layers: one tile, each big dense step
+    split across threads by output columns, everything else serial."""
+    cdef const PlanData *d = c.d
+    cdef const char *cur = c.x
+    cdef char *dst
+    cdef char *bufs[2]
+    cdef int which = 0, i
+    cdef bint cur_is_input = True
+    cdef const Step *s
+    cdef char *work = c.scratch + 2 * c.buf_bytes
+    bufs[0] = c.scratch
+    bufs[1] = c.scratch + c.buf_bytes
+    for i in range(d.nsteps):
+        s = &d.steps[i]
+        if s.inplace and not cur_is_input:
+            s.run(s, c.n, cur, <char *>cur, work)
+            continue
+        if i == d.last_producer:
+            dst = c.out
+        else:
+            dst = bufs[which]
+            which ^= 1
+        if s.kind == STEP_DENSE and c.n * s.rows * s.K * s.M > _SMALL_MACS:
+            c.step = s
+            c.src = cur
+            c.dst = dst
+            fl_pool_run(_columns_job, c, nthreads)
+        else:
+            s.run(s, c.n, cur, dst, work)
+        cur = dst
+        cur_is_input = False
+    if cur != c.out:
+        memcpy(c.out, cur, c.n * d.out_size * d.itemsize)
+
+
 cdef class Plan:
     """A compiled forward pass for one network, dtype and sample shape.
 
@@ -715,15 +900,11 @@ cdef class Plan:
     pointers into parameter storage (and references that keep it alive).
     """
 
-    cdef Step *steps
-    cdef int nsteps
-    cdef int last_producer
+    cdef PlanData d
     cdef int typenum
-    cdef Py_ssize_t itemsize
     cdef unsigned long long epoch
     cdef readonly tuple in_sample_shape
     cdef readonly tuple out_sample_shape
-    cdef Py_ssize_t in_size, out_size, max_width, max_work
     cdef int in_ndim
     cdef cnp.npy_intp out_dims[32]
     cdef int out_ndim
@@ -731,17 +912,17 @@ cdef class Plan:
     cdef object dtype
     # one cached workspace; a concurrent call on the same plan gets its own
     cdef char *scratch
-    cdef Py_ssize_t scratch_rows
+    cdef Py_ssize_t scratch_bytes
     cdef bint scratch_busy
 
     def __cinit__(self):
-        self.steps = NULL
+        self.d.steps = NULL
         self.scratch = NULL
-        self.scratch_rows = 0
+        self.scratch_bytes = 0
         self.scratch_busy = False
 
     def __dealloc__(self):
-        free(self.steps)
+        free(self.d.steps)
         free(self.scratch)
 
     def __init__(self, list steps, tuple in_sample_shape,
@@ -752,95 +933,73 @@ cdef class Plan:
         cdef Step *s
         cdef int i
         cdef Py_ssize_t width
+        cdef PlanData *d = &self.d
         self.dtype = np.dtype(dtype)
         self.typenum = self.dtype.num
-        self.itemsize = self.dtype.itemsize
+        d.itemsize = self.dtype.itemsize
         self.in_sample_shape = in_sample_shape
         self.out_sample_shape = out_sample_shape
         self.in_ndim = len(in_sample_shape) + 1
         if len(out_sample_shape) + 1 > 32:
             raise ShapeError("fastlazy supports at most 32 dimensions")
         self.out_ndim = len(out_sample_shape) + 1
-        for i, d in enumerate(out_sample_shape):
-            self.out_dims[i + 1] = d
-        self.in_size = _prod(in_sample_shape)
-        self.out_size = _prod(out_sample_shape)
+        for i, dim in enumerate(out_sample_shape):
+            self.out_dims[i + 1] = dim
+        d.in_size = _prod(in_sample_shape)
+        d.out_size = _prod(out_sample_shape)
         self.keep = []
-        self.nsteps = len(steps)
-        self.steps = <Step *>malloc(max(1, self.nsteps) * sizeof(Step))
-        if self.steps == NULL:
+        d.nsteps = len(steps)
+        d.steps = <Step *>malloc(max(1, d.nsteps) * sizeof(Step))
+        if d.steps == NULL:
             raise MemoryError()
-        self.max_width = max(self.in_size, self.out_size, 1)
-        self.max_work = 0
-        self.last_producer = -1
-        width = self.in_size
+        d.max_width = max(d.in_size, d.out_size, 1)
+        d.max_work = 0
+        d.macs = 0
+        d.last_producer = -1
+        width = d.in_size
         for i, spec in enumerate(steps):
-            s = &self.steps[i]
+            s = &d.steps[i]
             _fill_step(s, spec, self.dtype, self.keep)
             if s.in_size != width:
                 raise RuntimeError(f"plan step {i} ({spec[0]}) reads "
                                    f"{s.in_size} values per sample, the step "
                                    f"before writes {width}")
             width = s.out_size
-            self.max_width = max(self.max_width, s.out_size)
-            self.max_work = max(self.max_work, s.work)
+            d.max_width = max(d.max_width, s.out_size)
+            d.max_work = max(d.max_work, s.work)
+            if s.kind == STEP_DENSE:
+                d.macs += s.rows * s.K * s.M
             if not s.inplace:
-                self.last_producer = i
-        if width != self.out_size:
+                d.last_producer = i
+        if width != d.out_size:
             raise RuntimeError("plan output size does not match its shape")
-        if self.last_producer < 0 and self.nsteps > 0:
+        if d.last_producer < 0 and d.nsteps > 0:
             # only element-wise steps: the first one copies input to output
-            self.last_producer = 0
+            d.last_producer = 0
         self.epoch = _epoch
 
     def is_current(self):
         """False once anything that matters to this plan has changed."""
         return self.epoch == _epoch
 
-    cdef Py_ssize_t _tile_rows(self, Py_ssize_t n) noexcept:
-        cdef Py_ssize_t t = _TILE_BYTES // (self.max_width * self.itemsize)
+    cdef Py_ssize_t _tile_rows(self) noexcept:
+        cdef Py_ssize_t t = _TILE_BYTES // (self.d.max_width * self.d.itemsize)
         if t < 64:
             t = 64
-        t -= t % 8
-        return n if n < t else t
-
-    cdef void _run_tile(self, const char *x, char *out, Py_ssize_t b,
-                        char *s0, char *s1, char *work) noexcept nogil:
-        cdef const char *cur = x
-        cdef char *dst
-        cdef char *bufs[2]
-        cdef int which = 0, i
-        cdef bint cur_is_input = True
-        cdef const Step *s
-        bufs[0] = s0
-        bufs[1] = s1
-        for i in range(self.nsteps):
-            s = &self.steps[i]
-            if s.inplace and not cur_is_input:
-                s.run(s, b, cur, <char *>cur, work)
-                continue
-            if i == self.last_producer:
-                dst = out
-            else:
-                dst = bufs[which]
-                which ^= 1
-            s.run(s, b, cur, dst, work)
-            cur = dst
-            cur_is_input = False
-        if cur != out:
-            memcpy(out, cur, b * self.out_size * self.itemsize)
+        elif t > 4096:
+            t = 4096
+        return t - t % 8
 
     cpdef object run(self, object x):
         """Run on ``x``; None when ``x`` does not fit this plan's shapes
         (the caller then takes the slow path, which re-infers or raises)."""
         cdef cnp.ndarray arr
         cdef cnp.ndarray out
-        cdef Py_ssize_t n, t0, b, tile, i, buf, need
-        cdef char *scratch
+        cdef Py_ssize_t n, i, need, isz = self.d.itemsize
+        cdef RunCtx c
+        cdef int nthreads = 1
+        cdef bint by_columns = False
         cdef bint own_scratch = False
-        cdef const char *xp
-        cdef char *op
-        cdef Py_ssize_t in_bytes, out_bytes
         if cnp.PyArray_CheckExact(x) and \
                 cnp.PyArray_TYPE(<cnp.ndarray>x) == self.typenum and \
                 cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x):
@@ -855,42 +1014,52 @@ cdef class Plan:
         n = cnp.PyArray_DIM(arr, 0)
         self.out_dims[0] = n
         out = cnp.PyArray_EMPTY(self.out_ndim, self.out_dims, self.typenum, 0)
-        if n == 0 or self.nsteps == 0:
+        if n == 0 or self.d.nsteps == 0:
             if n:
                 memcpy(cnp.PyArray_DATA(out), cnp.PyArray_DATA(arr),
-                       n * self.out_size * self.itemsize)
+                       n * self.d.out_size * isz)
             return out
-        tile = self._tile_rows(n)
-        buf = tile * self.max_width * self.itemsize
-        need = 2 * buf + tile * self.max_work * self.itemsize
-        if self.scratch_busy or tile > self.scratch_rows:
-            scratch = <char *>malloc(need)
-            if scratch == NULL:
+        c.d = &self.d
+        c.x = <const char *>cnp.PyArray_DATA(arr)
+        c.out = <char *>cnp.PyArray_DATA(out)
+        c.n = n
+        c.next_tile = 0
+        c.tile = self._tile_rows()
+        if _num_threads > 1 and n * self.d.macs >= _PAR_MACS:
+            nthreads = _num_threads
+            if n < 2 * c.tile:
+                by_columns = True
+                c.tile = n
+        if c.tile > n:
+            c.tile = n
+        c.buf_bytes = (c.tile * self.d.max_width * isz + 63) & ~63
+        c.thread_bytes = 2 * c.buf_bytes + \
+            ((c.tile * self.d.max_work * isz + 63) & ~63)
+        need = c.thread_bytes * (1 if by_columns else nthreads)
+        if self.scratch_busy or need > self.scratch_bytes:
+            c.scratch = <char *>malloc(need)
+            if c.scratch == NULL:
                 raise MemoryError(f"forward pass: cannot allocate a "
                                   f"{need}-byte workspace")
-            if not self.scratch_busy:
-                free(self.scratch)
-                self.scratch = scratch
-                self.scratch_rows = tile
-                self.scratch_busy = True
-            else:
+            if self.scratch_busy:
                 own_scratch = True
+            else:
+                free(self.scratch)
+                self.scratch = c.scratch
+                self.scratch_bytes = need
         else:
-            scratch = self.scratch
+            c.scratch = self.scratch
+        if not own_scratch:
             self.scratch_busy = True
-        xp = <const char *>cnp.PyArray_DATA(arr)
-        op = <char *>cnp.PyArray_DATA(out)
-        in_bytes = self.in_size * self.itemsize
-        out_bytes = self.out_size * self.itemsize
         with nogil:
-            t0 = 0
-            while t0 < n:
-                b = n - t0 if n - t0 < tile else tile
-                self._run_tile(xp + t0 * in_bytes, op + t0 * out_bytes, b,
-                               scratch, scratch + buf, scratch + 2 * buf)
-                t0 += b
+            if by_columns:
+                _run_by_columns(&c, nthreads)
+            elif nthreads > 1:
+                fl_pool_run(_tiles_job, &c, nthreads)
+            else:
+                _tiles_job(&c, 0, 1)
         if own_scratch:
-            free(scratch)
+            free(c.scratch)
         else:
             self.scratch_busy = False
         return out

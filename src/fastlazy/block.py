@@ -169,9 +169,20 @@ class Block:
         matched against the names (e.g. ``'.*weight'``)."""
         out = ParameterDict(self._prefix)
         regex = re.compile(select) if select is not None else None
+        seen = {}
         for key, param in self._collect_params_with_prefix().items():
-            if param.name in out:
-                continue
+            first = seen.setdefault(param.name, (param, key))
+            if first[0] is param and first[1] != key:
+                continue        # shared: listed once, at its first place
+            if first[0] is not param:
+                # silently keeping one would leave the other out of
+                # initialize(), save and load
+                raise ValueError(
+                    f"{self.name}: two different parameters are named "
+                    f"'{param.name}' (at '{first[1]}' and '{key}'). Give "
+                    f"the blocks different prefixes, or make one block use "
+                    f"the other's parameters with params=... or "
+                    f"share_parameters().")
             if regex is None or regex.match(param.name):
                 out._add(param, key)
         return out
@@ -294,12 +305,15 @@ class Block:
             return self.forward(x)
         with _SLOW_LOCK:
             arr = as_numeric_array(x, f"{type(self).__name__} '{self.name}'")
-            dtype = self._net_dtype()
-            arr = np.ascontiguousarray(arr, dtype=dtype)
+            # checked before the conversion: np.ascontiguousarray turns a
+            # 0-d value into shape (1,), which would hide the mistake
             if arr.ndim == 0:
                 raise ShapeError(f"{type(self).__name__} '{self.name}': "
                                  f"expected an array with a batch axis, got "
-                                 f"a 0-d value")
+                                 f"a 0-d value; for one sample of one "
+                                 f"feature use np.reshape(x, (1, 1))")
+            dtype = self._net_dtype()
+            arr = np.ascontiguousarray(arr, dtype=dtype)
             self._prepare(tuple(arr.shape))
             plan = self._build_plan(tuple(arr.shape), dtype)
             object.__setattr__(self, "_plan", plan)

@@ -9,6 +9,7 @@ __all__ = [
     "DeferredInitializationError",
     "ShapeError",
     "ParameterFileError",
+    "ParameterShapeError",
     "UnsupportedOperatorError",
 ]
 
@@ -29,5 +30,16 @@ class ParameterFileError(FastLazyError, ValueError):
     """A parameter file is unreadable, corrupt, or does not fit the network."""
 
 
+class ParameterShapeError(ParameterFileError, ShapeError):
+    """An array in a parameter file contradicts a shape the network knows.
+
+    Both a :class:`ParameterFileError` (the file does not fit the network)
+    and a :class:`ShapeError` (a known dimension would have to change), so
+    either ``except`` clause catches it.
+    """
+
+
 class UnsupportedOperatorError(FastLazyError, NotImplementedError):
-    """An exported MXNet graph uses an operator fastlazy does not implement."""
+    """An exported MXNet graph uses an operator fastlazy does not implement,
+    or has a shape (branches, several inputs or outputs) that a
+    :class:`~fastlazy.nn.Sequential` cannot express."""

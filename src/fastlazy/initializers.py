@@ -128,7 +128,11 @@ def _normal(desc, data, sigma):
 
 
 class Uniform(Initializer):
-    """Uniform on ``[-scale, scale]``."""
+    """Uniform on ``[-scale, scale]``.
+
+    Biases given this initializer (``bias_initializer='uniform'``) are drawn
+    from it too, as in Gluon; Dense biases default to ``'zeros'``.
+    """
 
     def __init__(self, scale=0.07):
         self.scale = float(scale)
@@ -136,11 +140,14 @@ class Uniform(Initializer):
     def _init_weight(self, name, data):
         _uniform(name, data, -self.scale, self.scale)
 
-    _init_default = _init_weight
+    _init_default = _init_bias = _init_weight
 
 
 class Normal(Initializer):
-    """Normal with mean 0 and standard deviation ``sigma``."""
+    """Normal with mean 0 and standard deviation ``sigma``.
+
+    Biases given this initializer are drawn from it too, as in Gluon.
+    """
 
     def __init__(self, sigma=0.01):
         self.sigma = float(sigma)
@@ -148,7 +155,7 @@ class Normal(Initializer):
     def _init_weight(self, name, data):
         _normal(name, data, self.sigma)
 
-    _init_default = _init_weight
+    _init_default = _init_bias = _init_weight
 
 
 class Constant(Initializer):

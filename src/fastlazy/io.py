@@ -4,6 +4,26 @@ The native format is NumPy ``.npz`` with keys such as ``'0.weight'`` and
 ``'1.bias'`` -- the block's place in the network, never a global name
 counter -- so a file does not depend on how many blocks were created before.
 MXNet Gluon ``.params`` files are read too (not written), without MXNet.
+
+How the keys of a file are matched to a network's parameters
+(:func:`load_into`), after any ``arg:``/``aux:`` prefix of an exported file
+is dropped:
+
+1. **Structural keys** (``'0.weight'``, ``'0.1.running_mean'``: what
+   ``save_parameters`` writes in fastlazy and in Gluon) are used as they
+   are.  A file is read this way when every key is a structural key of the
+   network or any key contains a ``'.'``.
+2. **Gluon 1.x parameter names** (``'dense0_weight'``, as written by
+   ``collect_params().save()``, ``save_params`` or ``export``): first by
+   name, as Gluon does -- a key names a parameter if it equals its name, or
+   its name without the network's prefix.
+3. If the names are those of another session (``dense8_weight`` for this
+   network's ``dense0_weight``), by **layer order**: the keys are grouped
+   by layer (``dense8_`` + ``weight``, ``bias``) and the k-th layer of the
+   file goes to the k-th layer of the network that has parameters.  This
+   is accepted only when both have the same number of such layers and each
+   pair of layers the same parameter names; shapes are then checked as
+   always.
 """
 
 import os
@@ -13,12 +33,14 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .errors import ParameterFileError, ShapeError
+from . import _mxnet
+from .errors import ParameterFileError, ParameterShapeError, ShapeError
 
-__all__ = ["save_arrays", "load_arrays", "load_into"]
+__all__ = ["save_arrays", "load_arrays", "load_into", "assign_arrays"]
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _MXNET_MAGIC = (0x112).to_bytes(8, "little")
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def save_arrays(filename, arrays):
@@ -42,8 +64,27 @@ def save_arrays(filename, arrays):
 
 
 def load_arrays(filename):
-    """Read a parameter file (fastlazy ``.npz`` or MXNet ``.params``) into
-    an ordered dict key -> ndarray."""
+    """Read a parameter file, fastlazy ``.npz`` or MXNet ``.params``.
+
+    Parameters
+    ----------
+    filename : str or os.PathLike
+        The format is recognised by the first bytes, not by the name.
+
+    Returns
+    -------
+    OrderedDict of str to numpy.ndarray
+        Arrays by key, in file order, keys exactly as stored.
+
+    Raises
+    ------
+    ParameterFileError
+        If the file is neither format, or is damaged (truncated, absurd
+        sizes, bad magic numbers); the message names the file and, for
+        MXNet files, the record or key and the byte offset.
+    OSError
+        If the file cannot be read.
+    """
     filename = os.fspath(filename)
     with open(filename, "rb") as fh:
         head = fh.read(8)
@@ -57,7 +98,6 @@ def load_arrays(filename):
                 f"{filename}: not a readable .npz parameter file "
                 f"({type(exc).__name__}: {exc})") from None
     if head == _MXNET_MAGIC:
-        from . import _mxnet
         return OrderedDict(_mxnet.read_params(filename))
     raise ParameterFileError(
         f"{filename}: not a parameter file: it starts with {head!r}, "
@@ -65,76 +105,295 @@ def load_arrays(filename):
         f"(magic 0x112)")
 
 
-def _keys_hint(keys):
+def _hint(keys):
     keys = list(keys)
-    return ", ".join(keys[:8]) + (", ..." if len(keys) > 8 else "")
+    return ", ".join(repr(k) for k in keys[:6]) + \
+        (", ..." if len(keys) > 6 else "")
+
+
+def _unique_params(params):
+    """``[(Parameter, [structural keys])]``: a shared parameter once, with
+    every key it is reachable under, in network order."""
+    out = OrderedDict()
+    for key, param in params.items():
+        out.setdefault(id(param), (param, []))[1].append(key)
+    return list(out.values())
+
+
+def _bare_keys(keys, source):
+    """OrderedDict file key -> key without its ``arg:``/``aux:`` prefix."""
+    bare = OrderedDict()
+    seen = {}
+    for key in keys:
+        name = _mxnet.strip_export_prefix(key)[1]
+        if name in seen:
+            raise ParameterFileError(
+                f"{source}: keys {seen[name]!r} and {key!r} both name "
+                f"parameter '{name}'; a file must hold each parameter once")
+        seen[name] = key
+        bare[key] = name
+    return bare
+
+
+def _match_structural(block, params, bare, source, allow_missing,
+                      ignore_extra):
+    found = {name: key for key, name in bare.items() if name in params}
+    if not ignore_extra and len(found) < len(bare):
+        extra = [key for key, name in bare.items() if name not in params]
+        raise ParameterFileError(
+            f"{source}: the file has parameter {extra[0]!r}, which "
+            f"{block.name} does not have ({len(extra)} such keys; the "
+            f"network has {_hint(params)}). The file was saved from a "
+            f"network of another structure: build the same layers with the "
+            f"same nesting, or pass ignore_extra=True to skip such keys.")
+    if not allow_missing:
+        missing = [keys for _, keys in _unique_params(params)
+                   if not any(k in found for k in keys)]
+        if missing:
+            key = missing[0][0]
+            raise ParameterFileError(
+                f"{source}: parameter {key!r} ({params[key].name}) of "
+                f"{block.name} is not in the file ({len(missing)} missing; "
+                f"the file has {_hint(bare)}). Pass allow_missing=True to "
+                f"keep those parameters as they are.")
+    return [(name, key) for key, name in bare.items() if name in params]
+
+
+def _match_names(block, params, bare, source, allow_missing, ignore_extra):
+    """Gluon's own rule for parameter-name files, else by layer order."""
+    unique = _unique_params(params)
+    by_name = {p.name: keys[0] for p, keys in unique}
+    named = OrderedDict(
+        (key, by_name.get(name, by_name.get(block.prefix + name)))
+        for key, name in bare.items())
+    found = {k for k in named.values() if k is not None}
+    if None not in named.values() or len(found) == len(unique):
+        extra = [key for key, k in named.items() if k is None]
+        if extra and not ignore_extra:
+            raise ParameterFileError(
+                f"{source}: the file has parameter {extra[0]!r}, which "
+                f"names no parameter of {block.name} ({len(extra)} such "
+                f"keys; the network's parameters are {_hint(by_name)}). "
+                f"Pass ignore_extra=True to skip such keys.")
+        missing = [keys[0] for _, keys in unique if keys[0] not in found]
+        if missing and not allow_missing:
+            raise ParameterFileError(
+                f"{source}: parameter {params[missing[0]].name} "
+                f"({missing[0]!r}) of {block.name} is not in the file "
+                f"({len(missing)} missing; the file has {_hint(bare)}). "
+                f"Pass allow_missing=True to keep those parameters as "
+                f"they are.")
+        return [(k, key) for key, k in named.items() if k is not None]
+    return _match_layer_order(block, unique, bare, source)
+
+
+def _match_layer_order(block, unique, bare, source):
+    """Pair the file's layers with the network's, in order (see the module
+    docstring); ParameterFileError unless the pairing is unambiguous."""
+    net_layers = OrderedDict()
+    for _, keys in unique:
+        path, _, attr = keys[0].rpartition(".")
+        net_layers.setdefault(path, OrderedDict())[attr] = keys[0]
+    attrs = {attr for layer in net_layers.values() for attr in layer}
+
+    def fail(reason):
+        return ParameterFileError(
+            f"{source}: the file names its parameters the Gluon 1.x way "
+            f"({_hint(bare)}), not by structural keys ('0.weight'), and "
+            f"the names are not those of {block.name}'s parameters "
+            f"({_hint(p.name for p, _ in unique)}). Matching them layer by "
+            f"layer, in order, failed: {reason}. Build the network with "
+            f"the same layers in the same order as the one that saved the "
+            f"file; for a model saved with export(), "
+            f"fl.load_mxnet_export(prefix) rebuilds it from its "
+            f"-symbol.json.")
+
+    file_layers = OrderedDict()
+    for key, name in bare.items():
+        attr = max((a for a in attrs if name.endswith(a)), key=len,
+                   default=None)
+        if attr is None:
+            known = ", ".join(sorted(attrs))
+            raise fail(f"key {key!r} does not end with the name of any "
+                       f"parameter of the network ({known})")
+        file_layers.setdefault(name[:-len(attr)], OrderedDict())[attr] = key
+    if len(file_layers) != len(net_layers):
+        raise fail(f"the file has parameters of {len(file_layers)} layers "
+                   f"({_hint(file_layers)}), the network of "
+                   f"{len(net_layers)}")
+    pairs = []
+    for index, ((prefix, in_file), (path, in_net)) in enumerate(
+            zip(file_layers.items(), net_layers.items())):
+        if set(in_file) != set(in_net):
+            where = f"layer '{path}'" if path else "the block itself"
+            raise fail(f"layer {index} of the file ('{prefix}') has "
+                       f"{sorted(in_file)}, but {where} of the network has "
+                       f"{sorted(in_net)}")
+        pairs += [(skey, in_file[attr]) for attr, skey in in_net.items()]
+    return pairs
+
+
+def _match_keys(block, keys, source, allow_missing, ignore_extra):
+    """``[(structural key, file key)]`` for the keys of a file; see the
+    module docstring for the rules."""
+    params = block._collect_params_with_prefix()
+    bare = _bare_keys(keys, source)
+    names = bare.values()
+    if all(n in params for n in names) or any("." in n for n in names):
+        return _match_structural(block, params, bare, source, allow_missing,
+                                 ignore_extra)
+    return _match_names(block, params, bare, source, allow_missing,
+                        ignore_extra)
+
+
+def _float_name(dtype):
+    return f"'{dtype.name}'" if dtype in _FLOATS else None
+
+
+def assign_arrays(block, entries, source, cast_dtype=False,
+                  dtype_source="current"):
+    """Check every array against its parameter, then copy them all in.
+
+    Parameters
+    ----------
+    block : Block
+        The network; arrays fill its deferred shapes.
+    entries : list of (str, numpy.ndarray, str)
+        ``(structural key, array, label)``; ``label`` names the array in
+        error messages (e.g. the file's key, ``"'arg:dense0_weight'"``).
+    source : str
+        The file, for error messages.
+    cast_dtype : bool
+        Convert an array whose dtype differs from its parameter's;
+        otherwise that is an error (as in Gluon).
+    dtype_source : {'current', 'saved'}
+        With ``cast_dtype``: convert the values to the parameter's dtype
+        ('current') or the parameter to the file's dtype ('saved', float32
+        and float64 only).
+
+    Raises
+    ------
+    ParameterShapeError
+        If an array's shape contradicts a known dimension of its parameter.
+    ParameterFileError
+        If an array is empty, not numeric, or of another dtype without
+        ``cast_dtype``.
+
+    Notes
+    -----
+    Everything is checked before anything changes, and a failure while
+    copying restores every parameter: on any error the network is as it
+    was, shapes, states, dtypes and values.
+    """
+    if dtype_source not in ("current", "saved"):
+        raise ValueError(f"dtype_source must be 'current' or 'saved', got "
+                         f"{dtype_source!r}")
+    params = block._collect_params_with_prefix()
+    staged = []
+    shapes = {}
+    for key, arr, label in entries:
+        param = params[key]
+        where = f"{source}: {label} (parameter {param.name} of {block.name})"
+        if arr.dtype.kind not in "iuf":
+            raise ParameterFileError(f"{where} has dtype {arr.dtype}; "
+                                     f"parameters hold integers or floats")
+        target = param.dtype
+        if arr.dtype != param.dtype:
+            if not cast_dtype:
+                fixes = [f"pass cast_dtype=True to convert the values to "
+                         f"{param.dtype.name}"]
+                if _float_name(arr.dtype):
+                    fixes.append(f"build the network with "
+                                 f"dtype={_float_name(arr.dtype)}")
+                raise ParameterFileError(
+                    f"{where} is {arr.dtype.name} in the file but "
+                    f"{param.dtype.name} in the network: "
+                    f"{', or '.join(fixes)}.")
+            if dtype_source == "saved":
+                if not _float_name(arr.dtype):
+                    raise ParameterFileError(
+                        f"{where} is {arr.dtype.name}; dtype_source='saved' "
+                        f"would make the parameter {arr.dtype.name}, but "
+                        f"parameters are float32 or float64. Use "
+                        f"dtype_source='current' to convert the values to "
+                        f"{param.dtype.name}.")
+                target = arr.dtype
+        shape = tuple(int(d) for d in arr.shape)
+        if 0 in shape:
+            raise ParameterFileError(f"{where} is empty (shape {shape})")
+        if id(param) in shapes:
+            if shapes[id(param)] != shape:
+                raise ParameterShapeError(
+                    f"{where} has shape {shape}, but the same (shared) "
+                    f"parameter has shape {shapes[id(param)]} under another "
+                    f"key of the file")
+        else:
+            try:
+                param._merge_shape(shape)
+            except ShapeError:
+                unknown = " (-1: not known yet)" if -1 in (
+                    param.shape or ()) else ""
+                raise ParameterShapeError(
+                    f"{where} has shape {shape} in the file, but the "
+                    f"network's parameter has shape {param.shape}{unknown}. "
+                    f"The file was saved from a network with other layer "
+                    f"sizes: build this layer with the sizes of the "
+                    f"file's.") from None
+            shapes[id(param)] = shape
+        staged.append((param, arr, target))
+    touched = OrderedDict((id(p), p) for p, _, _ in staged)
+    snaps = [(p, p._snapshot(copy_values=True)) for p in touched.values()]
+    try:
+        for param, arr, target in staged:
+            if target != param.dtype:
+                param.cast(target)
+            param.set_data(arr)
+    except BaseException:
+        for param, snap in snaps:
+            param._restore(snap)
+        raise
 
 
 def load_into(block, filename, allow_missing=False, ignore_extra=False,
               cast_dtype=False, dtype_source="current"):
-    """Load ``filename`` into ``block``: check everything, then copy; on any
-    error no parameter changes."""
+    """Load a parameter file into ``block`` (``Block.load_parameters``).
+
+    Parameters
+    ----------
+    block : Block
+        The network.  Deferred shapes are completed from the file, so no
+        forward pass is needed before or after.
+    filename : str or os.PathLike
+        A fastlazy ``.npz`` or an MXNet ``.params`` file (any layout MXNet
+        1.x writes: NumPy-mode or classic records; structural keys, Gluon
+        parameter names or ``arg:``/``aux:`` keys, matched as the module
+        docstring describes).
+    allow_missing, ignore_extra : bool
+        Keep parameters that the file lacks as they are; skip keys that
+        name no parameter.  (Ignored when keys are matched by layer order,
+        which needs a one-to-one match.)
+    cast_dtype, dtype_source
+        See :func:`assign_arrays`.
+
+    Raises
+    ------
+    ParameterFileError
+        If the file is unreadable or damaged, a key matches no parameter, a
+        parameter is missing, or a dtype differs; the message names the key.
+    ParameterShapeError
+        If an array's shape contradicts a known shape (also a ShapeError).
+
+    On any error no parameter changes.
+    """
     if dtype_source not in ("current", "saved"):
         raise ValueError(f"dtype_source must be 'current' or 'saved', got "
                          f"{dtype_source!r}")
     arrays = load_arrays(filename)
-    params = block._collect_params_with_prefix()
-    name = os.fspath(filename)
-    if not allow_missing:
-        missing = [k for k in params if k not in arrays]
-        if missing:
-            raise ParameterFileError(
-                f"{name}: parameter '{missing[0]}' "
-                f"({params[missing[0]].name}) of {block.name} is not in the "
-                f"file ({len(missing)} missing; the file has: "
-                f"{_keys_hint(arrays)}). Pass allow_missing=True to keep "
-                f"those parameters as they are.")
-    if not ignore_extra:
-        extra = [k for k in arrays if k not in params]
-        if extra:
-            raise ParameterFileError(
-                f"{name}: the file has parameter '{extra[0]}', which "
-                f"{block.name} does not have ({len(extra)} such keys; the "
-                f"network has: {_keys_hint(params)}). Pass "
-                f"ignore_extra=True to skip them.")
-    staged = []
-    for key, param in params.items():
-        if key not in arrays:
-            continue
-        arr = arrays[key]
-        if arr.dtype.kind not in "biuf":
-            raise ParameterFileError(f"{name}: '{key}' has dtype {arr.dtype}, "
-                                     f"not numbers")
-        if arr.dtype != param.dtype:
-            if dtype_source == "saved":
-                if arr.dtype not in (np.float32, np.float64):
-                    raise ParameterFileError(
-                        f"{name}: '{key}' is {arr.dtype}; a parameter can "
-                        f"only take float32 or float64")
-            elif not cast_dtype:
-                raise ParameterFileError(
-                    f"{name}: '{key}' ({param.name}) is {arr.dtype} in the "
-                    f"file but {param.dtype} in the network. Pass "
-                    f"cast_dtype=True to convert it, or build the network "
-                    f"with dtype='{arr.dtype}'.")
-        try:
-            param._merge_shape(tuple(int(d) for d in arr.shape))
-        except ShapeError:
-            raise ParameterFileError(
-                f"{name}: '{key}' has shape {arr.shape} in the file, but "
-                f"parameter {param.name} of {block.name} has shape "
-                f"{param.shape}") from None
-        if any(d == 0 for d in arr.shape):
-            raise ParameterFileError(f"{name}: '{key}' is empty (shape "
-                                     f"{arr.shape})")
-        staged.append((param, arr))
-    snaps = [(p, p._snapshot(copy_values=True)) for p in params.values()]
-    try:
-        for param, arr in staged:
-            if dtype_source == "saved" and arr.dtype != param.dtype:
-                param.cast(arr.dtype)
-            param.set_data(arr)
-    except BaseException:
-        for p, snap in snaps:
-            p._restore(snap)
-        raise
+    source = os.fsdecode(filename)
+    pairs = _match_keys(block, list(arrays), source, allow_missing,
+                        ignore_extra)
+    entries = [(skey, arrays[fkey],
+                repr(skey) if fkey == skey
+                else f"{fkey!r} (matched to {skey!r})")
+               for skey, fkey in pairs]
+    assign_arrays(block, entries, source, cast_dtype, dtype_source)

@@ -1,0 +1,167 @@
+/*
+ * fl_pool.h -- fastlazy's own small thread pool.
+ *
+ * Why not OpenBLAS's threads: two OpenBLAS pools in one process (NumPy's and
+ * ours) spin-wait against each other after every call, which made
+ * interleaved NumPy and fastlazy calls 10-20x slower on two cores.  This
+ * pool's workers sleep on a condition variable between jobs (they never
+ * spin), the caller takes part as thread 0, and OpenBLAS is kept at one
+ * thread and called from inside the jobs.
+ *
+ * One job runs at a time; a caller that finds the pool busy (another Python
+ * thread is inside a parallel forward) runs its job alone, in its own
+ * thread.  After fork() the child lazily starts fresh workers.
+ *
+ * Windows builds run every job in the calling thread.
+ */
+#ifndef FL_POOL_H
+#define FL_POOL_H
+
+#define FL_POOL_MAX 64
+
+typedef void (*fl_job_fn)(void *ctx, int tid, int nthreads);
+
+#if defined(_WIN32)
+
+static int fl_pool_run(fl_job_fn fn, void *ctx, int nthreads)
+{
+    (void)nthreads;
+    fn(ctx, 0, 1);
+    return 1;
+}
+
+static int fl_pool_cpu_count(void) { return 1; }
+
+#else
+
+#include <pthread.h>
+#include <unistd.h>
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t start;
+    pthread_cond_t done;
+    pthread_mutex_t busy;        /* held by the caller of a running job */
+    int nworkers;                /* workers started */
+    pid_t pid;                   /* process that started them */
+    unsigned long generation;    /* bumped for every job */
+    fl_job_fn fn;
+    void *ctx;
+    int nthreads;                /* threads in the current job */
+    int pending;                 /* workers still inside the current job */
+} fl_pool_t;
+
+static fl_pool_t fl_pool = {
+    PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+    PTHREAD_COND_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
+    0, 0, 0, 0, 0, 0, 0
+};
+
+typedef struct { int index; } fl_worker_arg;
+static fl_worker_arg fl_worker_args[FL_POOL_MAX];
+
+static void *fl_pool_worker(void *arg)
+{
+    int tid = ((fl_worker_arg *)arg)->index;   /* 1 .. nworkers */
+    unsigned long seen;
+    pthread_mutex_lock(&fl_pool.mu);
+    seen = fl_pool.generation;
+    for (;;) {
+        while (fl_pool.generation == seen)
+            pthread_cond_wait(&fl_pool.start, &fl_pool.mu);
+        seen = fl_pool.generation;
+        if (tid < fl_pool.nthreads) {
+            fl_job_fn fn = fl_pool.fn;
+            void *ctx = fl_pool.ctx;
+            int nt = fl_pool.nthreads;
+            pthread_mutex_unlock(&fl_pool.mu);
+            fn(ctx, tid, nt);
+            pthread_mutex_lock(&fl_pool.mu);
+            if (--fl_pool.pending == 0)
+                pthread_cond_signal(&fl_pool.done);
+        }
+    }
+    return NULL;
+}
+
+/* Start workers up to nthreads - 1; returns how many threads can run. */
+static int fl_pool_grow(int nthreads)
+{
+    pid_t me = getpid();
+    if (fl_pool.pid != me) {          /* first use, or a forked child */
+        pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+        pthread_cond_t c = PTHREAD_COND_INITIALIZER;
+        fl_pool.mu = m;
+        fl_pool.start = c;
+        fl_pool.done = c;
+        fl_pool.nworkers = 0;
+        fl_pool.generation = 0;
+        fl_pool.pid = me;
+    }
+    if (nthreads > FL_POOL_MAX) nthreads = FL_POOL_MAX;
+    while (fl_pool.nworkers < nthreads - 1) {
+        pthread_t t;
+        pthread_attr_t attr;
+        int idx = fl_pool.nworkers + 1;
+        fl_worker_args[idx - 1].index = idx;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&t, &attr, fl_pool_worker,
+                           &fl_worker_args[idx - 1]) != 0) {
+            pthread_attr_destroy(&attr);
+            break;
+        }
+        pthread_attr_destroy(&attr);
+        fl_pool.nworkers = idx;
+    }
+    return fl_pool.nworkers + 1 < nthreads ? fl_pool.nworkers + 1 : nthreads;
+}
+
+/* Run fn(ctx, tid, n) for tid = 0..n-1 and wait for all; returns n. */
+static int fl_pool_run(fl_job_fn fn, void *ctx, int nthreads)
+{
+    if (nthreads <= 1 || pthread_mutex_trylock(&fl_pool.busy) != 0) {
+        fn(ctx, 0, 1);
+        return 1;
+    }
+    pthread_mutex_lock(&fl_pool.mu);
+    nthreads = fl_pool_grow(nthreads);
+    if (nthreads <= 1) {
+        pthread_mutex_unlock(&fl_pool.mu);
+        pthread_mutex_unlock(&fl_pool.busy);
+        fn(ctx, 0, 1);
+        return 1;
+    }
+    fl_pool.fn = fn;
+    fl_pool.ctx = ctx;
+    fl_pool.nthreads = nthreads;
+    fl_pool.pending = nthreads - 1;
+    fl_pool.generation++;
+    pthread_cond_broadcast(&fl_pool.start);
+    pthread_mutex_unlock(&fl_pool.mu);
+
+    fn(ctx, 0, nthreads);
+
+    pthread_mutex_lock(&fl_pool.mu);
+    while (fl_pool.pending > 0)
+        pthread_cond_wait(&fl_pool.done, &fl_pool.mu);
+    pthread_mutex_unlock(&fl_pool.mu);
+    pthread_mutex_unlock(&fl_pool.busy);
+    return nthreads;
+}
+
+static int fl_pool_cpu_count(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : (n > FL_POOL_MAX ? FL_POOL_MAX : (int)n);
+}
+
+#endif /* _WIN32 */
+
+/* A shared counter for handing out work items between the job's threads. */
+static inline long fl_next_item(long *counter)
+{
+    return __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
+}
+
+#endif /* FL_POOL_H */
