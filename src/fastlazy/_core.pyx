@@ -91,7 +91,7 @@ def apply_activation(cnp.ndarray arr, int code):
         raise TypeError("apply_activation needs a C-contiguous float array")
     if arr.dtype.itemsize == 4:
         with nogil:
-            fl_act_f32(<float *>cnp.PyArray_DATA(arr), n, code)
+            fl_conv_act_f32(<float *>cnp.PyArray_DATA(arr), n, code)
     elif arr.dtype.itemsize == 8:
         with nogil:
             fl_act_f64(<double *>cnp.PyArray_DATA(arr), n, code)
@@ -120,6 +120,11 @@ def set_isa(level=None):
 def kernel_isa():
     """Name of the instruction set the dense kernels use."""
     return fl_kernels_isa().decode()
+
+
+cdef extern from "fl_conv.h" nogil:
+    # the vectorised float sigmoid, chosen for the CPU like the kernels
+    void (*fl_vsigmoid_f32)(float *y, Py_ssize_t n) noexcept nogil
 
 
 cdef extern from "fl_pool.h" nogil:
@@ -665,20 +670,25 @@ cdef inline void _dense_f32(const Step *s, Py_ssize_t rows, const char *x,
     cdef Py_ssize_t K = s.K, M = s.M
     cdef const float *wt = <const float *>s.p[0]
     cdef const float *b = <const float *>s.p[1]
+    # the float sigmoid runs vectorised over the whole output afterwards
+    cdef int act = FL_ACT_NONE if s.act == FL_ACT_SIGMOID else s.act
     if _use_own_kernel(rows, K, M):
         fl_kt.dense_f32(rows, K, M, <const float *>x, K, wt, b, <float *>y, M,
-                        s.act)
-        return
-    if rows == 1:
-        cblas_sgemv(CblasRowMajor, CblasTrans, <blas_int>K, <blas_int>M, 1.0,
-                    wt, <blas_int>M, <const float *>x, 1, 0.0, <float *>y, 1)
+                        act)
     else:
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, <blas_int>rows,
-                    <blas_int>M, <blas_int>K, 1.0, <const float *>x,
-                    <blas_int>K, wt, <blas_int>M, 0.0, <float *>y,
-                    <blas_int>M)
-    if b != NULL or s.act != FL_ACT_NONE:
-        fl_kt.bias_act_f32(rows, M, <float *>y, M, b, s.act)
+        if rows == 1:
+            cblas_sgemv(CblasRowMajor, CblasTrans, <blas_int>K, <blas_int>M,
+                        1.0, wt, <blas_int>M, <const float *>x, 1, 0.0,
+                        <float *>y, 1)
+        else:
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans,
+                        <blas_int>rows, <blas_int>M, <blas_int>K, 1.0,
+                        <const float *>x, <blas_int>K, wt, <blas_int>M, 0.0,
+                        <float *>y, <blas_int>M)
+        if b != NULL or act != FL_ACT_NONE:
+            fl_kt.bias_act_f32(rows, M, <float *>y, M, b, act)
+    if act != s.act:
+        fl_vsigmoid_f32(<float *>y, rows * M)
 
 
 cdef inline void _dense_f64(const Step *s, Py_ssize_t rows, const char *x,
@@ -717,7 +727,7 @@ cdef void _step_act(const Step *s, Py_ssize_t b, const char *x, char *y,
     if x != y:
         memcpy(y, x, n * s.itemsize)
     if s.itemsize == 4:
-        fl_act_f32(<float *>y, n, s.act)
+        fl_conv_act_f32(<float *>y, n, s.act)
     else:
         fl_act_f64(<double *>y, n, s.act)
 
@@ -854,7 +864,7 @@ cdef void _columns_slice(const Step *s, Py_ssize_t rows, const char *src,
                          char *dst, Py_ssize_t m0,
                          Py_ssize_t mc) noexcept nogil:
     """Output columns [m0, m0 + mc) of a dense step over ``rows`` rows."""
-    cdef Py_ssize_t M = s.M, K = s.K
+    cdef Py_ssize_t M = s.M, K = s.K, r
     if s.itemsize == 4:
         if rows == 1:
             cblas_sgemv(CblasRowMajor, CblasTrans, <blas_int>K, <blas_int>mc,
@@ -870,7 +880,12 @@ cdef void _columns_slice(const Step *s, Py_ssize_t rows, const char *src,
         if s.p[1] != NULL or s.act != FL_ACT_NONE:
             fl_kt.bias_act_f32(rows, mc, <float *>dst + m0, M,
                                NULL if s.p[1] == NULL
-                               else <const float *>s.p[1] + m0, s.act)
+                               else <const float *>s.p[1] + m0,
+                               FL_ACT_NONE if s.act == FL_ACT_SIGMOID
+                               else s.act)
+        if s.act == FL_ACT_SIGMOID:
+            for r in range(rows):
+                fl_vsigmoid_f32(<float *>dst + r * M + m0, mc)
     else:
         if rows == 1:
             cblas_dgemv(CblasRowMajor, CblasTrans, <blas_int>K, <blas_int>mc,
