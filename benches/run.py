@@ -33,7 +33,7 @@ PYTEST_ARGS = [
     "--benchmark-min-time=0.0002",   # rounds of >= 200 us: timer overhead
     "--benchmark-disable-gc",
     "--benchmark-columns=min,median,iqr,rounds",
-    "-q",
+    "-v",                            # the log names a benchmark that hangs
 ]
 DENSE_PEERS = [("numpy", "NumPy"), ("ort-run", "ORT run"),
                ("ort-iobinding", "ORT io_binding"), ("torch", "torch")]
@@ -64,7 +64,10 @@ def run_suite(json_path, log_path, pytest_args):
     lines = Path(log_path).read_text().splitlines()
     print(lines[-1] if lines else "(no output)", file=sys.stderr)
     if proc.returncode != 0:
-        print("\n".join(lines[-40:]), file=sys.stderr)
+        # a hang (conftest's watchdog): the benchmark and its innermost frames
+        hang = [i for i, ln in enumerate(lines) if "Timeout (" in ln]
+        shown = lines[hang[0]:hang[0] + 8] if hang else lines[-40:]
+        print("\n".join(shown), file=sys.stderr)
     print(f"suite took {time.perf_counter() - start:.0f} s", file=sys.stderr)
     return proc.returncode
 
@@ -271,7 +274,9 @@ def main(argv=None):
         json_path.parent.mkdir(parents=True, exist_ok=True)
         code = run_suite(json_path, json_path.with_suffix(".log"),
                          pytest_args)
-        if not json_path.exists():
+        if not json_path.exists() or json_path.stat().st_size == 0:
+            print("no results were written (see the log above)",
+                  file=sys.stderr)
             return code or 1
         print(f"results: {json_path}", file=sys.stderr)
     print(report(json.loads(json_path.read_text())))
