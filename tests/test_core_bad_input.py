@@ -168,9 +168,6 @@ def test_nan_inf_propagate_like_numpy(act, dtype, ref):
     assert np.isfinite(y[5]).all()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "kernel (fl_kernels.h fl_act1_*): softsign(+-inf), silu(-inf), "
-    "gelu(-inf) give NaN instead of their limits +-1, 0, 0"))
 @pytest.mark.parametrize("act", ["softsign", "silu", "gelu"])
 def test_inf_through_saturating_activations(act, ref):
     d = nn.Dense(4, activation=act, in_units=3)
@@ -260,10 +257,6 @@ def test_unaligned_input(ref):
     np.testing.assert_array_equal(net(un_w), net(x))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Plan.run (_core.pyx) takes a C-contiguous array whose type number is "
-    "the network's without checking byte order: a big-endian float32 "
-    "input is read as little-endian on the compiled path"))
 def test_big_endian_input(ref):
     net = ready(k=3)
     x = np.arange(6, dtype=">f4").reshape(2, 3)

@@ -29,10 +29,6 @@ from fastlazy.mxnet_compat import OPS
 DATA = pathlib.Path(__file__).parent / "data" / "mxnet"
 F32, F64 = np.dtype("float32"), np.dtype("float64")
 
-needs_issue4 = pytest.mark.xfail(reason="needs Conv2D/BatchNorm (issue 4)",
-                                 strict=False)
-
-
 def io(name):
     with np.load(DATA / f"{name}.io.npz") as data:
         return data["x"], data["y"]
@@ -633,8 +629,12 @@ def hybrid_export(tmp_path, layers=None, arrays=None, heads=None):
 
 @pytest.mark.parametrize("op, name, attrs, words", [
     ("SoftmaxOutput", "softmaxoutput0", {}, ["'SoftmaxOutput'"]),
-    ("Convolution", "conv0_fwd", {"kernel": "(3, 3)", "num_filter": "2"},
-     ["'Convolution'"]),
+    ("Deconvolution", "conv0_fwd", {"kernel": "(3, 3)", "num_filter": "2"},
+     ["'Deconvolution'"]),
+    ("Pooling", "pool0_fwd", {"kernel": "(2, 2)", "pool_type": "lp"},
+     ["'lp'"]),
+    ("Convolution", "conv0_fwd", {"kernel": "(3,)", "num_filter": "2"},
+     ["kernel=(3,)"]),
     ("Activation", "mish0_fwd", {"act_type": "mish"}, ["'mish'"]),
     ("LeakyReLU", "leakyrelu0_fwd", {"act_type": "elu"}, ["'elu'"]),
     ("Dropout", "dropout0_fwd", {"p": "0.5", "mode": "always"},
@@ -750,7 +750,6 @@ def nested_bn():
     return net
 
 
-@needs_issue4
 @pytest.mark.parametrize("name, build", [("lenet", lenet),
                                          ("nested_bn", nested_bn)])
 def test_fixture_with_conv_and_batchnorm(name, build):
@@ -806,7 +805,6 @@ EXPORTS = {
 }
 
 
-@needs_issue4
 @pytest.mark.parametrize("name", sorted(EXPORTS))
 def test_export_with_conv_and_batchnorm(tmp_path, name):
     layers, prefixes = EXPORTS[name]

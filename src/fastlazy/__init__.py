@@ -21,7 +21,6 @@ from ._core import Parameter, get_num_threads, set_num_threads
 from .errors import (DeferredInitializationError, FastLazyError,
                      ParameterFileError, ParameterShapeError, ShapeError,
                      UnsupportedOperatorError)
-from .mxnet_compat import load_mxnet_export
 from .parameter_dict import ParameterDict
 
 __version__ = "0.1.0"
@@ -31,6 +30,17 @@ __all__ = ["Parameter", "ParameterDict", "FastLazyError",
            "ParameterShapeError", "UnsupportedOperatorError",
            "load_mxnet_export", "nn", "init", "random", "show_config",
            "set_num_threads", "get_num_threads", "__version__"]
+
+
+def load_mxnet_export(prefix, epoch=0, *, dtype=None, symbol_file=None,
+                      param_file=None):
+    """Rebuild a Gluon model exported with ``net.export(prefix)`` as a
+    Sequential and load its weights; see
+    :func:`fastlazy.mxnet_compat.load_mxnet_export`.  (The MXNet reader is
+    imported on first use, to keep ``import fastlazy`` fast.)"""
+    from .mxnet_compat import load_mxnet_export as load
+    return load(prefix, epoch, dtype=dtype, symbol_file=symbol_file,
+                param_file=param_file)
 
 
 def show_config(file=None):

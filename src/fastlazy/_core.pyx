@@ -91,7 +91,7 @@ def apply_activation(cnp.ndarray arr, int code):
         raise TypeError("apply_activation needs a C-contiguous float array")
     if arr.dtype.itemsize == 4:
         with nogil:
-            fl_act_f32(<float *>cnp.PyArray_DATA(arr), n, code)
+            fl_conv_act_f32(<float *>cnp.PyArray_DATA(arr), n, code)
     elif arr.dtype.itemsize == 8:
         with nogil:
             fl_act_f64(<double *>cnp.PyArray_DATA(arr), n, code)
@@ -112,6 +112,7 @@ def set_isa(level=None):
     0 baseline, 3 AVX2+FMA, 4 AVX-512.  Returns the level in use."""
     global _isa_level
     _isa_level = fl_kernels_init(-1 if level is None else int(level))
+    fl_conv_init(_isa_level)
     _bump_epoch()
     return _isa_level
 
@@ -119,6 +120,11 @@ def set_isa(level=None):
 def kernel_isa():
     """Name of the instruction set the dense kernels use."""
     return fl_kernels_isa().decode()
+
+
+cdef extern from "fl_conv.h" nogil:
+    # the vectorised float sigmoid, chosen for the CPU like the kernels
+    void (*fl_vsigmoid_f32)(float *y, Py_ssize_t n) noexcept nogil
 
 
 cdef extern from "fl_pool.h" nogil:
@@ -151,6 +157,7 @@ def set_num_threads(int n):
     if n < 1:
         raise ValueError(f"set_num_threads: need at least 1 thread, got {n}")
     _num_threads = n
+    _bump_epoch()     # convolution workspaces hold one slot per thread
 
 
 def get_num_threads():
@@ -597,6 +604,7 @@ cdef struct Step:
     Py_ssize_t in_size   # elements per sample read
     Py_ssize_t out_size  # elements per sample written
     Py_ssize_t work      # workspace elements per sample
+    Py_ssize_t macs      # multiply-adds per sample (decides threading)
     Py_ssize_t rows      # dense: matrix rows per sample
     Py_ssize_t K         # dense: input features
     Py_ssize_t M         # dense: output features
@@ -604,9 +612,9 @@ cdef struct Step:
     double eps
     char *p[6]           # parameter storage (weight, bias, ...)
 
-# A product with fewer multiply-adds than this runs in fastlazy's own
-# kernel; larger ones go to BLAS GEMM.  Tuned on the benchmarks (see README).
-cdef Py_ssize_t _SMALL_MACS = 1 << 18
+# Which products run in fastlazy's own kernel rather than BLAS: 0 = by
+# shape (_use_own_kernel), 1 = always own, 2 = always BLAS (tests, benches).
+cdef int _KERNEL_ROUTE = 0
 # Target size of one scratch buffer: a row tile of the widest intermediate
 # fits in it, so a tile's activations stay in L2.
 cdef Py_ssize_t _TILE_BYTES = 1 << 20
@@ -615,13 +623,18 @@ cdef Py_ssize_t _TILE_BYTES = 1 << 20
 cdef Py_ssize_t _PAR_MACS = 1 << 22
 
 
-def set_tuning(small_macs=None, tile_bytes=None, parallel_macs=None):
-    """Adjust the kernel/BLAS crossover, the row-tile size and the size
-    from which a forward pass uses several threads; returns the old values."""
-    global _SMALL_MACS, _TILE_BYTES, _PAR_MACS
-    old = (_SMALL_MACS, _TILE_BYTES, _PAR_MACS)
-    if small_macs is not None:
-        _SMALL_MACS = max(0, int(small_macs))
+def set_tuning(kernel_route=None, tile_bytes=None, parallel_macs=None):
+    """Adjust the kernel choice ('auto', 'own' or 'blas'), the row-tile size
+    and the size from which a forward pass uses several threads; returns the
+    old values (for tests and benches)."""
+    global _KERNEL_ROUTE, _TILE_BYTES, _PAR_MACS
+    routes = ("auto", "own", "blas")
+    old = (routes[_KERNEL_ROUTE], _TILE_BYTES, _PAR_MACS)
+    if kernel_route is not None:
+        if kernel_route not in routes:
+            raise ValueError(f"kernel_route must be one of {routes}, got "
+                             f"{kernel_route!r}")
+        _KERNEL_ROUTE = routes.index(kernel_route)
     if tile_bytes is not None:
         _TILE_BYTES = max(1, int(tile_bytes))
     if parallel_macs is not None:
@@ -630,25 +643,52 @@ def set_tuning(small_macs=None, tile_bytes=None, parallel_macs=None):
     return old
 
 
+cdef inline bint _use_own_kernel(Py_ssize_t rows, Py_ssize_t K,
+                                 Py_ssize_t M) noexcept nogil:
+    """Own register-tiled kernel or BLAS, by shape.  Measured on the
+    benchmark machine (AVX-512, OpenBLAS 0.3.34 SkylakeX): BLAS's packing
+    costs more than it saves for up to 8 rows whatever the weights (a 2x1024
+    by 1024x1024 product: 160 us own, 480 us BLAS); for one row, BLAS's GEMV
+    streams big matrices better; from 16 rows on BLAS wins once the weights
+    outgrow L2, and from 128 rows unless they are tiny."""
+    cdef Py_ssize_t km = K * M
+    if _KERNEL_ROUTE:
+        return _KERNEL_ROUTE == 1
+    if rows == 1:
+        return km <= (1 << 18)
+    if rows <= 8:
+        return True
+    if rows <= 16:
+        return km <= (1 << 19)
+    if rows <= 64:
+        return km <= (1 << 18)
+    return km <= (1 << 16)
+
+
 cdef inline void _dense_f32(const Step *s, Py_ssize_t rows, const char *x,
                             char *y) noexcept nogil:
     cdef Py_ssize_t K = s.K, M = s.M
     cdef const float *wt = <const float *>s.p[0]
     cdef const float *b = <const float *>s.p[1]
-    if rows * K * M <= _SMALL_MACS:
+    # the float sigmoid runs vectorised over the whole output afterwards
+    cdef int act = FL_ACT_NONE if s.act == FL_ACT_SIGMOID else s.act
+    if _use_own_kernel(rows, K, M):
         fl_kt.dense_f32(rows, K, M, <const float *>x, K, wt, b, <float *>y, M,
-                        s.act)
-        return
-    if rows == 1:
-        cblas_sgemv(CblasRowMajor, CblasTrans, <blas_int>K, <blas_int>M, 1.0,
-                    wt, <blas_int>M, <const float *>x, 1, 0.0, <float *>y, 1)
+                        act)
     else:
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, <blas_int>rows,
-                    <blas_int>M, <blas_int>K, 1.0, <const float *>x,
-                    <blas_int>K, wt, <blas_int>M, 0.0, <float *>y,
-                    <blas_int>M)
-    if b != NULL or s.act != FL_ACT_NONE:
-        fl_kt.bias_act_f32(rows, M, <float *>y, M, b, s.act)
+        if rows == 1:
+            cblas_sgemv(CblasRowMajor, CblasTrans, <blas_int>K, <blas_int>M,
+                        1.0, wt, <blas_int>M, <const float *>x, 1, 0.0,
+                        <float *>y, 1)
+        else:
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans,
+                        <blas_int>rows, <blas_int>M, <blas_int>K, 1.0,
+                        <const float *>x, <blas_int>K, wt, <blas_int>M, 0.0,
+                        <float *>y, <blas_int>M)
+        if b != NULL or act != FL_ACT_NONE:
+            fl_kt.bias_act_f32(rows, M, <float *>y, M, b, act)
+    if act != s.act:
+        fl_vsigmoid_f32(<float *>y, rows * M)
 
 
 cdef inline void _dense_f64(const Step *s, Py_ssize_t rows, const char *x,
@@ -656,7 +696,7 @@ cdef inline void _dense_f64(const Step *s, Py_ssize_t rows, const char *x,
     cdef Py_ssize_t K = s.K, M = s.M
     cdef const double *wt = <const double *>s.p[0]
     cdef const double *b = <const double *>s.p[1]
-    if rows * K * M <= _SMALL_MACS:
+    if _use_own_kernel(rows, K, M):
         fl_kt.dense_f64(rows, K, M, <const double *>x, K, wt, b,
                         <double *>y, M, s.act)
         return
@@ -687,7 +727,7 @@ cdef void _step_act(const Step *s, Py_ssize_t b, const char *x, char *y,
     if x != y:
         memcpy(y, x, n * s.itemsize)
     if s.itemsize == 4:
-        fl_act_f32(<float *>y, n, s.act)
+        fl_conv_act_f32(<float *>y, n, s.act)
     else:
         fl_act_f64(<double *>y, n, s.act)
 
@@ -705,6 +745,9 @@ cdef char *_param_ptr(Parameter p, object dtype, list keep,
         raise RuntimeError(f"parameter {p.name}: unexpected storage layout")
     keep.append(arr)
     return <char *>cnp.PyArray_DATA(arr)
+
+
+include "_conv.pxi"
 
 
 cdef int _fill_step(Step *s, tuple spec, object dtype, list keep) except -1:
@@ -725,6 +768,7 @@ cdef int _fill_step(Step *s, tuple spec, object dtype, list keep) except -1:
         s.M = M
         s.in_size = rows * K
         s.out_size = rows * M
+        s.macs = rows * K * M
         s.p[0] = _param_ptr(w, dtype, keep, True)
         s.p[1] = NULL if b is None else _param_ptr(b, dtype, keep)
     elif kind == "act":
@@ -735,6 +779,8 @@ cdef int _fill_step(Step *s, tuple spec, object dtype, list keep) except -1:
         s.inplace = 1
         s.in_size = elems
         s.out_size = elems
+    elif kind in ("conv2d", "pool2d", "batchnorm", "layernorm"):
+        _fill_step_conv(s, spec, dtype, keep)
     else:
         raise ValueError(f"unknown plan step {kind!r}")
     return 0
@@ -750,6 +796,7 @@ cdef struct PlanData:
     Py_ssize_t max_width    # widest per-sample intermediate
     Py_ssize_t max_work     # largest per-sample workspace
     Py_ssize_t macs         # multiply-adds per sample
+    Py_ssize_t dense_macs   # of which in dense steps
 
 
 cdef struct RunCtx:
@@ -813,48 +860,66 @@ cdef void _tiles_job(void *vctx, int tid, int nthreads) noexcept nogil:
                   s0, s0 + c.buf_bytes, s0 + 2 * c.buf_bytes)
 
 
-cdef void _columns_job(void *vctx, int tid, int nthreads) noexcept nogil:
-    """One dense step split by output columns (16-aligned slices)."""
-    cdef RunCtx *c = <RunCtx *>vctx
-    cdef const Step *s = c.step
-    cdef Py_ssize_t M = s.M, K = s.K, rows = c.n * s.rows
-    cdef Py_ssize_t chunk = ((M + nthreads - 1) // nthreads + 15) & ~15
-    cdef Py_ssize_t m0 = tid * chunk
-    cdef Py_ssize_t mc = M - m0 if M - m0 < chunk else chunk
-    if mc <= 0:
-        return
+cdef void _columns_slice(const Step *s, Py_ssize_t rows, const char *src,
+                         char *dst, Py_ssize_t m0,
+                         Py_ssize_t mc) noexcept nogil:
+    """Output columns [m0, m0 + mc) of a dense step over ``rows`` rows."""
+    cdef Py_ssize_t M = s.M, K = s.K, r
     if s.itemsize == 4:
         if rows == 1:
             cblas_sgemv(CblasRowMajor, CblasTrans, <blas_int>K, <blas_int>mc,
                         1.0, <const float *>s.p[0] + m0, <blas_int>M,
-                        <const float *>c.src, 1, 0.0,
-                        <float *>c.dst + m0, 1)
+                        <const float *>src, 1, 0.0,
+                        <float *>dst + m0, 1)
         else:
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans,
                         <blas_int>rows, <blas_int>mc, <blas_int>K, 1.0,
-                        <const float *>c.src, <blas_int>K,
+                        <const float *>src, <blas_int>K,
                         <const float *>s.p[0] + m0, <blas_int>M, 0.0,
-                        <float *>c.dst + m0, <blas_int>M)
+                        <float *>dst + m0, <blas_int>M)
         if s.p[1] != NULL or s.act != FL_ACT_NONE:
-            fl_kt.bias_act_f32(rows, mc, <float *>c.dst + m0, M,
+            fl_kt.bias_act_f32(rows, mc, <float *>dst + m0, M,
                                NULL if s.p[1] == NULL
-                               else <const float *>s.p[1] + m0, s.act)
+                               else <const float *>s.p[1] + m0,
+                               FL_ACT_NONE if s.act == FL_ACT_SIGMOID
+                               else s.act)
+        if s.act == FL_ACT_SIGMOID:
+            for r in range(rows):
+                fl_vsigmoid_f32(<float *>dst + r * M + m0, mc)
     else:
         if rows == 1:
             cblas_dgemv(CblasRowMajor, CblasTrans, <blas_int>K, <blas_int>mc,
                         1.0, <const double *>s.p[0] + m0, <blas_int>M,
-                        <const double *>c.src, 1, 0.0,
-                        <double *>c.dst + m0, 1)
+                        <const double *>src, 1, 0.0,
+                        <double *>dst + m0, 1)
         else:
             cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans,
                         <blas_int>rows, <blas_int>mc, <blas_int>K, 1.0,
-                        <const double *>c.src, <blas_int>K,
+                        <const double *>src, <blas_int>K,
                         <const double *>s.p[0] + m0, <blas_int>M, 0.0,
-                        <double *>c.dst + m0, <blas_int>M)
+                        <double *>dst + m0, <blas_int>M)
         if s.p[1] != NULL or s.act != FL_ACT_NONE:
-            fl_kt.bias_act_f64(rows, mc, <double *>c.dst + m0, M,
+            fl_kt.bias_act_f64(rows, mc, <double *>dst + m0, M,
                                NULL if s.p[1] == NULL
                                else <const double *>s.p[1] + m0, s.act)
+
+
+cdef void _columns_job(void *vctx, int tid, int nthreads) noexcept nogil:
+    """One dense step split by output columns into one 16-aligned slice per
+    thread, claimed from a shared counter: a thread that starts late (slow
+    wake-up, or less CPU because another library's pool is spinning) finds
+    its slice taken by one that is already running.  Finer slices balance
+    better but cost more in BLAS packing; one per thread measured best."""
+    cdef RunCtx *c = <RunCtx *>vctx
+    cdef const Step *s = c.step
+    cdef Py_ssize_t M = s.M, m0
+    cdef Py_ssize_t chunk = ((M + nthreads - 1) // nthreads + 15) & ~15
+    while True:
+        m0 = fl_next_item(&c.next_tile) * chunk
+        if m0 >= M:
+            break
+        _columns_slice(s, c.n * s.rows, c.src, c.dst, m0,
+                       M - m0 if M - m0 < chunk else chunk)
 
 
 cdef void _run_by_columns(RunCtx *c, int nthreads) noexcept nogil:
@@ -880,10 +945,12 @@ cdef void _run_by_columns(RunCtx *c, int nthreads) noexcept nogil:
         else:
             dst = bufs[which]
             which ^= 1
-        if s.kind == STEP_DENSE and c.n * s.rows * s.K * s.M > _SMALL_MACS:
+        if s.kind == STEP_DENSE and \
+                not _use_own_kernel(c.n * s.rows, s.K, s.M):
             c.step = s
             c.src = cur
             c.dst = dst
+            c.next_tile = 0
             fl_pool_run(_columns_job, c, nthreads)
         else:
             s.run(s, c.n, cur, dst, work)
@@ -906,10 +973,12 @@ cdef class Plan:
     cdef readonly tuple in_sample_shape
     cdef readonly tuple out_sample_shape
     cdef int in_ndim
+    cdef Py_ssize_t in_dims[32]
     cdef cnp.npy_intp out_dims[32]
     cdef int out_ndim
     cdef list keep
     cdef object dtype
+    cdef str where
     # one cached workspace; a concurrent call on the same plan gets its own
     cdef char *scratch
     cdef Py_ssize_t scratch_bytes
@@ -926,22 +995,26 @@ cdef class Plan:
         free(self.scratch)
 
     def __init__(self, list steps, tuple in_sample_shape,
-                 tuple out_sample_shape, dtype):
+                 tuple out_sample_shape, dtype, str where="forward"):
         """``steps``: tuples from the block layer, e.g.
         ('dense', weight, bias_or_None, act, rows, K, M) or
-        ('act', act, elems), in order."""
+        ('act', act, elems), in order; ``where`` names the network in
+        error messages."""
         cdef Step *s
         cdef int i
         cdef Py_ssize_t width
         cdef PlanData *d = &self.d
         self.dtype = np.dtype(dtype)
+        self.where = where
         self.typenum = self.dtype.num
         d.itemsize = self.dtype.itemsize
         self.in_sample_shape = in_sample_shape
         self.out_sample_shape = out_sample_shape
         self.in_ndim = len(in_sample_shape) + 1
-        if len(out_sample_shape) + 1 > 32:
+        if len(out_sample_shape) + 1 > 32 or self.in_ndim > 32:
             raise ShapeError("fastlazy supports at most 32 dimensions")
+        for i, dim in enumerate(in_sample_shape):
+            self.in_dims[i + 1] = dim
         self.out_ndim = len(out_sample_shape) + 1
         for i, dim in enumerate(out_sample_shape):
             self.out_dims[i + 1] = dim
@@ -955,6 +1028,7 @@ cdef class Plan:
         d.max_width = max(d.in_size, d.out_size, 1)
         d.max_work = 0
         d.macs = 0
+        d.dense_macs = 0
         d.last_producer = -1
         width = d.in_size
         for i, spec in enumerate(steps):
@@ -967,8 +1041,9 @@ cdef class Plan:
             width = s.out_size
             d.max_width = max(d.max_width, s.out_size)
             d.max_work = max(d.max_work, s.work)
+            d.macs += s.macs
             if s.kind == STEP_DENSE:
-                d.macs += s.rows * s.K * s.M
+                d.dense_macs += s.macs
             if not s.inplace:
                 d.last_producer = i
         if width != d.out_size:
@@ -1002,14 +1077,15 @@ cdef class Plan:
         cdef bint own_scratch = False
         if cnp.PyArray_CheckExact(x) and \
                 cnp.PyArray_TYPE(<cnp.ndarray>x) == self.typenum and \
-                cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x):
+                cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x) and \
+                cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>x):
             arr = <cnp.ndarray>x
         else:
             arr = self.coerce(x)
         if cnp.PyArray_NDIM(arr) != self.in_ndim:
             return None
         for i in range(1, self.in_ndim):
-            if cnp.PyArray_DIM(arr, i) != <Py_ssize_t>self.in_sample_shape[i - 1]:
+            if cnp.PyArray_DIM(arr, i) != self.in_dims[i]:
                 return None
         n = cnp.PyArray_DIM(arr, 0)
         self.out_dims[0] = n
@@ -1027,9 +1103,15 @@ cdef class Plan:
         c.tile = self._tile_rows()
         if _num_threads > 1 and n * self.d.macs >= _PAR_MACS:
             nthreads = _num_threads
-            if n < 2 * c.tile:
+            if n < 2 * c.tile and 2 * self.d.dense_macs >= self.d.macs:
                 by_columns = True
                 c.tile = n
+            elif n < 2 * c.tile:
+                # mostly convolutions, which do not split by columns:
+                # share the samples out instead (one alone runs serially)
+                c.tile = (n + nthreads - 1) // nthreads
+                if n < nthreads:
+                    nthreads = <int>n
         if c.tile > n:
             c.tile = n
         c.buf_bytes = (c.tile * self.d.max_width * isz + 63) & ~63
@@ -1065,7 +1147,7 @@ cdef class Plan:
         return out
 
     cdef cnp.ndarray coerce(self, object x):
-        arr = as_numeric_array(x, "forward")
+        arr = as_numeric_array(x, self.where)
         return np.ascontiguousarray(arr, dtype=self.dtype)
 
 
@@ -1095,13 +1177,13 @@ def dense_kernel(x, wt, b, int act, bint use_blas):
     Exists so tests can check the kernels (and the BLAS route) against NumPy
     on their own.  Arrays must share a float dtype.
     """
-    global _SMALL_MACS
+    global _KERNEL_ROUTE
     cdef Step s
     cdef cnp.ndarray xa = np.ascontiguousarray(x)
     cdef cnp.ndarray wa
     cdef cnp.ndarray ba
     cdef Py_ssize_t n
-    cdef Py_ssize_t saved = _SMALL_MACS
+    cdef int saved = _KERNEL_ROUTE
     if xa.dtype not in (np.float32, np.float64) or xa.ndim != 2:
         raise ValueError("dense_kernel: need float x of shape (n, K)")
     wa = np.ascontiguousarray(wt, dtype=xa.dtype)
@@ -1121,10 +1203,10 @@ def dense_kernel(x, wt, b, int act, bint use_blas):
         if ba.ndim != 1 or ba.shape[0] != s.M:
             raise ValueError("dense_kernel: bias must have shape (M,)")
         s.p[1] = <char *>cnp.PyArray_DATA(ba)
-    _SMALL_MACS = -1 if use_blas else (1 << 62)
+    _KERNEL_ROUTE = 2 if use_blas else 1
     try:
         _step_dense(&s, n, <char *>cnp.PyArray_DATA(xa),
                     <char *>cnp.PyArray_DATA(out), NULL)
     finally:
-        _SMALL_MACS = saved
+        _KERNEL_ROUTE = saved
     return out

@@ -16,6 +16,7 @@ from collections import OrderedDict
 import numpy as np
 
 from . import _core
+from ._conv_steps import fuse_conv_steps
 from ._core import Parameter, Plan, as_numeric_array
 from .errors import DeferredInitializationError, ShapeError
 from .initializers import Uniform
@@ -376,7 +377,7 @@ class Block:
         steps = []
         out_shape = self._steps(in_shape, steps)
         return Plan(_fuse(steps), tuple(in_shape[1:]), tuple(out_shape[1:]),
-                    dtype)
+                    dtype, f"{type(self).__name__} '{self.name}'")
 
     def build(self, input_shape):
         """Finish deferred initialization for inputs of ``input_shape``
@@ -462,47 +463,99 @@ class Block:
         self.__dict__.update(state)
 
     def summary(self, x):
-        """Print each layer's output shape and parameter count for input
-        ``x`` (an array or a shape such as ``(None, 20)``); returns the rows.
-        Works before and after shape inference and changes nothing."""
-        if isinstance(x, tuple):
+        """Print a table of each layer's output shape and parameter count,
+        as Gluon's ``Block.summary`` does, and return its rows.
+
+        Parameters
+        ----------
+        x : array_like or tuple
+            An example input, or its shape with None for the batch size
+            (``(None, 1, 28, 28)``).  Only shapes are used: nothing is
+            computed, initialized or changed, so it works before and after
+            the first forward pass.
+
+        Returns
+        -------
+        list of (str, tuple, int)
+            ``(layer, output shape, parameter count)`` per layer, in order,
+            without the input row.
+        """
+        if isinstance(x, tuple) and all(
+                d is None or (isinstance(d, (int, np.integer))
+                              and not isinstance(d, bool) and d >= 0)
+                for d in x):
+            shown = tuple(None if d is None else int(d) for d in x)
             shape = tuple(1 if d is None else int(d) for d in x)
         else:
-            shape = np.asarray(x).shape
+            shape = shown = tuple(np.shape(x))
+        if not shape:
+            raise ShapeError(f"{self.name}.summary: the input needs a batch "
+                             f"axis, got shape {shape}")
+        if not self._is_plannable():
+            raise TypeError(f"{self.name}.summary: only blocks made of "
+                            f"built-in layers can be summarised from "
+                            f"shapes ({type(self).__name__} has its own "
+                            f"forward)")
         rows = []
-        pending = {}
-        self._summary_rows(shape, pending, rows, "")
-        total = sum(r[2] for r in rows)
-        width = max([len(r[0]) for r in rows] + [12])
-        lines = [f"{'Layer (type)':<{width}}  {'Output Shape':<24}  Param #",
-                 "=" * (width + 36)]
-        for name, out, count in rows:
-            lines.append(f"{name:<{width}}  {str(out):<24}  {count}")
-        lines.append("=" * (width + 36))
-        lines.append(f"Total params: {total}")
-        print("\n".join(lines))
-        return rows
+        self._summary_rows(shape, {}, rows, set())
+        batch = shown[0]
+        line = "{:>20}  {:>42} {:>15}"
+        out = ["-" * 80, line.format("Layer (type)", "Output Shape",
+                                      "Param #"), "=" * 80,
+               line.format("Input", str(shown), 0)]
+        total = trainable = shared = 0
+        result = []
+        for i, (cls, oshape, count, train, dup) in enumerate(rows, 1):
+            oshape = (batch,) + tuple(oshape[1:])
+            name = f"{cls}-{i}"
+            out.append(line.format(name, str(oshape), count))
+            result.append((name, oshape, count))
+            total += count
+            trainable += train
+            shared += dup
+        out += ["=" * 80,
+                "Parameters in forward computation graph, duplicate included",
+                f"   Total params: {total}",
+                f"   Trainable params: {trainable}",
+                f"   Non-trainable params: {total - trainable}",
+                f"Shared params in forward computation graph: {shared}",
+                f"Unique parameters in model: {total - shared}", "-" * 80]
+        print("\n".join(out))
+        return result
 
-    def _summary_rows(self, shape, pending, rows, path):
-        if not self._children:
+    def _summary_rows(self, shape, pending, rows, seen):
+        """Append (class, output shape, params, trainable, shared) for this
+        block after its children's (containers other than Sequential get
+        a row too, as in Gluon); return the output shape."""
+        if self._children:
+            for child in self._children.values():
+                shape = child._summary_rows(shape, pending, rows, seen)
+            if isinstance(self, Sequential):
+                return shape
+            out = shape
+        else:
             out = self._infer(shape, pending)
-            count = 0
-            for p in self._reg_params.values():
-                s = pending.get(p, p.shape)
-                count += int(np.prod(s)) if s and -1 not in s else 0
-            rows.append((f"{self.name} ({type(self).__name__})",
-                         (None,) + tuple(out[1:]), count))
-            return out
-        for child in self._children.values():
-            shape = child._summary_rows(shape, pending, rows, path)
-        return shape
+        aux = getattr(self, "_aux_names", ())
+        count = train = dup = 0
+        for attr, p in self._reg_params.items():
+            s = pending.get(p, p.shape)
+            size = int(np.prod(s)) if s and -1 not in s else 0
+            count += size
+            if attr not in aux:
+                train += size
+            if id(p) in seen:
+                dup += size
+            seen.add(id(p))
+        rows.append((type(self).__name__, tuple(out), count, train, dup))
+        return out
 
 
 HybridBlock = Block
 
 
 def _fuse(steps):
-    """Fold an activation step into the dense step right before it."""
+    """Fold an activation step into the dense step right before it (then
+    BatchNorm and activations into convolutions: ``_conv_steps``)."""
     out = []
     for step in steps:
         if step[0] == "act" and out and out[-1][0] == "dense" \
@@ -513,7 +566,7 @@ def _fuse(steps):
             continue
         else:
             out.append(step)
-    return out
+    return fuse_conv_steps(out)
 
 
 # ---------------------------------------------------------------------------

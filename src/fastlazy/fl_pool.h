@@ -35,6 +35,7 @@ static int fl_pool_cpu_count(void) { return 1; }
 #else
 
 #include <pthread.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct {
@@ -48,7 +49,7 @@ typedef struct {
     fl_job_fn fn;
     void *ctx;
     int nthreads;                /* threads in the current job */
-    int pending;                 /* workers still inside the current job */
+    unsigned long pending;       /* workers still inside the current job */
 } fl_pool_t;
 
 static fl_pool_t fl_pool = {
@@ -57,16 +58,50 @@ static fl_pool_t fl_pool = {
     0, 0, 0, 0, 0, 0, 0
 };
 
-typedef struct { int index; } fl_worker_arg;
+/* seen: the job generation when the worker was made.  It must come from
+ * its maker (who holds mu), not be read by the worker when it first takes
+ * mu: by then the job it was made for has already bumped the generation,
+ * and a worker that took that as "seen" slept through its first job while
+ * the caller waited for it forever. */
+typedef struct { int index; unsigned long seen; } fl_worker_arg;
 static fl_worker_arg fl_worker_args[FL_POOL_MAX];
+
+/* Wait up to `budget_ns` for *word to change from `old` (or, with
+ * until_zero, to reach 0) without sleeping: waking a sleeping thread costs
+ * tens of microseconds on a VM, more than a layer's share of a parallel
+ * GEMM.  Bounded, so an idle pool never spins against other thread pools. */
+static int fl_spin_wait(const volatile void *word, unsigned long old,
+                        int until_zero, long budget_ns)
+{
+    struct timespec t0, t;
+    int i;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        for (i = 0; i < 64; i++) {
+            unsigned long v = __atomic_load_n((const unsigned long *)word,
+                                              __ATOMIC_ACQUIRE);
+            if (until_zero ? v == 0 : v != old)
+                return 1;
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        }
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec)
+                > budget_ns)
+            return 0;
+    }
+}
+
+static long fl_pool_spin_ns = 100000;   /* 0.1 ms */
 
 static void *fl_pool_worker(void *arg)
 {
     int tid = ((fl_worker_arg *)arg)->index;   /* 1 .. nworkers */
-    unsigned long seen;
-    pthread_mutex_lock(&fl_pool.mu);
-    seen = fl_pool.generation;
+    unsigned long seen = ((fl_worker_arg *)arg)->seen;
     for (;;) {
+        fl_spin_wait(&fl_pool.generation, seen, 0, fl_pool_spin_ns);
+        pthread_mutex_lock(&fl_pool.mu);
         while (fl_pool.generation == seen)
             pthread_cond_wait(&fl_pool.start, &fl_pool.mu);
         seen = fl_pool.generation;
@@ -77,9 +112,10 @@ static void *fl_pool_worker(void *arg)
             pthread_mutex_unlock(&fl_pool.mu);
             fn(ctx, tid, nt);
             pthread_mutex_lock(&fl_pool.mu);
-            if (--fl_pool.pending == 0)
+            if (__atomic_sub_fetch(&fl_pool.pending, 1, __ATOMIC_RELEASE) == 0)
                 pthread_cond_signal(&fl_pool.done);
         }
+        pthread_mutex_unlock(&fl_pool.mu);
     }
     return NULL;
 }
@@ -104,6 +140,7 @@ static int fl_pool_grow(int nthreads)
         pthread_attr_t attr;
         int idx = fl_pool.nworkers + 1;
         fl_worker_args[idx - 1].index = idx;
+        fl_worker_args[idx - 1].seen = fl_pool.generation;
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
         if (pthread_create(&t, &attr, fl_pool_worker,
@@ -136,12 +173,13 @@ static int fl_pool_run(fl_job_fn fn, void *ctx, int nthreads)
     fl_pool.ctx = ctx;
     fl_pool.nthreads = nthreads;
     fl_pool.pending = nthreads - 1;
-    fl_pool.generation++;
+    __atomic_add_fetch(&fl_pool.generation, 1, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&fl_pool.start);
     pthread_mutex_unlock(&fl_pool.mu);
 
     fn(ctx, 0, nthreads);
 
+    fl_spin_wait(&fl_pool.pending, 0, 1, 2 * fl_pool_spin_ns);
     pthread_mutex_lock(&fl_pool.mu);
     while (fl_pool.pending > 0)
         pthread_cond_wait(&fl_pool.done, &fl_pool.mu);

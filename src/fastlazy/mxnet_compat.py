@@ -6,16 +6,10 @@ Gluon's ``net.export('model')`` writes ``model-symbol.json`` (the graph) and
 operators into a :class:`~fastlazy.nn.Sequential` and loads the weights.
 
 Which operators are supported is the table :data:`OPS`: MXNet operator name
--> :class:`OpRule`.  A new layer is one entry.  For example, once a
-``Conv2D`` layer exists, Convolution would be::
+-> :class:`OpRule`.  A new layer is one entry; Convolution, for example, is::
 
     OPS["Convolution"] = OpRule(
-        lambda node, dtype, activation: Conv2D(
-            node.get_int("num_filter"), node.get_tuple("kernel"),
-            strides=node.get_tuple("stride", (1, 1)),
-            padding=node.get_tuple("pad", (0, 0)),
-            use_bias=not node.get_bool("no_bias", False),
-            activation=activation, dtype=dtype, prefix=node.prefix),
+        _convolution,          # node attributes -> Conv2D(...)
         params={"weight": "weight", "bias": "bias"},
         takes_activation=True)
 
@@ -34,6 +28,8 @@ from .block import Sequential
 from .errors import (FastLazyError, ParameterFileError,
                      UnsupportedOperatorError)
 from .io import assign_arrays, load_arrays
+from .conv_layers import (AvgPool2D, BatchNorm, Conv2D, GlobalAvgPool2D,
+                          GlobalMaxPool2D, LayerNorm, MaxPool2D)
 from .layers import Activation, Dense, Dropout, Flatten
 
 __all__ = ["load_mxnet_export", "OPS", "OpRule", "Node"]
@@ -203,6 +199,73 @@ def _dropout(node, dtype, activation):
                    prefix=node.prefix)
 
 
+def _pair_attr(node, key, default):
+    """A 2-D window attribute; other ranks are Conv1D/3D, not supported."""
+    value = node.get_tuple(key, default)
+    if len(value) != 2:
+        raise node.unsupported(f"{key}={value} (fastlazy has 2-D "
+                               f"convolution and pooling)")
+    return value
+
+
+def _layout(node):
+    layout = node.get_str("layout", "NCHW")
+    if layout not in ("NCHW", "None"):
+        raise node.unsupported(f"layout {layout!r} (fastlazy has NCHW)")
+
+
+def _convolution(node, dtype, activation):
+    _layout(node)
+    return Conv2D(node.get_int("num_filter"), _pair_attr(node, "kernel", None),
+                  strides=_pair_attr(node, "stride", (1, 1)),
+                  padding=_pair_attr(node, "pad", (0, 0)),
+                  dilation=_pair_attr(node, "dilate", (1, 1)),
+                  groups=node.get_int("num_group", 1),
+                  use_bias=not node.get_bool("no_bias", False),
+                  activation=activation, dtype=dtype, prefix=node.prefix)
+
+
+def _pooling(node, dtype, activation):
+    _layout(node)
+    kind = node.get_str("pool_type", "max")
+    if kind not in ("max", "avg"):
+        raise node.unsupported(f"pool_type {kind!r} (fastlazy has 'max' and "
+                               f"'avg')")
+    if node.get_bool("global_pool", False):
+        cls = GlobalMaxPool2D if kind == "max" else GlobalAvgPool2D
+        return cls(prefix=node.prefix)
+    convention = node.get_str("pooling_convention", "valid")
+    if convention not in ("valid", "full"):
+        raise node.unsupported(f"pooling_convention {convention!r} (fastlazy "
+                               f"has 'valid' and 'full')")
+    args = dict(pool_size=_pair_attr(node, "kernel", None),
+                strides=_pair_attr(node, "stride", (1, 1)),
+                padding=_pair_attr(node, "pad", (0, 0)),
+                ceil_mode=convention == "full", prefix=node.prefix)
+    if kind == "max":
+        return MaxPool2D(**args)
+    return AvgPool2D(count_include_pad=node.get_bool("count_include_pad",
+                                                     True), **args)
+
+
+def _batchnorm(node, dtype, activation):
+    return BatchNorm(axis=node.get_int("axis", 1),
+                     momentum=node.get_float("momentum", 0.9),
+                     epsilon=node.get_float("eps", 1e-3),
+                     scale=not node.get_bool("fix_gamma", True),
+                     use_global_stats=node.get_bool("use_global_stats",
+                                                    False),
+                     dtype=dtype, prefix=node.prefix)
+
+
+def _layernorm(node, dtype, activation):
+    if node.get_bool("output_mean_var", False):
+        raise node.unsupported("output_mean_var=True (three outputs)")
+    return LayerNorm(axis=node.get_int("axis", -1),
+                     epsilon=node.get_float("eps", 1e-5), dtype=dtype,
+                     prefix=node.prefix)
+
+
 #: MXNet operator name -> :class:`OpRule`: the operators
 #: :func:`load_mxnet_export` can rebuild.
 OPS = {
@@ -216,6 +279,13 @@ OPS = {
     "softsign": OpRule(_elementwise("softsign")),
     "Flatten": OpRule(_flatten),
     "Dropout": OpRule(_dropout),
+    "Convolution": OpRule(_convolution, {"weight": "weight", "bias": "bias"},
+                          takes_activation=True),
+    "Pooling": OpRule(_pooling),
+    "BatchNorm": OpRule(_batchnorm, {"gamma": "gamma", "beta": "beta",
+                                     "moving_mean": "running_mean",
+                                     "moving_var": "running_var"}),
+    "LayerNorm": OpRule(_layernorm, {"gamma": "gamma", "beta": "beta"}),
 }
 
 
