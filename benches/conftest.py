@@ -2,6 +2,7 @@
 ``case`` fixture, test order, and the machine information saved with the
 results (see common.py for what every benchmark does)."""
 
+import faulthandler
 import io
 import os
 import sys
@@ -18,6 +19,11 @@ def pytest_addoption(parser):
     parser.addoption("--threads", default="1,2",
                      help="comma-separated thread counts to run (default "
                           "1,2)")
+    parser.addoption("--hang-timeout", type=float, default=120.0,
+                     metavar="SECONDS",
+                     help="a benchmark still running after SECONDS (plus "
+                          "--wait-quiet) is hung: dump every thread's stack "
+                          "and exit (default 120)")
     parser.addoption("--wait-quiet", type=float, default=0.0,
                      metavar="SECONDS",
                      help="before each benchmark, wait up to SECONDS for "
@@ -80,3 +86,20 @@ def _quiet_machine(request):
     limit = request.config.getoption("wait_quiet")
     if limit > 0:
         wait_quiet(limit)
+
+
+def pytest_configure(config):
+    # the real stderr, before pytest captures it around each test
+    config.hang_stderr = open(os.dup(sys.stderr.fileno()), "w")
+
+
+@pytest.fixture(autouse=True)
+def _hang_watchdog(request):
+    """A deadlock in a forward pass must end the run with the stacks that
+    show where, not stall it forever."""
+    config = request.config
+    faulthandler.dump_traceback_later(
+        config.getoption("hang_timeout") + config.getoption("wait_quiet"),
+        exit=True, file=config.hang_stderr)
+    yield
+    faulthandler.cancel_dump_traceback_later()

@@ -33,7 +33,7 @@ PYTEST_ARGS = [
     "--benchmark-min-time=0.0002",   # rounds of >= 200 us: timer overhead
     "--benchmark-disable-gc",
     "--benchmark-columns=min,median,iqr,rounds",
-    "-q",
+    "-v",                            # the log names a benchmark that hangs
 ]
 DENSE_PEERS = [("numpy", "NumPy"), ("ort-run", "ORT run"),
                ("ort-iobinding", "ORT io_binding"), ("torch", "torch")]
@@ -64,7 +64,10 @@ def run_suite(json_path, log_path, pytest_args):
     lines = Path(log_path).read_text().splitlines()
     print(lines[-1] if lines else "(no output)", file=sys.stderr)
     if proc.returncode != 0:
-        print("\n".join(lines[-40:]), file=sys.stderr)
+        # a hang (conftest's watchdog): the benchmark and its innermost frames
+        hang = [i for i, ln in enumerate(lines) if "Timeout (" in ln]
+        shown = lines[hang[0]:hang[0] + 8] if hang else lines[-40:]
+        print("\n".join(shown), file=sys.stderr)
     print(f"suite took {time.perf_counter() - start:.0f} s", file=sys.stderr)
     return proc.returncode
 
@@ -102,6 +105,13 @@ def median(b):
     return b["stats"]["median"]
 
 
+def ratio_cell(b, base):
+    """'median us (ratio to base)' of one alternative, or 'skipped'."""
+    if b is None:
+        return "skipped"
+    return f"{us(median(b))} ({median(b) / base:.2f}x)"
+
+
 def load_note(peers):
     load = max(b["extra_info"].get("other_load", 0.0) for b in peers)
     return f"{load:.2f}" + (" !" if load >= NOISY else "")
@@ -114,14 +124,9 @@ def dense_section(benchmarks):
             continue
         base = median(peers["fastlazy"])
         info = peers["fastlazy"]["extra_info"]
-        cells, ratios = [], []
-        for peer, _ in DENSE_PEERS:
-            if peer in peers:
-                r = median(peers[peer]) / base
-                ratios.append((r, peer))
-                cells.append(f"{us(median(peers[peer]))} ({r:.2f}x)")
-            else:
-                cells.append("skipped")
+        cells = [ratio_cell(peers.get(peer), base) for peer, _ in DENSE_PEERS]
+        ratios = [(median(peers[peer]) / base, peer)
+                  for peer, _ in DENSE_PEERS if peer in peers]
         closest = min(ratios) if ratios else None
         missed = []
         if closest and closest[0] <= 1.0:
@@ -210,6 +215,26 @@ def bulk_section(benchmarks):
             "ratio = alternative / fastlazy\n\n" + table(header, rows))
 
 
+def conv_section(benchmarks):
+    """benches/bench_conv.py (issue 4), at each library's default threads."""
+    peers_shown = [("numpy", "NumPy im2col"), ("torch", "torch")]
+    rows = []
+    for peers in by_group(benchmarks, "conv").values():
+        if "fastlazy" in peers:
+            base = median(peers["fastlazy"])
+            rows.append([peers["fastlazy"]["extra_info"]["config"], us(base),
+                         *[ratio_cell(peers.get(p), base)
+                           for p, _ in peers_shown],
+                         load_note(peers.values())])
+    if not rows:
+        return ""
+    return ("### Convolutional networks (bench_conv.py, default threads): "
+            "median us; ratio = alternative / fastlazy\n\n" +
+            table(["config", "fastlazy us",
+                   *[f"{name} us (ratio)" for _, name in peers_shown],
+                   "other load"], rows))
+
+
 def machine_section(data):
     info = data["machine_info"]
     lines = ["### Machine, BLAS and thread pools", ""]
@@ -246,7 +271,8 @@ def report(data):
     sections = [dense_section(benchmarks), first_forward_section(benchmarks),
                 import_section(benchmarks),
                 oversubscription_section(benchmarks),
-                bulk_section(benchmarks), machine_section(data)]
+                bulk_section(benchmarks), conv_section(benchmarks),
+                machine_section(data)]
     note = ("'other load': cores that other processes kept busy during the "
             f"group's timing (from /proc/stat); '!' marks >= {NOISY}, where "
             "2-thread numbers are unreliable on a 2-core machine.")
@@ -271,7 +297,9 @@ def main(argv=None):
         json_path.parent.mkdir(parents=True, exist_ok=True)
         code = run_suite(json_path, json_path.with_suffix(".log"),
                          pytest_args)
-        if not json_path.exists():
+        if not json_path.exists() or json_path.stat().st_size == 0:
+            print("no results were written (see the log above)",
+                  file=sys.stderr)
             return code or 1
         print(f"results: {json_path}", file=sys.stderr)
     print(report(json.loads(json_path.read_text())))
