@@ -419,6 +419,7 @@ def randomize(net, rng):
 
 def check(net, x, net_dtype, what):
     y = net(x)
+    STATS["compared"] += 1
     assert isinstance(y, np.ndarray) and y.dtype == net_dtype, what
     xr = np.asarray(x).astype(net_dtype).astype(np.float64)
     out, tol = reference(net, xr, np.zeros(xr.shape), eps(net_dtype))
@@ -473,9 +474,16 @@ def configs(draw):
     )
 
 
+# examples run and outputs compared with the reference, for the report
+STATS = {"examples": 0, "conv": 0, "pool_on": 0, "compared": 0, "junk": 0}
+
+
 def run_config(cfg):
     """Build, run and check one configuration under its run-time knobs;
     every knob is put back afterwards."""
+    STATS["examples"] += 1
+    STATS["conv"] += any(k == "conv" for k, _ in cfg["specs"])
+    STATS["pool_on"] += cfg["threads"] > 1 and cfg["parallel_macs"] == 0
     old_tuning = _core.set_tuning(cfg["kernel_route"], cfg["tile_bytes"],
                                   cfg["parallel_macs"])
     old_conv = _core.set_conv_tuning(cfg["col_bytes"], cfg["batch_cols"])
@@ -517,6 +525,7 @@ def _run(cfg):
     y0 = check(net, x0, net_dtype, f"call 2: {what}")
     before = snapshot(net)
     junk = JUNK[cfg["junk"]](cfg["sample"])
+    STATS["junk"] += 1
     with pytest.raises((TypeError, ValueError, fl.FastLazyError)) as info:
         net(junk)
     assert re.search(r"[A-Za-z]", str(info.value)), "an empty message"
@@ -537,9 +546,21 @@ def test_random_networks_match_numpy(cfg):
     run_config(cfg)
 
 
-@pytest.mark.slow
 @settings(max_examples=LONG_EXAMPLES, deadline=None, derandomize=False,
           database=None, suppress_health_check=list(HealthCheck))
 @given(cfg=configs())
-def test_random_networks_match_numpy_long(cfg):
+def _long_property(cfg):
     run_config(cfg)
+
+
+@pytest.mark.slow
+def test_random_networks_match_numpy_long(reliability_report):
+    before = dict(STATS)
+    _long_property()
+    got = {k: STATS[k] - before[k] for k in STATS}
+    reliability_report(
+        f"fuzz: {got['examples']:,} random networks ({got['conv']:,} with "
+        f"convolutions; {got['pool_on']:,} with the thread pool on from the "
+        f"smallest sizes), {got['compared']:,} outputs compared with the "
+        f"float64 NumPy reference, {got['junk']:,} junk inputs refused with "
+        f"nothing changed")

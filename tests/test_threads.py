@@ -251,11 +251,79 @@ def test_racing_first_forwards_one_thread_pool():
 
 
 @pytest.mark.slow
-def test_shared_networks_under_load_long(two_threads):
+def test_shared_networks_under_load_long(two_threads, reliability_report):
     checked = run_shared(calls_per_worker=10_000, big_every=50)
-    print(f"\nthreads: {WORKERS} x 10,000 calls checked: {dict(checked)}")
+    per_net = ", ".join(f"{k} {v:,}" for k, v in sorted(checked.items()))
+    reliability_report(
+        f"threads: {WORKERS} threads x 10,000 calls on shared networks "
+        f"({per_net}) while 2 threads re-initialized, set_data and built "
+        f"others: every result bit-identical to the single-threaded one")
 
 
 @pytest.mark.slow
-def test_racing_first_forwards_long(two_threads):
+def test_racing_first_forwards_long(two_threads, reliability_report):
     run_first_forward_races(rounds=1000)
+    reliability_report(
+        "threads: 1,000 rounds of 4 threads racing the first forward of a "
+        "fresh deferred network (small, conv, Dense 1024 on batch 256): "
+        "every parameter initialized exactly once, same answer everywhere")
+
+
+def run_forks(count):
+    """Fork right after parallel forward passes (at varying delays, while
+    the pool's worker is still spinning or going to sleep); each child runs
+    a parallel forward on fresh workers and must get the parent's answer."""
+    import os
+    import signal
+
+    from fastlazy import _core
+    old = _core.set_tuning(parallel_macs=0)
+    try:
+        net = nn.Sequential()
+        net.add(nn.Dense(64, activation="relu"), nn.Dense(8))
+        net.initialize()
+        x = np.random.default_rng(0).standard_normal((256, 32)).astype(
+            np.float32)
+        expected = net(x)
+        failures = []
+        for i in range(count):
+            net(x)
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < (i % 13) * 2e-5:
+                pass
+            pid = os.fork()
+            if pid == 0:                                  # pragma: no cover
+                signal.alarm(10)
+                ok = np.array_equal(net(x), expected)
+                os._exit(0 if ok else 3)
+            deadline = time.monotonic() + 20
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    break
+                if time.monotonic() > deadline:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    failures.append((i, "hung"))
+                    break
+                time.sleep(0.0005)
+            if done and status != 0:
+                failures.append((i, status))
+        assert not failures, failures
+    finally:
+        _core.set_tuning(*old)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"),
+                    reason="needs fork()")
+def test_fork_after_parallel_forward_short(two_threads):
+    run_forks(40)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"),
+                    reason="needs fork()")
+def test_fork_after_parallel_forward_long(two_threads, reliability_report):
+    run_forks(3000)
+    reliability_report("threads: 3,000 forks right after parallel forward "
+                       "passes: every child ran on fresh workers, none hung")
