@@ -227,6 +227,24 @@ def _fresh_seed():
     flr._seed = saved
 
 
+# Figures of the long runs (leaks, threads, fuzzing), printed at the end of
+# the session, so `python -m pytest -m slow` reports them without -s.
+_REPORT = []
+
+
+@pytest.fixture
+def reliability_report():
+    """Call with a line of figures to have it printed in the summary."""
+    return _REPORT.append
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _REPORT:
+        terminalreporter.section("reliability figures")
+        for line in _REPORT:
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture
 def isa_restore():
     """Put the kernel instruction set back to the best available after."""

@@ -1075,10 +1075,13 @@ cdef class Plan:
         cdef int nthreads = 1
         cdef bint by_columns = False
         cdef bint own_scratch = False
+        # the kernels and BLAS read the input through typed pointers: it
+        # must be aligned too (a misaligned view is copied by coerce)
         if cnp.PyArray_CheckExact(x) and \
                 cnp.PyArray_TYPE(<cnp.ndarray>x) == self.typenum and \
                 cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x) and \
-                cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>x):
+                cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>x) and \
+                cnp.PyArray_ISALIGNED(<cnp.ndarray>x):
             arr = <cnp.ndarray>x
         else:
             arr = self.coerce(x)
@@ -1148,7 +1151,9 @@ cdef class Plan:
 
     cdef cnp.ndarray coerce(self, object x):
         arr = as_numeric_array(x, self.where)
-        return np.ascontiguousarray(arr, dtype=self.dtype)
+        # C order, native byte order, aligned (ascontiguousarray would keep
+        # a misaligned array as it is)
+        return np.require(arr, dtype=self.dtype, requirements="CA")
 
 
 cdef Py_ssize_t _prod(tuple shape):

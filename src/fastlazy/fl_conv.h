@@ -43,9 +43,10 @@ static inline void fl_valid_range(fl_idx off, fl_idx s, fl_idx W, fl_idx OW,
  * (relative error about 1 ulp) over GCC vector types, at the same three
  * instruction-set levels as fl_kernels.h, chosen by fl_conv_init().
  * sigmoid(v) = 1 / (1 + exp(-v)), with -v clamped to [-88, 88] so that exp
- * stays finite; below v = -88 the result is 0 (the true value is under
- * 6e-39, subnormal in float32), so sigmoid(-1000) == 0 as in the scalar
- * kernel; NaN propagates.  Candidate for fl_act_f32
+ * stays finite; below v = -88 (and at -inf) the result is 0 (the true
+ * value is under 6e-39, subnormal in float32), so sigmoid(-1000) == 0 as in
+ * the scalar kernel; NaN propagates.  Dense and Activation use it for
+ * float32 too; a candidate for fl_act_f32
  * itself (with tanh, from the same exp).
  */
 

@@ -26,9 +26,12 @@ is dropped:
    always.
 """
 
+import math
 import os
+import struct
 import tempfile
 import zipfile
+import zlib
 from collections import OrderedDict
 
 import numpy as np
@@ -90,10 +93,14 @@ def load_arrays(filename):
         head = fh.read(8)
     if head[:4] == _ZIP_MAGIC:
         try:
-            with np.load(filename, allow_pickle=False) as npz:
-                return OrderedDict((k, npz[k]) for k in npz.files)
+            return _read_npz(filename)
+        except ParameterFileError:
+            raise
         except (zipfile.BadZipFile, ValueError, OSError, EOFError,
-                KeyError) as exc:
+                KeyError, NotImplementedError, RuntimeError, struct.error,
+                zlib.error, OverflowError) as exc:
+            # zipfile raises NotImplementedError for an unknown compression
+            # method or version, RuntimeError for an encrypted member
             raise ParameterFileError(
                 f"{filename}: not a readable .npz parameter file "
                 f"({type(exc).__name__}: {exc})") from None
@@ -103,6 +110,56 @@ def load_arrays(filename):
         f"{filename}: not a parameter file: it starts with {head!r}, "
         f"neither a NumPy .npz (PK\\x03\\x04) nor an MXNet .params file "
         f"(magic 0x112)")
+
+
+# Most bytes one byte of a deflate stream can expand to (the format's limit
+# is 1032:1): bounds what a compressed .npz member can honestly hold.
+_DEFLATE_RATIO = 1032
+
+
+def _read_npz(filename):
+    """The arrays of an .npz file, checked before anything is allocated:
+    each member must be an ``.npy`` array of numbers whose header claims no
+    more bytes than the member (and the file) can hold, so a damaged or
+    hostile header cannot make us allocate what it says."""
+    out = OrderedDict()
+    total = os.path.getsize(filename)
+    with zipfile.ZipFile(filename) as zf:
+        for info in zf.infolist():
+            name = info.filename
+            if not name.endswith(".npy"):
+                raise ParameterFileError(
+                    f"{filename}: member {name!r} is not a .npy array")
+            key = name[:-4]
+            if key in out:
+                raise ParameterFileError(
+                    f"{filename}: key {key!r} appears twice")
+            room = min(info.compress_size, total)
+            if info.compress_type != zipfile.ZIP_STORED:
+                room *= _DEFLATE_RATIO
+            with zf.open(info) as fh:
+                version = np.lib.format.read_magic(fh)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+                elif version == (2, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+                else:
+                    raise ParameterFileError(
+                        f"{filename}: member {name!r} has .npy format "
+                        f"version {version}; 1.0 and 2.0 are read")
+                if dtype.hasobject or dtype.kind not in "biuf":
+                    raise ParameterFileError(
+                        f"{filename}: {key!r} has dtype {dtype}; "
+                        f"parameters hold numbers")
+                claim = math.prod(shape) * dtype.itemsize
+                if claim > min(info.file_size, room):
+                    raise ParameterFileError(
+                        f"{filename}: {key!r} claims shape {shape} "
+                        f"({claim} bytes of {dtype}), more than its "
+                        f"{min(info.file_size, room)}-byte member holds")
+            with zf.open(info) as fh:
+                out[key] = np.lib.format.read_array(fh, allow_pickle=False)
+    return out
 
 
 def _hint(keys):

@@ -81,14 +81,27 @@ class ParameterDict:
     def initialize(self, init=None, ctx=None, verbose=False,
                    force_reinit=False):
         """Initialize every parameter (``init`` is the default initializer;
-        a parameter's own ``init`` wins).  See :meth:`Parameter.initialize`."""
+        a parameter's own ``init`` wins).  See :meth:`Parameter.initialize`.
+
+        One transaction: if an initializer fails (or is not one) part-way,
+        every parameter is left as it was -- state, shape, values (also
+        those ``force_reinit`` had already overwritten) and the initializer
+        a deferred parameter waits with."""
         from . import random as _random
         default = init if init is not None else Uniform()
         entropy = _random.new_entropy()
-        for name, param in self._params.items():
-            key = (entropy, self._structural.get(name, name))
-            param.initialize(None, ctx, default, force_reinit=force_reinit,
-                             _key=key)
+        params = list(self._params.items())
+        snaps = [(p, p._snapshot(copy_values=force_reinit))
+                 for _, p in params]
+        try:
+            for name, param in params:
+                key = (entropy, self._structural.get(name, name))
+                param.initialize(None, ctx, default,
+                                 force_reinit=force_reinit, _key=key)
+        except BaseException:
+            for param, snap in snaps:
+                param._restore(snap)
+            raise
 
     def setattr(self, name, value):
         """Set attribute ``name`` on every parameter (e.g. ``grad_req``)."""
