@@ -102,23 +102,14 @@ FL_DEFINE_VSIGMOID(v4, fl_v16f, fl_cv16i, 16, FL_TARGET_V4)
 
 static void (*fl_vsigmoid_f32)(float *, fl_idx) = fl_vsigmoid_f32_base;
 
-/* Pick the sigmoid for instruction-set level `level` (as fl_kernels_init:
- * -1 best, 0 baseline, 3 AVX2+FMA, 4 AVX-512); returns the level used. */
+/* Pick the sigmoid for the instruction-set level fl_kernels_init()
+ * returned (0 baseline, 3 AVX2+FMA, 4 AVX-512: already what the CPU
+ * supports, so it is not detected again here); returns the level used. */
 static int fl_conv_init(int level)
 {
 #if FL_X86
-    int best = 0;
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        best = 3;
-    if (best == 3 && __builtin_cpu_supports("avx512f")
-        && __builtin_cpu_supports("avx512dq"))
-        best = 4;
-    if (level < 0 || level > best) level = best;
     if (level >= 4) { fl_vsigmoid_f32 = fl_vsigmoid_f32_v4; return 4; }
     if (level >= 3) { fl_vsigmoid_f32 = fl_vsigmoid_f32_v3; return 3; }
-#else
-    (void)level;
 #endif
     fl_vsigmoid_f32 = fl_vsigmoid_f32_base;
     return 0;
