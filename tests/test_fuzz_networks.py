@@ -461,7 +461,7 @@ def configs(draw):
                  draw(st.sampled_from([1, 2, 4, 7, 33, 130]))),
         special=draw(st.sampled_from([False, False, False, True])),
         isa=draw(st.sampled_from([None, 0, 3])),
-        small_macs=draw(st.sampled_from([None, 0, 1 << 40])),
+        kernel_route=draw(st.sampled_from([None, "own", "blas"])),
         tile_bytes=draw(st.sampled_from([None, 1, 4096])),
         threads=draw(st.sampled_from([1, 2, 3])),
         parallel_macs=draw(st.sampled_from([None, 0])),
@@ -484,7 +484,7 @@ def run_config(cfg):
     STATS["examples"] += 1
     STATS["conv"] += any(k == "conv" for k, _ in cfg["specs"])
     STATS["pool_on"] += cfg["threads"] > 1 and cfg["parallel_macs"] == 0
-    old_tuning = _core.set_tuning(cfg["small_macs"], cfg["tile_bytes"],
+    old_tuning = _core.set_tuning(cfg["kernel_route"], cfg["tile_bytes"],
                                   cfg["parallel_macs"])
     old_conv = _core.set_conv_tuning(cfg["col_bytes"], cfg["batch_cols"])
     old_fuse = _conv_steps.set_batchnorm_fusion(cfg["fuse_bn"])

@@ -10,6 +10,10 @@
 (2, 10)
 """
 
+# NumPy first: its extension modules then link before OpenBLAS's thousands
+# of symbols join the global scope, which made importing NumPy ~30 ms slower.
+import numpy  # noqa: F401,E402  (import order matters, see above)
+
 # OpenBLAS from the scipy-openblas32 wheel must be loaded (RTLD_GLOBAL)
 # before the extension, whose BLAS symbols resolve against it.
 from . import _load_blas
@@ -21,7 +25,6 @@ from ._core import Parameter, get_num_threads, set_num_threads
 from .errors import (DeferredInitializationError, FastLazyError,
                      ParameterFileError, ParameterShapeError, ShapeError,
                      UnsupportedOperatorError)
-from .mxnet_compat import load_mxnet_export
 from .parameter_dict import ParameterDict
 
 __version__ = "0.1.0"
@@ -31,6 +34,17 @@ __all__ = ["Parameter", "ParameterDict", "FastLazyError",
            "ParameterShapeError", "UnsupportedOperatorError",
            "load_mxnet_export", "nn", "init", "random", "show_config",
            "set_num_threads", "get_num_threads", "__version__"]
+
+
+def load_mxnet_export(prefix, epoch=0, *, dtype=None, symbol_file=None,
+                      param_file=None):
+    """Rebuild a Gluon model exported with ``net.export(prefix)`` as a
+    Sequential and load its weights; see
+    :func:`fastlazy.mxnet_compat.load_mxnet_export`.  (The MXNet reader is
+    imported on first use, to keep ``import fastlazy`` fast.)"""
+    from .mxnet_compat import load_mxnet_export as load
+    return load(prefix, epoch, dtype=dtype, symbol_file=symbol_file,
+                param_file=param_file)
 
 
 def show_config(file=None):

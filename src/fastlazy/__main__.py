@@ -78,57 +78,48 @@ def walkthrough():
     return net
 
 
-def latency_table(net, batches=(1, 2), repeat=7):
-    """Median forward latency of ``net`` (20 -> 256 relu -> 10) against the
-    tightest NumPy version of it, measured now, in this process."""
-    import time
+def lenet():
+    _say("Convolutional networks: every channel count and the first Dense's "
+         "input size are inferred too")
+    net = nn.Sequential()
+    net.add(nn.Conv2D(6, kernel_size=5, padding=2, activation="sigmoid"),
+            nn.AvgPool2D(pool_size=2, strides=2),
+            nn.Conv2D(16, kernel_size=5, activation="sigmoid"),
+            nn.AvgPool2D(pool_size=2, strides=2),
+            nn.Dense(120, activation="sigmoid"),
+            nn.Dense(84, activation="sigmoid"),
+            nn.Dense(10))
+    net.initialize(init=init.Xavier())
+    print(net)
+    print(">>> net.summary((None, 1, 28, 28))   # shapes worked out before "
+          "any data")
+    net.summary((None, 1, 28, 28))
+    x = np.random.default_rng(3).uniform(size=(1, 1, 28, 28))
+    y = net(x)
+    print(f">>> net(x) on {x.shape} -> {y.shape}; the weights now:")
+    for name, param in net.collect_params(".*weight").items():
+        print(f"  {name}: {param.shape}")
 
-    w1 = np.ascontiguousarray(net[0].weight.data().T)
-    b1 = net[0].bias.data().copy()
-    w2 = np.ascontiguousarray(net[1].weight.data().T)
-    b2 = net[1].bias.data().copy()
-    rows = []
-    for batch in batches:
-        x = np.random.default_rng(2).standard_normal((batch, 20),
-                                                     dtype=np.float32)
-        h = np.empty((batch, 256), np.float32)
-        o = np.empty((batch, 10), np.float32)
 
-        def numpy_forward():
-            np.matmul(x, w1, out=h)
-            np.add(h, b1, out=h)
-            np.maximum(h, 0, out=h)
-            np.matmul(h, w2, out=o)
-            np.add(o, b2, out=o)
-            return o
-
-        def fastlazy_forward():
-            return net(x)
-
-        np.testing.assert_allclose(fastlazy_forward(), numpy_forward(),
-                                   rtol=1e-4, atol=1e-5)
-        medians = []
-        for fn in (fastlazy_forward, numpy_forward):
-            loops = 2000
-            samples = []
-            for _ in range(repeat):
-                t0 = time.perf_counter_ns()
-                for _ in range(loops):
-                    fn()
-                samples.append((time.perf_counter_ns() - t0) / loops / 1e3)
-            medians.append(sorted(samples)[len(samples) // 2])
-        rows.append((batch, medians[0], medians[1]))
-    return rows
+def latency_table(net, batches=(1, 2)):
+    """Median forward latency of ``net`` against the tightest NumPy version
+    of it (``fastlazy._bench``), measured now, in this process."""
+    from ._bench import compare_numpy
+    rng = np.random.default_rng(2)
+    return [(batch, compare_numpy(
+        net, rng.standard_normal((batch, 20), dtype=np.float32)))
+        for batch in batches]
 
 
 def main(argv=None):
     net = walkthrough()
+    lenet()
     _say("Forward latency of this network, measured now (median per call)")
     rows = latency_table(net)
     print(f"{'batch':>5}  {'fastlazy':>10}  {'NumPy':>10}  {'speed-up':>8}")
-    for batch, t_fl, t_np in rows:
-        print(f"{batch:>5}  {t_fl:>8.2f}us  {t_np:>8.2f}us  "
-              f"{t_np / t_fl:>7.1f}x")
+    for batch, r in rows:
+        print(f"{batch:>5}  {r.fastlazy_ns / 1e3:>8.2f}us  "
+              f"{r.numpy_ns / 1e3:>8.2f}us  {r.ratio:>7.1f}x")
     print("(NumPy: matmul/add/maximum with preallocated out=, weights "
           "pre-transposed.)")
     _say("Configuration")

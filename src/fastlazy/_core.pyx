@@ -91,7 +91,7 @@ def apply_activation(cnp.ndarray arr, int code):
         raise TypeError("apply_activation needs a C-contiguous float array")
     if arr.dtype.itemsize == 4:
         with nogil:
-            fl_act_f32(<float *>cnp.PyArray_DATA(arr), n, code)
+            fl_conv_act_f32(<float *>cnp.PyArray_DATA(arr), n, code)
     elif arr.dtype.itemsize == 8:
         with nogil:
             fl_act_f64(<double *>cnp.PyArray_DATA(arr), n, code)
@@ -120,6 +120,11 @@ def set_isa(level=None):
 def kernel_isa():
     """Name of the instruction set the dense kernels use."""
     return fl_kernels_isa().decode()
+
+
+cdef extern from "fl_conv.h" nogil:
+    # the vectorised float sigmoid, chosen for the CPU like the kernels
+    void (*fl_vsigmoid_f32)(float *y, Py_ssize_t n) noexcept nogil
 
 
 cdef extern from "fl_pool.h" nogil:
@@ -607,9 +612,9 @@ cdef struct Step:
     double eps
     char *p[6]           # parameter storage (weight, bias, ...)
 
-# A product with fewer multiply-adds than this runs in fastlazy's own
-# kernel; larger ones go to BLAS GEMM.  Tuned on the benchmarks (see README).
-cdef Py_ssize_t _SMALL_MACS = 1 << 18
+# Which products run in fastlazy's own kernel rather than BLAS: 0 = by
+# shape (_use_own_kernel), 1 = always own, 2 = always BLAS (tests, benches).
+cdef int _KERNEL_ROUTE = 0
 # Target size of one scratch buffer: a row tile of the widest intermediate
 # fits in it, so a tile's activations stay in L2.
 cdef Py_ssize_t _TILE_BYTES = 1 << 20
@@ -618,13 +623,18 @@ cdef Py_ssize_t _TILE_BYTES = 1 << 20
 cdef Py_ssize_t _PAR_MACS = 1 << 22
 
 
-def set_tuning(small_macs=None, tile_bytes=None, parallel_macs=None):
-    """Adjust the kernel/BLAS crossover, the row-tile size and the size
-    from which a forward pass uses several threads; returns the old values."""
-    global _SMALL_MACS, _TILE_BYTES, _PAR_MACS
-    old = (_SMALL_MACS, _TILE_BYTES, _PAR_MACS)
-    if small_macs is not None:
-        _SMALL_MACS = max(0, int(small_macs))
+def set_tuning(kernel_route=None, tile_bytes=None, parallel_macs=None):
+    """Adjust the kernel choice ('auto', 'own' or 'blas'), the row-tile size
+    and the size from which a forward pass uses several threads; returns the
+    old values (for tests and benches)."""
+    global _KERNEL_ROUTE, _TILE_BYTES, _PAR_MACS
+    routes = ("auto", "own", "blas")
+    old = (routes[_KERNEL_ROUTE], _TILE_BYTES, _PAR_MACS)
+    if kernel_route is not None:
+        if kernel_route not in routes:
+            raise ValueError(f"kernel_route must be one of {routes}, got "
+                             f"{kernel_route!r}")
+        _KERNEL_ROUTE = routes.index(kernel_route)
     if tile_bytes is not None:
         _TILE_BYTES = max(1, int(tile_bytes))
     if parallel_macs is not None:
@@ -633,25 +643,52 @@ def set_tuning(small_macs=None, tile_bytes=None, parallel_macs=None):
     return old
 
 
+cdef inline bint _use_own_kernel(Py_ssize_t rows, Py_ssize_t K,
+                                 Py_ssize_t M) noexcept nogil:
+    """Own register-tiled kernel or BLAS, by shape.  Measured on the
+    benchmark machine (AVX-512, OpenBLAS 0.3.34 SkylakeX): BLAS's packing
+    costs more than it saves for up to 8 rows whatever the weights (a 2x1024
+    by 1024x1024 product: 160 us own, 480 us BLAS); for one row, BLAS's GEMV
+    streams big matrices better; from 16 rows on BLAS wins once the weights
+    outgrow L2, and from 128 rows unless they are tiny."""
+    cdef Py_ssize_t km = K * M
+    if _KERNEL_ROUTE:
+        return _KERNEL_ROUTE == 1
+    if rows == 1:
+        return km <= (1 << 18)
+    if rows <= 8:
+        return True
+    if rows <= 16:
+        return km <= (1 << 19)
+    if rows <= 64:
+        return km <= (1 << 18)
+    return km <= (1 << 16)
+
+
 cdef inline void _dense_f32(const Step *s, Py_ssize_t rows, const char *x,
                             char *y) noexcept nogil:
     cdef Py_ssize_t K = s.K, M = s.M
     cdef const float *wt = <const float *>s.p[0]
     cdef const float *b = <const float *>s.p[1]
-    if rows * K * M <= _SMALL_MACS:
+    # the float sigmoid runs vectorised over the whole output afterwards
+    cdef int act = FL_ACT_NONE if s.act == FL_ACT_SIGMOID else s.act
+    if _use_own_kernel(rows, K, M):
         fl_kt.dense_f32(rows, K, M, <const float *>x, K, wt, b, <float *>y, M,
-                        s.act)
-        return
-    if rows == 1:
-        cblas_sgemv(CblasRowMajor, CblasTrans, <blas_int>K, <blas_int>M, 1.0,
-                    wt, <blas_int>M, <const float *>x, 1, 0.0, <float *>y, 1)
+                        act)
     else:
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, <blas_int>rows,
-                    <blas_int>M, <blas_int>K, 1.0, <const float *>x,
-                    <blas_int>K, wt, <blas_int>M, 0.0, <float *>y,
-                    <blas_int>M)
-    if b != NULL or s.act != FL_ACT_NONE:
-        fl_kt.bias_act_f32(rows, M, <float *>y, M, b, s.act)
+        if rows == 1:
+            cblas_sgemv(CblasRowMajor, CblasTrans, <blas_int>K, <blas_int>M,
+                        1.0, wt, <blas_int>M, <const float *>x, 1, 0.0,
+                        <float *>y, 1)
+        else:
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans,
+                        <blas_int>rows, <blas_int>M, <blas_int>K, 1.0,
+                        <const float *>x, <blas_int>K, wt, <blas_int>M, 0.0,
+                        <float *>y, <blas_int>M)
+        if b != NULL or act != FL_ACT_NONE:
+            fl_kt.bias_act_f32(rows, M, <float *>y, M, b, act)
+    if act != s.act:
+        fl_vsigmoid_f32(<float *>y, rows * M)
 
 
 cdef inline void _dense_f64(const Step *s, Py_ssize_t rows, const char *x,
@@ -659,7 +696,7 @@ cdef inline void _dense_f64(const Step *s, Py_ssize_t rows, const char *x,
     cdef Py_ssize_t K = s.K, M = s.M
     cdef const double *wt = <const double *>s.p[0]
     cdef const double *b = <const double *>s.p[1]
-    if rows * K * M <= _SMALL_MACS:
+    if _use_own_kernel(rows, K, M):
         fl_kt.dense_f64(rows, K, M, <const double *>x, K, wt, b,
                         <double *>y, M, s.act)
         return
@@ -690,7 +727,7 @@ cdef void _step_act(const Step *s, Py_ssize_t b, const char *x, char *y,
     if x != y:
         memcpy(y, x, n * s.itemsize)
     if s.itemsize == 4:
-        fl_act_f32(<float *>y, n, s.act)
+        fl_conv_act_f32(<float *>y, n, s.act)
     else:
         fl_act_f64(<double *>y, n, s.act)
 
@@ -827,7 +864,7 @@ cdef void _columns_slice(const Step *s, Py_ssize_t rows, const char *src,
                          char *dst, Py_ssize_t m0,
                          Py_ssize_t mc) noexcept nogil:
     """Output columns [m0, m0 + mc) of a dense step over ``rows`` rows."""
-    cdef Py_ssize_t M = s.M, K = s.K
+    cdef Py_ssize_t M = s.M, K = s.K, r
     if s.itemsize == 4:
         if rows == 1:
             cblas_sgemv(CblasRowMajor, CblasTrans, <blas_int>K, <blas_int>mc,
@@ -843,7 +880,12 @@ cdef void _columns_slice(const Step *s, Py_ssize_t rows, const char *src,
         if s.p[1] != NULL or s.act != FL_ACT_NONE:
             fl_kt.bias_act_f32(rows, mc, <float *>dst + m0, M,
                                NULL if s.p[1] == NULL
-                               else <const float *>s.p[1] + m0, s.act)
+                               else <const float *>s.p[1] + m0,
+                               FL_ACT_NONE if s.act == FL_ACT_SIGMOID
+                               else s.act)
+        if s.act == FL_ACT_SIGMOID:
+            for r in range(rows):
+                fl_vsigmoid_f32(<float *>dst + r * M + m0, mc)
     else:
         if rows == 1:
             cblas_dgemv(CblasRowMajor, CblasTrans, <blas_int>K, <blas_int>mc,
@@ -903,7 +945,8 @@ cdef void _run_by_columns(RunCtx *c, int nthreads) noexcept nogil:
         else:
             dst = bufs[which]
             which ^= 1
-        if s.kind == STEP_DENSE and c.n * s.rows * s.K * s.M > _SMALL_MACS:
+        if s.kind == STEP_DENSE and \
+                not _use_own_kernel(c.n * s.rows, s.K, s.M):
             c.step = s
             c.src = cur
             c.dst = dst
@@ -930,6 +973,7 @@ cdef class Plan:
     cdef readonly tuple in_sample_shape
     cdef readonly tuple out_sample_shape
     cdef int in_ndim
+    cdef Py_ssize_t in_dims[32]
     cdef cnp.npy_intp out_dims[32]
     cdef int out_ndim
     cdef list keep
@@ -967,8 +1011,10 @@ cdef class Plan:
         self.in_sample_shape = in_sample_shape
         self.out_sample_shape = out_sample_shape
         self.in_ndim = len(in_sample_shape) + 1
-        if len(out_sample_shape) + 1 > 32:
+        if len(out_sample_shape) + 1 > 32 or self.in_ndim > 32:
             raise ShapeError("fastlazy supports at most 32 dimensions")
+        for i, dim in enumerate(in_sample_shape):
+            self.in_dims[i + 1] = dim
         self.out_ndim = len(out_sample_shape) + 1
         for i, dim in enumerate(out_sample_shape):
             self.out_dims[i + 1] = dim
@@ -1042,7 +1088,7 @@ cdef class Plan:
         if cnp.PyArray_NDIM(arr) != self.in_ndim:
             return None
         for i in range(1, self.in_ndim):
-            if cnp.PyArray_DIM(arr, i) != <Py_ssize_t>self.in_sample_shape[i - 1]:
+            if cnp.PyArray_DIM(arr, i) != self.in_dims[i]:
                 return None
         n = cnp.PyArray_DIM(arr, 0)
         self.out_dims[0] = n
@@ -1136,13 +1182,13 @@ def dense_kernel(x, wt, b, int act, bint use_blas):
     Exists so tests can check the kernels (and the BLAS route) against NumPy
     on their own.  Arrays must share a float dtype.
     """
-    global _SMALL_MACS
+    global _KERNEL_ROUTE
     cdef Step s
     cdef cnp.ndarray xa = np.ascontiguousarray(x)
     cdef cnp.ndarray wa
     cdef cnp.ndarray ba
     cdef Py_ssize_t n
-    cdef Py_ssize_t saved = _SMALL_MACS
+    cdef int saved = _KERNEL_ROUTE
     if xa.dtype not in (np.float32, np.float64) or xa.ndim != 2:
         raise ValueError("dense_kernel: need float x of shape (n, K)")
     wa = np.ascontiguousarray(wt, dtype=xa.dtype)
@@ -1162,10 +1208,10 @@ def dense_kernel(x, wt, b, int act, bint use_blas):
         if ba.ndim != 1 or ba.shape[0] != s.M:
             raise ValueError("dense_kernel: bias must have shape (M,)")
         s.p[1] = <char *>cnp.PyArray_DATA(ba)
-    _SMALL_MACS = -1 if use_blas else (1 << 62)
+    _KERNEL_ROUTE = 2 if use_blas else 1
     try:
         _step_dense(&s, n, <char *>cnp.PyArray_DATA(xa),
                     <char *>cnp.PyArray_DATA(out), NULL)
     finally:
-        _SMALL_MACS = saved
+        _KERNEL_ROUTE = saved
     return out

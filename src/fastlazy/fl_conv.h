@@ -43,9 +43,10 @@ static inline void fl_valid_range(fl_idx off, fl_idx s, fl_idx W, fl_idx OW,
  * (relative error about 1 ulp) over GCC vector types, at the same three
  * instruction-set levels as fl_kernels.h, chosen by fl_conv_init().
  * sigmoid(v) = 1 / (1 + exp(-v)), with -v clamped to [-88, 88] so that exp
- * stays finite: below v = -88 the result stays at sigmoid(-88) ~ 6e-39 (the
- * true value is smaller still), except at v = -inf, which gives the exact
- * limit 0 as the scalar sigmoid does; NaN propagates.  Candidate for fl_act_f32
+ * stays finite; below v = -88 (and at -inf) the result is 0 (the true
+ * value is under 6e-39, subnormal in float32), so sigmoid(-1000) == 0 as in
+ * the scalar kernel; NaN propagates.  Dense and Activation use it for
+ * float32 too; a candidate for fl_act_f32
  * itself (with tanh, from the same exp).
  */
 
@@ -57,7 +58,6 @@ static inline void fl_valid_range(fl_idx off, fl_idx s, fl_idx W, fl_idx OW,
 ATTR static void fl_vsigmoid_f32_##ISA(float *y, fl_idx n)                    \
 {                                                                             \
     const V hi = (V){0} + 88.0f, lo = (V){0} - 88.0f, one = (V){0} + 1.0f;    \
-    const V ninf = (V){0} - __builtin_inff();                                 \
     fl_idx i = 0;                                                             \
     for (; i + L <= n; i += L) {                                              \
         V v, x, fx, t, z, p, e;                                               \
@@ -83,8 +83,7 @@ ATTR static void fl_vsigmoid_f32_##ISA(float *y, fl_idx n)                    \
         k = (__builtin_convertvector(fx, VI) + 127) << 23;                    \
         memcpy(&e, &k, sizeof e);                                             \
         e = one / (one + p * e);                                              \
-        m = v == ninf;              /* the exact limit, as fl_act1_f32 */     \
-        e = FL_VBLEND(VI, m, (V){0}, e);                                      \
+        m = v < lo; e = FL_VBLEND(VI, m, (V){0}, e);  /* sigmoid(-1000) == 0 */\
         m = v != v;                                                           \
         e = FL_VBLEND(VI, m, v, e);                                           \
         memcpy(y + i, &e, sizeof e);                                          \
@@ -103,23 +102,14 @@ FL_DEFINE_VSIGMOID(v4, fl_v16f, fl_cv16i, 16, FL_TARGET_V4)
 
 static void (*fl_vsigmoid_f32)(float *, fl_idx) = fl_vsigmoid_f32_base;
 
-/* Pick the sigmoid for instruction-set level `level` (as fl_kernels_init:
- * -1 best, 0 baseline, 3 AVX2+FMA, 4 AVX-512); returns the level used. */
+/* Pick the sigmoid for the instruction-set level fl_kernels_init()
+ * returned (0 baseline, 3 AVX2+FMA, 4 AVX-512: already what the CPU
+ * supports, so it is not detected again here); returns the level used. */
 static int fl_conv_init(int level)
 {
 #if FL_X86
-    int best = 0;
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        best = 3;
-    if (best == 3 && __builtin_cpu_supports("avx512f")
-        && __builtin_cpu_supports("avx512dq"))
-        best = 4;
-    if (level < 0 || level > best) level = best;
     if (level >= 4) { fl_vsigmoid_f32 = fl_vsigmoid_f32_v4; return 4; }
     if (level >= 3) { fl_vsigmoid_f32 = fl_vsigmoid_f32_v3; return 3; }
-#else
-    (void)level;
 #endif
     fl_vsigmoid_f32 = fl_vsigmoid_f32_base;
     return 0;

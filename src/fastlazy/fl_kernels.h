@@ -112,16 +112,20 @@ FL_DEFINE_SCALAR_ACT(double, f64, exp, log1p, tanh, erf)
  * each statement guarded by compile-time constants (R, NV), so that the
  * accumulators live in registers: arrays indexed in loops were left in
  * memory by GCC.  Unused ones are removed as dead code. */
-#define FL_FOR_R(OP) OP(0) OP(1) OP(2) OP(3)
+#define FL_FOR_R(OP) OP(0) OP(1) OP(2) OP(3) OP(4) OP(5) OP(6) OP(7)
 #define FL_FOR_J(OP) OP(0) OP(1) OP(2) OP(3) OP(4) OP(5) OP(6) OP(7)
 #define FL_FOR_RJ_ROW(OP, r) OP(r, 0) OP(r, 1) OP(r, 2) OP(r, 3) \
                              OP(r, 4) OP(r, 5) OP(r, 6) OP(r, 7)
 #define FL_FOR_RJ(OP) FL_FOR_RJ_ROW(OP, 0) FL_FOR_RJ_ROW(OP, 1) \
-                      FL_FOR_RJ_ROW(OP, 2) FL_FOR_RJ_ROW(OP, 3)
+                      FL_FOR_RJ_ROW(OP, 2) FL_FOR_RJ_ROW(OP, 3) \
+                      FL_FOR_RJ_ROW(OP, 4) FL_FOR_RJ_ROW(OP, 5) \
+                      FL_FOR_RJ_ROW(OP, 6) FL_FOR_RJ_ROW(OP, 7)
 #define FL_DECL_ROW(V, r) V a##r##0 = {0}, a##r##1 = {0}, a##r##2 = {0}, \
     a##r##3 = {0}, a##r##4 = {0}, a##r##5 = {0}, a##r##6 = {0}, a##r##7 = {0};
 #define FL_TILE_DECL(V) FL_DECL_ROW(V, 0) FL_DECL_ROW(V, 1) \
-                        FL_DECL_ROW(V, 2) FL_DECL_ROW(V, 3)
+                        FL_DECL_ROW(V, 2) FL_DECL_ROW(V, 3) \
+                        FL_DECL_ROW(V, 4) FL_DECL_ROW(V, 5) \
+                        FL_DECL_ROW(V, 6) FL_DECL_ROW(V, 7)
 /* wide: load vector j of the weight row; full or zero-padded */
 #define FL_LD_J(j) if (j < NV) w##j = FL_LD(w + j * FL_L);
 #define FL_LDP_J(j) if (j < NV) { fl_idx c = mrem - (fl_idx)j * FL_L; \
@@ -164,6 +168,9 @@ FL_DEFINE_SCALAR_ACT(double, f64, exp, log1p, tanh, erf)
 #define FL_ACTN(p, n, act) _Generic((fl_elem_t)0, float: fl_act_f32, \
     double: fl_act_f64)((p), (n), (act))
 
+/* Weights per column panel of the small kernel: half of a 2 MiB L2. */
+#define FL_PANEL_BYTES ((fl_idx)1 << 20)
+
 static inline fl_idx fl_ksafe(fl_idx K, fl_idx M, fl_idx m0, fl_idx mrem, fl_idx width)
 {
     /* rows k < ksafe can be read as whole vectors [m0, m0 + width) */
@@ -174,7 +181,7 @@ static inline fl_idx fl_ksafe(fl_idx K, fl_idx M, fl_idx m0, fl_idx mrem, fl_idx
     return last / M + 1 < K ? last / M + 1 : K;
 }
 
-#define FL_DEFINE_DENSE(T, SFX, ISA, V, L, NW4, NW2, NW1, KU4, KU2, KU1, ATTR)                        \
+#define FL_DEFINE_DENSE(T, SFX, ISA, V, L, NW8, NW4, NW2, NW1, KU8, KU4, KU2, KU1, ATTR)                        \
                                                                               \
 /* Wide tile: R rows x NV vectors, one accumulator each (a##r##j). */       \
 FL_INLINE void fl_wide_##SFX##_##ISA(const int R, const int NV,               \
@@ -228,38 +235,55 @@ FL_INLINE void fl_narrow_##SFX##_##ISA(const int R, const int KU,             \
     }                                                                         \
 }                                                                             \
                                                                               \
-/* R rows: wide blocks of NW vectors, then one-vector blocks for the tail */  \
+/* R rows, output columns [mbeg, mend): wide blocks of NW vectors, then  */ \
+/* one-vector blocks for the tail */                                         \
 FL_INLINE void fl_rows_##SFX##_##ISA(const int R, const int NW, const int KU, \
-    fl_idx K, fl_idx M,                                                       \
+    fl_idx K, fl_idx M, fl_idx mbeg, fl_idx mend,                             \
     const T *x, fl_idx ldx, const T *wt, const T *b, T *y, fl_idx ldy,        \
     int act)                                                                  \
 {                                                                             \
-    fl_idx m0 = 0;                                                            \
+    fl_idx m0 = mbeg;                                                         \
     const fl_idx width = (fl_idx)NW * L;                                      \
-    for (; m0 + width <= M; m0 += width)                                      \
+    for (; m0 + width <= mend; m0 += width)                                   \
         fl_wide_##SFX##_##ISA(R, NW, K, M, m0, width,                         \
                               x, ldx, wt, b, y, ldy, act);                    \
-    for (; m0 < M; m0 += L)                                                   \
-        fl_narrow_##SFX##_##ISA(R, KU, K, M, m0, M - m0,                      \
+    for (; m0 < mend; m0 += L)                                                \
+        fl_narrow_##SFX##_##ISA(R, KU, K, M, m0, mend - m0,                   \
                                 x, ldx, wt, b, y, ldy, act);                  \
 }                                                                             \
                                                                               \
+/* Column panels outermost, each about FL_PANEL_BYTES of weights, so a      */ \
+/* panel stays in L2 while every row block streams through it.             */ \
 ATTR static void fl_dense_small_##SFX##_##ISA(fl_idx n, fl_idx K, fl_idx M,   \
     const T *x, fl_idx ldx, const T *wt, const T *b, T *y, fl_idx ldy,        \
     int act)                                                                  \
 {                                                                             \
-    fl_idx i = 0;                                                             \
-    for (; i + 4 <= n; i += 4)                                                \
-        fl_rows_##SFX##_##ISA(4, NW4, KU4, K, M, x + i * ldx, ldx, wt, b,               \
-                              y + i * ldy, ldy, act);                         \
-    switch (n - i) {                                                          \
-    case 3: fl_rows_##SFX##_##ISA(3, NW4, KU4, K, M, x + i * ldx, ldx, wt, b,           \
-                                  y + i * ldy, ldy, act); break;              \
-    case 2: fl_rows_##SFX##_##ISA(2, NW2, KU2, K, M, x + i * ldx, ldx, wt, b,           \
-                                  y + i * ldy, ldy, act); break;              \
-    case 1: fl_rows_##SFX##_##ISA(1, NW1, KU1, K, M, x + i * ldx, ldx, wt, b,           \
-                                  y + i * ldy, ldy, act); break;              \
-    default: break;                                                           \
+    const fl_idx unit = (fl_idx)NW8 * L * 4;                                  \
+    fl_idx cw = FL_PANEL_BYTES / (K * (fl_idx)sizeof(T));                     \
+    fl_idx c0, c1, i;                                                         \
+    cw -= cw % unit;                                                          \
+    if (cw < unit) cw = unit;                                                 \
+    for (c0 = 0; c0 < M; c0 = c1) {                                           \
+        c1 = M - c0 <= cw ? M : c0 + cw;                                      \
+        i = 0;                                                                \
+        for (; i + 8 <= n; i += 8)                                            \
+            fl_rows_##SFX##_##ISA(8, NW8, KU8, K, M, c0, c1, x + i * ldx,     \
+                                  ldx, wt, b, y + i * ldy, ldy, act);         \
+        for (; i + 4 <= n; i += 4)                                            \
+            fl_rows_##SFX##_##ISA(4, NW4, KU4, K, M, c0, c1, x + i * ldx,     \
+                                  ldx, wt, b, y + i * ldy, ldy, act);         \
+        switch (n - i) {                                                      \
+        case 3: fl_rows_##SFX##_##ISA(3, NW4, KU4, K, M, c0, c1, x + i * ldx, \
+                                      ldx, wt, b, y + i * ldy, ldy, act);     \
+                break;                                                        \
+        case 2: fl_rows_##SFX##_##ISA(2, NW2, KU2, K, M, c0, c1, x + i * ldx, \
+                                      ldx, wt, b, y + i * ldy, ldy, act);     \
+                break;                                                        \
+        case 1: fl_rows_##SFX##_##ISA(1, NW1, KU1, K, M, c0, c1, x + i * ldx, \
+                                      ldx, wt, b, y + i * ldy, ldy, act);     \
+                break;                                                        \
+        default: break;                                                       \
+        }                                                                     \
     }                                                                         \
 }                                                                             \
                                                                               \
@@ -285,18 +309,18 @@ ATTR static void fl_bias_act_##SFX##_##ISA(fl_idx n, fl_idx M, T *y,          \
 
 typedef float fl_v4f __attribute__((vector_size(16)));
 typedef double fl_v2d __attribute__((vector_size(16)));
-FL_DEFINE_DENSE(float, f32, base, fl_v4f, 4, 2, 4, 4, 2, 4, 4, )
-FL_DEFINE_DENSE(double, f64, base, fl_v2d, 2, 2, 4, 4, 2, 4, 4, )
+FL_DEFINE_DENSE(float, f32, base, fl_v4f, 4, 1, 2, 4, 4, 1, 2, 4, 4, )
+FL_DEFINE_DENSE(double, f64, base, fl_v2d, 2, 1, 2, 4, 4, 1, 2, 4, 4, )
 
 #if FL_X86
 typedef float fl_v8f __attribute__((vector_size(32)));
 typedef double fl_v4d __attribute__((vector_size(32)));
 typedef float fl_v16f __attribute__((vector_size(64)));
 typedef double fl_v8d __attribute__((vector_size(64)));
-FL_DEFINE_DENSE(float, f32, v3, fl_v8f, 8, 2, 4, 4, 2, 4, 4, FL_TARGET_V3)
-FL_DEFINE_DENSE(double, f64, v3, fl_v4d, 4, 2, 4, 4, 2, 4, 4, FL_TARGET_V3)
-FL_DEFINE_DENSE(float, f32, v4, fl_v16f, 16, 4, 8, 8, 4, 8, 8, FL_TARGET_V4)
-FL_DEFINE_DENSE(double, f64, v4, fl_v8d, 8, 4, 8, 8, 4, 8, 8, FL_TARGET_V4)
+FL_DEFINE_DENSE(float, f32, v3, fl_v8f, 8, 1, 2, 4, 4, 1, 2, 4, 4, FL_TARGET_V3)
+FL_DEFINE_DENSE(double, f64, v3, fl_v4d, 4, 1, 2, 4, 4, 1, 2, 4, 4, FL_TARGET_V3)
+FL_DEFINE_DENSE(float, f32, v4, fl_v16f, 16, 2, 4, 8, 8, 2, 4, 8, 8, FL_TARGET_V4)
+FL_DEFINE_DENSE(double, f64, v4, fl_v8d, 8, 2, 4, 8, 8, 2, 4, 8, 8, FL_TARGET_V4)
 #endif
 
 /* ------------------------------------------------------------------ */

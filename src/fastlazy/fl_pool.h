@@ -10,7 +10,7 @@
  *
  * One job runs at a time; a caller that finds the pool busy (another Python
  * thread is inside a parallel forward) runs its job alone, in its own
- * thread.  After fork() the child lazily starts fresh workers.
+ * thread.  After fork() the child starts fresh workers (pthread_atfork).
  *
  * Windows builds run every job in the calling thread.
  */
@@ -44,7 +44,6 @@ typedef struct {
     pthread_cond_t done;
     pthread_mutex_t busy;        /* held by the caller of a running job */
     int nworkers;                /* workers started */
-    pid_t pid;                   /* process that started them */
     unsigned long generation;    /* bumped for every job */
     fl_job_fn fn;
     void *ctx;
@@ -55,7 +54,7 @@ typedef struct {
 static fl_pool_t fl_pool = {
     PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
     PTHREAD_COND_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
-    0, 0, 0, 0, 0, 0, 0
+    0, 0, 0, 0, 0, 0
 };
 
 /* seen: the job generation when the worker was made.  It must come from
@@ -121,19 +120,34 @@ static void *fl_pool_worker(void *arg)
 }
 
 /* Start workers up to nthreads - 1; returns how many threads can run. */
+/* In a forked child only the forking thread exists: forget the workers
+ * and start from fresh locks (which another parent thread may have held
+ * at the fork).  Runs in the child before fork() returns, single-threaded,
+ * so nothing races with it; registered once, on first use. */
+static void fl_pool_after_fork_child(void)
+{
+    pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t c = PTHREAD_COND_INITIALIZER;
+    fl_pool.mu = m;
+    fl_pool.busy = m;
+    fl_pool.start = c;
+    fl_pool.done = c;
+    fl_pool.nworkers = 0;
+    fl_pool.generation = 0;
+    fl_pool.pending = 0;
+}
+
+static pthread_once_t fl_pool_once = PTHREAD_ONCE_INIT;
+
+static void fl_pool_register_fork_handler(void)
+{
+    pthread_atfork(NULL, NULL, fl_pool_after_fork_child);
+}
+
+/* Start workers up to nthreads - 1 (caller holds mu); returns how many
+ * threads can run. */
 static int fl_pool_grow(int nthreads)
 {
-    pid_t me = getpid();
-    if (fl_pool.pid != me) {          /* first use, or a forked child */
-        pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
-        pthread_cond_t c = PTHREAD_COND_INITIALIZER;
-        fl_pool.mu = m;
-        fl_pool.start = c;
-        fl_pool.done = c;
-        fl_pool.nworkers = 0;
-        fl_pool.generation = 0;
-        fl_pool.pid = me;
-    }
     if (nthreads > FL_POOL_MAX) nthreads = FL_POOL_MAX;
     while (fl_pool.nworkers < nthreads - 1) {
         pthread_t t;
@@ -157,6 +171,7 @@ static int fl_pool_grow(int nthreads)
 /* Run fn(ctx, tid, n) for tid = 0..n-1 and wait for all; returns n. */
 static int fl_pool_run(fl_job_fn fn, void *ctx, int nthreads)
 {
+    pthread_once(&fl_pool_once, fl_pool_register_fork_handler);
     if (nthreads <= 1 || pthread_mutex_trylock(&fl_pool.busy) != 0) {
         fn(ctx, 0, 1);
         return 1;
