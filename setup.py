@@ -1,6 +1,6 @@
 """Build the compiled extension; all metadata is in pyproject.toml.
 
-Compiler flags are portable (no -march=native): the kernels for AVX2/FMA and
+Compiler flags are portable (never tuned to the build machine): the kernels for AVX2/FMA and
 AVX-512 are compiled with per-function target attributes and chosen at run
 time, so a wheel runs on any x86-64 CPU (``python tools/check_isa.py``
 checks the built extension for AVX instructions outside those functions).
