@@ -422,3 +422,15 @@ def test_force_reinit_seen_by_compiled_forward(ref):
     net.initialize(init=init.Constant(0.5), force_reinit=True)
     y = ref.forward_matches(net, x)
     np.testing.assert_array_equal(y, np.full((2, 2), 3.0))
+
+
+def test_initialize_positional_order_follows_the_contract():
+    """API.md: initialize(init=None, default_init=init.Uniform(),
+    force_reinit=False); ctx is keyword-only-in-practice and ignored."""
+    p = fl.Parameter("w_weight", shape=(2, 3))
+    p.initialize(None, init.One())
+    np.testing.assert_array_equal(p.data(), np.ones((2, 3), np.float32))
+    p.initialize(init.Zero(), None, True)
+    np.testing.assert_array_equal(p.data(), np.zeros((2, 3), np.float32))
+    p.initialize(init.One(), force_reinit=True, ctx="cpu")
+    np.testing.assert_array_equal(p.data(), np.ones((2, 3), np.float32))

@@ -440,14 +440,17 @@ cdef class Parameter:
 
     # -- initialization ----------------------------------------------------
 
-    def initialize(self, init=None, ctx=None, default_init=None,
-                   force_reinit=False, _key=None):
+    def initialize(self, init=None, default_init=None, force_reinit=False,
+                   ctx=None, _key=None):
         """Initialize now if the shape is known; otherwise wait for it.
 
         The initializer is the parameter's own ``init`` if it has one, else
         ``init``, else ``default_init``, else ``init.Uniform()``.  Calling it
         again on an initialized parameter warns and changes nothing unless
-        ``force_reinit=True``.
+        ``force_reinit=True``.  The positional order is the contract's
+        (API.md), ``(init, default_init, force_reinit)``; ``ctx`` (Gluon's
+        second argument) is accepted by keyword and ignored: fastlazy runs
+        on the CPU.
         """
         if self._state == INITIALIZED and not force_reinit:
             warnings.warn(

@@ -96,8 +96,8 @@ class ParameterDict:
         try:
             for name, param in params:
                 key = (entropy, self._structural.get(name, name))
-                param.initialize(None, ctx, default,
-                                 force_reinit=force_reinit, _key=key)
+                param.initialize(None, default, force_reinit=force_reinit,
+                                 ctx=ctx, _key=key)
         except BaseException:
             for param, snap in snaps:
                 param._restore(snap)
