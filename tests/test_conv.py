@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 import fastlazy as fl
 from fastlazy import _conv_steps, _core, init, nn
+from conftest import pool_ref
 
 DATA = pathlib.Path(__file__).parent / "data" / "mxnet"
 TOL = {np.float32: dict(rtol=2e-4, atol=2e-5),
@@ -60,39 +61,6 @@ def conv2d_ref(x, w, b=None, stride=(1, 1), pad=(0, 0), dil=(1, 1),
                     w[g * og:(g + 1) * og, :, i, j])
     if b is not None:
         out += np.asarray(b, np.float64)[None, :, None, None]
-    return out
-
-
-def pool_ref(x, k, s, p, ceil_mode, kind, include_pad=True):
-    """Pooling from the definition: window (oh, ow) covers padded rows
-    [oh*s - p, oh*s - p + k); the average divides by the part of it inside
-    the padded input (include_pad) or inside the input."""
-    x = np.asarray(x, np.float64)
-    n, c, h, w = x.shape
-
-    def size(d, i):
-        span = d + 2 * p[i] - k[i]
-        return (-(-span // s[i]) if ceil_mode else span // s[i]) + 1
-
-    oh, ow = size(h, 0), size(w, 1)
-    out = np.zeros((n, c, oh, ow))
-    for a in range(oh):
-        hs = a * s[0] - p[0]
-        rows = [r for r in range(hs, hs + k[0]) if 0 <= r < h]
-        prow = len([r for r in range(hs, hs + k[0]) if -p[0] <= r < h + p[0]])
-        for b in range(ow):
-            ws = b * s[1] - p[1]
-            cols = [q for q in range(ws, ws + k[1]) if 0 <= q < w]
-            pcol = len([q for q in range(ws, ws + k[1])
-                        if -p[1] <= q < w + p[1]])
-            if not rows or not cols:
-                continue
-            win = x[:, :, rows][:, :, :, cols]
-            if kind == "max":
-                out[:, :, a, b] = win.max(axis=(2, 3))
-            else:
-                div = prow * pcol if include_pad else len(rows) * len(cols)
-                out[:, :, a, b] = win.sum(axis=(2, 3)) / div
     return out
 
 

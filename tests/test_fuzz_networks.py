@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 import fastlazy as fl
 from fastlazy import _conv_steps, _core, nn
 from fastlazy.conv_layers import _Pool2D
-from conftest import act_ref, assert_close, dense_ref, eps, snapshot
+from conftest import act_ref, assert_close, dense_ref, eps, pool_ref, snapshot
 
 FUZZ_EXAMPLES = 300
 LONG_EXAMPLES = int(os.environ.get("FASTLAZY_FUZZ_EXAMPLES", "10000"))
@@ -65,39 +65,6 @@ def conv_ref(x, w, b, stride, pad, dil, groups):
                     w[g * og:(g + 1) * og, :, i, j])
     if b is not None:
         out += b[None, :, None, None]
-    return out
-
-
-def pool_ref(x, k, s, p, ceil_mode, kind, include_pad):
-    """Pooling from the definition: window (a, b) covers padded rows
-    [a*s - p, a*s - p + k) clipped to the input; a window with no input
-    value gives 0; the average divides by the window clipped to the padded
-    input (include_pad) or by the input values in it."""
-    n, c, h, w = x.shape
-
-    def size(d, i):
-        span = d + 2 * p[i] - k[i]
-        return (-(-span // s[i]) if ceil_mode else span // s[i]) + 1
-
-    oh, ow = size(h, 0), size(w, 1)
-    out = np.zeros((n, c, oh, ow))
-    for a in range(oh):
-        hs = a * s[0] - p[0]
-        rows = [r for r in range(hs, hs + k[0]) if 0 <= r < h]
-        prow = len([r for r in range(hs, hs + k[0]) if -p[0] <= r < h + p[0]])
-        for b in range(ow):
-            ws = b * s[1] - p[1]
-            cols = [q for q in range(ws, ws + k[1]) if 0 <= q < w]
-            pcol = len([q for q in range(ws, ws + k[1])
-                        if -p[1] <= q < w + p[1]])
-            if not rows or not cols:
-                continue
-            win = x[:, :, rows][:, :, :, cols]
-            if kind == "max":
-                out[:, :, a, b] = win.max(axis=(2, 3))
-            else:
-                div = prow * pcol if include_pad else len(rows) * len(cols)
-                out[:, :, a, b] = win.sum(axis=(2, 3)) / div
     return out
 
 
