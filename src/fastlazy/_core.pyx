@@ -251,6 +251,16 @@ cdef class Parameter:
     cdef bint _transposed
     cdef object _pending
     cdef object _key
+    # Every write path and every data() hand-out bumps _version; _live_views
+    # counts the data() arrays alive (see _ViewGuard).  The forward plan's
+    # packed copy of a Dense weight is current while _packed_version ==
+    # _version and no hand-out is alive.
+    cdef unsigned long long _version
+    cdef int _live_views
+    cdef object _packed
+    cdef unsigned long long _packed_version
+    cdef int _packed_nr
+    cdef Py_ssize_t _packed_off
 
     def __init__(self, name, shape=None, dtype="float32", init=None,
                  allow_deferred_init=True, grad_req="null",
@@ -366,14 +376,81 @@ cdef class Parameter:
         """
         if self._state != INITIALIZED:
             raise DeferredInitializationError(self._not_ready_message())
-        return self._storage.T if self._transposed else self._storage
+        return self._handout()
+
+    cdef object _handout(self):
+        """A writable view of the storage whose base is a _ViewGuard: while
+        it (or any view made from it) is alive, the parameter knows that its
+        values may be written behind its back."""
+        cdef cnp.ndarray st = self._storage
+        cdef cnp.npy_intp dims[2]
+        cdef cnp.npy_intp strides[2]
+        cdef cnp.ndarray view
+        cdef int flags = cnp.NPY_ARRAY_WRITEABLE | cnp.NPY_ARRAY_ALIGNED
+        if self._transposed:
+            dims[0] = cnp.PyArray_DIM(st, 1)
+            dims[1] = cnp.PyArray_DIM(st, 0)
+            strides[0] = cnp.PyArray_STRIDE(st, 1)
+            strides[1] = cnp.PyArray_STRIDE(st, 0)
+            view = cnp.PyArray_New(np.ndarray, 2, dims,
+                                   cnp.PyArray_TYPE(st), strides,
+                                   cnp.PyArray_DATA(st), 0, flags, None)
+        else:
+            view = cnp.PyArray_New(np.ndarray, cnp.PyArray_NDIM(st),
+                                   cnp.PyArray_DIMS(st), cnp.PyArray_TYPE(st),
+                                   cnp.PyArray_STRIDES(st),
+                                   cnp.PyArray_DATA(st), 0, flags, None)
+        cnp.set_array_base(view, _ViewGuard(self, st))
+        self._version += 1
+        return view
+
+    cdef char *_packed_data(self) except NULL:
+        """The weights (2-D, stored transposed) copied into the panel layout
+        of the batched kernel; packed again when the values may have
+        changed since the last packing.  Callers check _live_views first."""
+        cdef cnp.ndarray st = self._storage
+        cdef Py_ssize_t K = cnp.PyArray_DIM(st, 0), M = cnp.PyArray_DIM(st, 1)
+        cdef Py_ssize_t isz = cnp.PyArray_ITEMSIZE(st)
+        cdef int nr = fl_kt.nr_f32 if isz == 4 else fl_kt.nr_f64
+        cdef Py_ssize_t need = ((M + nr - 1) // nr) * nr * K
+        cdef cnp.ndarray buf = self._packed
+        cdef char *pk
+        cdef unsigned long long version = self._version
+        if buf is None or self._packed_nr != nr or \
+                cnp.PyArray_TYPE(buf) != cnp.PyArray_TYPE(st) or \
+                cnp.PyArray_DIM(buf, 0) != need + 64 // isz:
+            buf = np.empty(need + 64 // isz, dtype=st.dtype)
+            self._packed = buf
+            self._packed_nr = nr
+            self._packed_off = \
+                ((-<size_t>cnp.PyArray_DATA(buf)) & 63) // <size_t>isz
+            self._packed_version = version - 1
+        pk = <char *>cnp.PyArray_DATA(buf) + self._packed_off * isz
+        if self._packed_version != version:
+            if isz == 4:
+                fl_kt.pack_f32(K, M, <const float *>cnp.PyArray_DATA(st),
+                               <float *>pk)
+            else:
+                fl_kt.pack_f64(K, M, <const double *>cnp.PyArray_DATA(st),
+                               <double *>pk)
+            self._packed_version = version
+        return pk
+
+    @property
+    def _packed_state(self):
+        """(live data() views, values packed since the last write) -- for
+        tests of the packed-weights cache."""
+        return (self._live_views, self._packed is not None
+                and self._packed_version == self._version)
 
     def list_data(self):
         """``[data()]`` (Gluon keeps one copy per device; fastlazy one)."""
         return [self.data()]
 
     def _storage_array(self):
-        """The underlying C-contiguous storage (transposed for Dense weights)."""
+        """The underlying C-contiguous storage (transposed for Dense weights).
+        Writable and unguarded: counts as a write (tests only)."""
+        self._version += 1
         return self._storage
 
     @property
@@ -433,10 +510,12 @@ cdef class Parameter:
             self._storage = st
             self._pending = None
             self._state = INITIALIZED
+            self._version += 1
             _bump_epoch()
         else:
             np.copyto(self._view(), arr, casting="unsafe")
             self._state = INITIALIZED
+            self._version += 1
 
     # -- initialization ----------------------------------------------------
 
@@ -488,6 +567,7 @@ cdef class Parameter:
             _bump_epoch()
         else:
             np.copyto(self._storage, st)
+        self._version += 1
         self._state = INITIALIZED
         self._pending = None
         self._key = key
@@ -509,6 +589,8 @@ cdef class Parameter:
         if self._storage is not None:
             self._storage = np.ascontiguousarray(self._storage, dtype=new)
         self._dtype = new
+        self._packed = None
+        self._version += 1
         _bump_epoch()
 
     # -- transactions (used by blocks so failures change nothing) ----------
@@ -527,6 +609,7 @@ cdef class Parameter:
          self._dtype, saved) = snap
         if saved is not None:
             np.copyto(self._storage, saved)
+        self._version += 1
         _bump_epoch()
 
     def _reset_key(self, key):
@@ -551,6 +634,27 @@ def _rebuild_parameter(name, shape, dtype, init, allow_deferred, grad_req,
     p._pending = pending
     p._key = key
     return p
+
+
+cdef class _ViewGuard:
+    """The base object of every array Parameter.data() returns.  Views made
+    from such an array keep it alive (NumPy stops collapsing a view's base
+    chain at a non-array base), so while any of them lives, the guard does
+    and the parameter's _live_views count is non-zero: its values may be
+    written at any moment, and the forward plan reads the weights where
+    they are instead of from a packed copy."""
+
+    cdef Parameter owner
+    cdef object storage
+
+    def __cinit__(self, Parameter owner, object storage):
+        self.owner = owner
+        self.storage = storage
+        owner._live_views += 1
+
+    def __dealloc__(self):
+        if self.owner is not None:
+            self.owner._live_views -= 1
 
 
 cdef bint _complete(tuple shape):
@@ -614,10 +718,18 @@ cdef struct Step:
     Py_ssize_t geom[16]  # layer geometry (convolution, pooling, ...)
     double eps
     char *p[6]           # parameter storage (weight, bias, ...)
+    void *wparam         # dense: the weight's Parameter (the plan keeps it)
+    char *packed         # dense: packed weights current for this call, or NULL
 
-# Which products run in fastlazy's own kernel rather than BLAS: 0 = by
-# shape (_use_own_kernel), 1 = always own, 2 = always BLAS (tests, benches).
+# Which kernel runs a dense product: 0 = by shape (_dense_route), 1 = always
+# the small kernel, 2 = always BLAS, 3 = the packed kernel whenever the
+# packed weights are current (tests, benches).
 cdef int _KERNEL_ROUTE = 0
+
+cdef enum DenseRoute:
+    ROUTE_SMALL = 0
+    ROUTE_BLAS = 1
+    ROUTE_PACKED = 2
 # Target size of one scratch buffer: a row tile of the widest intermediate
 # fits in it, so a tile's activations stay in L2.
 cdef Py_ssize_t _TILE_BYTES = 1 << 20
@@ -631,7 +743,7 @@ def set_tuning(kernel_route=None, tile_bytes=None, parallel_macs=None):
     and the size from which a forward pass uses several threads; returns the
     old values (for tests and benches)."""
     global _KERNEL_ROUTE, _TILE_BYTES, _PAR_MACS
-    routes = ("auto", "own", "blas")
+    routes = ("auto", "own", "blas", "packed")
     old = (routes[_KERNEL_ROUTE], _TILE_BYTES, _PAR_MACS)
     if kernel_route is not None:
         if kernel_route not in routes:
@@ -668,6 +780,21 @@ cdef inline bint _use_own_kernel(Py_ssize_t rows, Py_ssize_t K,
     return km <= (1 << 16)
 
 
+cdef inline bint _packed_wins(Py_ssize_t rows, Py_ssize_t K,
+                              Py_ssize_t M) noexcept nogil:
+    """Whether the packed kernel runs ``rows`` rows through a K x M layer
+    (then the weights are kept packed)."""
+    if _KERNEL_ROUTE:
+        return _KERNEL_ROUTE == 3
+    return rows >= 4 and K * M >= (1 << 14)
+
+
+cdef inline int _dense_route(const Step *s, Py_ssize_t rows) noexcept nogil:
+    if s.packed != NULL and _packed_wins(rows, s.K, s.M):
+        return ROUTE_PACKED
+    return ROUTE_SMALL if _use_own_kernel(rows, s.K, s.M) else ROUTE_BLAS
+
+
 cdef inline void _dense_f32(const Step *s, Py_ssize_t rows, const char *x,
                             char *y) noexcept nogil:
     cdef Py_ssize_t K = s.K, M = s.M
@@ -675,7 +802,13 @@ cdef inline void _dense_f32(const Step *s, Py_ssize_t rows, const char *x,
     cdef const float *b = <const float *>s.p[1]
     # the float sigmoid runs vectorised over the whole output afterwards
     cdef int act = FL_ACT_NONE if s.act == FL_ACT_SIGMOID else s.act
-    if _use_own_kernel(rows, K, M):
+    cdef int route = _dense_route(s, rows)
+    if route == ROUTE_PACKED:
+        fl_kt.gemm_packed_f32(rows, K, M, <const float *>x, K,
+                              <const float *>s.packed, 0,
+                              (M + fl_kt.nr_f32 - 1) // fl_kt.nr_f32, b,
+                              <float *>y, M, act)
+    elif route == ROUTE_SMALL:
         fl_kt.dense_f32(rows, K, M, <const float *>x, K, wt, b, <float *>y, M,
                         act)
     else:
@@ -699,7 +832,14 @@ cdef inline void _dense_f64(const Step *s, Py_ssize_t rows, const char *x,
     cdef Py_ssize_t K = s.K, M = s.M
     cdef const double *wt = <const double *>s.p[0]
     cdef const double *b = <const double *>s.p[1]
-    if _use_own_kernel(rows, K, M):
+    cdef int route = _dense_route(s, rows)
+    if route == ROUTE_PACKED:
+        fl_kt.gemm_packed_f64(rows, K, M, <const double *>x, K,
+                              <const double *>s.packed, 0,
+                              (M + fl_kt.nr_f64 - 1) // fl_kt.nr_f64, b,
+                              <double *>y, M, s.act)
+        return
+    if route == ROUTE_SMALL:
         fl_kt.dense_f64(rows, K, M, <const double *>x, K, wt, b,
                         <double *>y, M, s.act)
         return
@@ -774,6 +914,8 @@ cdef int _fill_step(Step *s, tuple spec, object dtype, list keep) except -1:
         s.macs = rows * K * M
         s.p[0] = _param_ptr(w, dtype, keep, True)
         s.p[1] = NULL if b is None else _param_ptr(b, dtype, keep)
+        keep.append(w)
+        s.wparam = <void *>w
     elif kind == "act":
         _, act, elems = spec
         s.run = _step_act
@@ -907,16 +1049,53 @@ cdef void _columns_slice(const Step *s, Py_ssize_t rows, const char *src,
                                else <const double *>s.p[1] + m0, s.act)
 
 
+cdef void _packed_slice(const Step *s, Py_ssize_t rows, const char *src,
+                        char *dst, Py_ssize_t p0, Py_ssize_t p1) noexcept nogil:
+    """Panels [p0, p1) of a dense step on packed weights."""
+    cdef Py_ssize_t M = s.M, m0, mc, r
+    if s.itemsize == 4:
+        fl_kt.gemm_packed_f32(rows, s.K, M, <const float *>src, s.K,
+                              <const float *>s.packed, p0, p1,
+                              <const float *>s.p[1], <float *>dst, M,
+                              FL_ACT_NONE if s.act == FL_ACT_SIGMOID
+                              else s.act)
+        if s.act == FL_ACT_SIGMOID:
+            m0 = p0 * fl_kt.nr_f32
+            mc = (M if p1 * fl_kt.nr_f32 > M else p1 * fl_kt.nr_f32) - m0
+            for r in range(rows):
+                fl_vsigmoid_f32(<float *>dst + r * M + m0, mc)
+    else:
+        fl_kt.gemm_packed_f64(rows, s.K, M, <const double *>src, s.K,
+                              <const double *>s.packed, p0, p1,
+                              <const double *>s.p[1], <double *>dst, M,
+                              s.act)
+
+
 cdef void _columns_job(void *vctx, int tid, int nthreads) noexcept nogil:
-    """One dense step split by output columns into one 16-aligned slice per
-    thread, claimed from a shared counter: a thread that starts late (slow
-    wake-up, or less CPU because another library's pool is spinning) finds
-    its slice taken by one that is already running.  Finer slices balance
-    better but cost more in BLAS packing; one per thread measured best."""
+    """One dense step split by output columns, claimed from a shared
+    counter: a thread that starts late (slow wake-up, or less CPU because
+    another library's pool is spinning) finds its share taken by one that is
+    already running.  On packed weights a slice costs nothing to start, so
+    there are four per thread; through BLAS each slice repacks its weights,
+    so there is one per thread, 16-aligned."""
     cdef RunCtx *c = <RunCtx *>vctx
     cdef const Step *s = c.step
-    cdef Py_ssize_t M = s.M, m0
+    cdef Py_ssize_t M = s.M, m0, rows = c.n * s.rows
     cdef Py_ssize_t chunk = ((M + nthreads - 1) // nthreads + 15) & ~15
+    cdef Py_ssize_t nr, npan, per, p0
+    if _dense_route(s, rows) == ROUTE_PACKED:
+        nr = fl_kt.nr_f32 if s.itemsize == 4 else fl_kt.nr_f64
+        npan = (M + nr - 1) // nr
+        per = npan // (4 * nthreads)
+        if per < 1:
+            per = 1
+        while True:
+            p0 = fl_next_item(&c.next_tile) * per
+            if p0 >= npan:
+                break
+            _packed_slice(s, rows, c.src, c.dst, p0,
+                          npan if p0 + per > npan else p0 + per)
+        return
     while True:
         m0 = fl_next_item(&c.next_tile) * chunk
         if m0 >= M:
@@ -949,7 +1128,7 @@ cdef void _run_by_columns(RunCtx *c, int nthreads) noexcept nogil:
             dst = bufs[which]
             which ^= 1
         if s.kind == STEP_DENSE and \
-                not _use_own_kernel(c.n * s.rows, s.K, s.M):
+                _dense_route(s, c.n * s.rows) != ROUTE_SMALL:
             c.step = s
             c.src = cur
             c.dst = dst
@@ -980,6 +1159,7 @@ cdef class Plan:
     cdef cnp.npy_intp out_dims[32]
     cdef int out_ndim
     cdef list keep
+    cdef list packed_keep   # per step: the packed weights it last used
     cdef object dtype
     cdef str where
     # one cached workspace; a concurrent call on the same plan gets its own
@@ -1024,6 +1204,7 @@ cdef class Plan:
         d.in_size = _prod(in_sample_shape)
         d.out_size = _prod(out_sample_shape)
         self.keep = []
+        self.packed_keep = [None] * len(steps)
         d.nsteps = len(steps)
         d.steps = <Step *>malloc(max(1, d.nsteps) * sizeof(Step))
         if d.steps == NULL:
@@ -1060,6 +1241,40 @@ cdef class Plan:
         """False once anything that matters to this plan has changed."""
         return self.epoch == _epoch
 
+    cdef Step *_packed_steps(self, Py_ssize_t tile) except? NULL:
+        """Before a call of up to ``tile`` rows per step: NULL when no dense
+        step will run the packed kernel (the plan's own steps are used),
+        else a malloc'ed copy of the steps -- this call's own, so concurrent
+        calls never see each other's choices -- in which those steps point
+        at their weights' packed copy, packed again first if the weights
+        were written since (under the GIL: concurrent calls pack once).
+        While a data() view of a weight is alive its values may change at
+        any moment: that step reads the weights in place instead."""
+        cdef int i
+        cdef const Step *s
+        cdef Step *steps = NULL
+        cdef Parameter w
+        for i in range(self.d.nsteps):
+            s = &self.d.steps[i]
+            if s.kind != STEP_DENSE or \
+                    not _packed_wins(tile * s.rows, s.K, s.M):
+                continue
+            w = <Parameter>s.wparam
+            if w._live_views:
+                continue
+            if steps == NULL:
+                steps = <Step *>malloc(self.d.nsteps * sizeof(Step))
+                if steps == NULL:
+                    raise MemoryError()
+                memcpy(steps, self.d.steps, self.d.nsteps * sizeof(Step))
+            try:
+                steps[i].packed = w._packed_data()
+            except BaseException:
+                free(steps)
+                raise
+            self.packed_keep[i] = w._packed
+        return steps
+
     cdef Py_ssize_t _tile_rows(self) noexcept:
         cdef Py_ssize_t t = _TILE_BYTES // (self.d.max_width * self.d.itemsize)
         if t < 64:
@@ -1078,6 +1293,8 @@ cdef class Plan:
         cdef int nthreads = 1
         cdef bint by_columns = False
         cdef bint own_scratch = False
+        cdef Step *steps = NULL
+        cdef PlanData dcopy
         # the kernels and BLAS read the input through typed pointers: it
         # must be aligned too (a misaligned view is copied by coerce)
         if cnp.PyArray_CheckExact(x) and \
@@ -1139,6 +1356,18 @@ cdef class Plan:
             c.scratch = self.scratch
         if not own_scratch:
             self.scratch_busy = True
+        try:
+            steps = self._packed_steps(c.tile)
+        except BaseException:
+            if own_scratch:
+                free(c.scratch)
+            else:
+                self.scratch_busy = False
+            raise
+        if steps != NULL:
+            dcopy = self.d
+            dcopy.steps = steps
+            c.d = &dcopy
         with nogil:
             if by_columns:
                 _run_by_columns(&c, nthreads)
@@ -1146,6 +1375,7 @@ cdef class Plan:
                 fl_pool_run(_tiles_job, &c, nthreads)
             else:
                 _tiles_job(&c, 0, 1)
+        free(steps)
         if own_scratch:
             free(c.scratch)
         else:
@@ -1179,19 +1409,31 @@ def block_call(self, x):
     return self._call_slow(x)
 
 
-def dense_kernel(x, wt, b, int act, bint use_blas):
+def dense_kernel(x, wt, b, int act, route):
     """Test twin of the dense step: ``act(x @ wt + b)``, x (n, K), wt (K, M).
 
-    Exists so tests can check the kernels (and the BLAS route) against NumPy
-    on their own.  Arrays must share a float dtype.
+    Exists so tests can check the kernels against NumPy on their own.
+    ``route``: 'own' (the small kernel; also False), 'blas' (also True) or
+    'packed' (wt packed first).  Arrays must share a float dtype.
     """
     global _KERNEL_ROUTE
     cdef Step s
     cdef cnp.ndarray xa = np.ascontiguousarray(x)
     cdef cnp.ndarray wa
     cdef cnp.ndarray ba
-    cdef Py_ssize_t n
+    cdef cnp.ndarray pk
+    cdef Py_ssize_t n, nr
     cdef int saved = _KERNEL_ROUTE
+    cdef int want
+    if route is False or route == "own":
+        want = 1
+    elif route is True or route == "blas":
+        want = 2
+    elif route == "packed":
+        want = 3
+    else:
+        raise ValueError(f"dense_kernel: route must be 'own', 'blas' or "
+                         f"'packed', got {route!r}")
     if xa.dtype not in (np.float32, np.float64) or xa.ndim != 2:
         raise ValueError("dense_kernel: need float x of shape (n, K)")
     wa = np.ascontiguousarray(wt, dtype=xa.dtype)
@@ -1211,7 +1453,20 @@ def dense_kernel(x, wt, b, int act, bint use_blas):
         if ba.ndim != 1 or ba.shape[0] != s.M:
             raise ValueError("dense_kernel: bias must have shape (M,)")
         s.p[1] = <char *>cnp.PyArray_DATA(ba)
-    _KERNEL_ROUTE = 2 if use_blas else 1
+    if want == 3:
+        nr = fl_kt.nr_f32 if s.itemsize == 4 else fl_kt.nr_f64
+        # one spare panel after the end: reads past it would show up as
+        # wrong values in the tests rather than pass silently
+        pk = np.full(((s.M + nr - 1) // nr + 1) * nr * s.K, np.nan,
+                     dtype=xa.dtype)
+        if s.itemsize == 4:
+            fl_kt.pack_f32(s.K, s.M, <const float *>s.p[0],
+                           <float *>cnp.PyArray_DATA(pk))
+        else:
+            fl_kt.pack_f64(s.K, s.M, <const double *>s.p[0],
+                           <double *>cnp.PyArray_DATA(pk))
+        s.packed = <char *>cnp.PyArray_DATA(pk)
+    _KERNEL_ROUTE = want
     try:
         _step_dense(&s, n, <char *>cnp.PyArray_DATA(xa),
                     <char *>cnp.PyArray_DATA(out), NULL)

@@ -25,6 +25,20 @@ cdef extern from "fl_kernels.h" nogil:
                              const float *b, int act) noexcept nogil
         void (*bias_act_f64)(fl_idx n, fl_idx M, double *y, fl_idx ldy,
                              const double *b, int act) noexcept nogil
+        void (*gemm_packed_f32)(fl_idx n, fl_idx K, fl_idx M, const float *x,
+                                fl_idx ldx, const float *pk, fl_idx p0,
+                                fl_idx p1, const float *b, float *y,
+                                fl_idx ldy, int act) noexcept nogil
+        void (*gemm_packed_f64)(fl_idx n, fl_idx K, fl_idx M,
+                                const double *x, fl_idx ldx, const double *pk,
+                                fl_idx p0, fl_idx p1, const double *b,
+                                double *y, fl_idx ldy, int act) noexcept nogil
+        void (*pack_f32)(fl_idx K, fl_idx M, const float *wt,
+                         float *pk) noexcept nogil
+        void (*pack_f64)(fl_idx K, fl_idx M, const double *wt,
+                         double *pk) noexcept nogil
+        int nr_f32
+        int nr_f64
 
     fl_kernel_table fl_kt
     int fl_kernels_init(int level) noexcept
