@@ -783,10 +783,15 @@ cdef inline bint _use_own_kernel(Py_ssize_t rows, Py_ssize_t K,
 cdef inline bint _packed_wins(Py_ssize_t rows, Py_ssize_t K,
                               Py_ssize_t M) noexcept nogil:
     """Whether the packed kernel runs ``rows`` rows through a K x M layer
-    (then the weights are kept packed)."""
+    (then the weights are kept packed).  Measured (benches/sweep_routes.py,
+    AVX-512, 1 thread): from 2 rows on it takes 0.3-0.85x the time of the
+    better of the small kernel and OpenBLAS once the layer has 32k weights
+    and 64 outputs; narrower layers waste most of a 32-column panel (10
+    outputs: 1.3-1.5x slower), smaller ones tie.  One row stays a
+    matrix-vector product."""
     if _KERNEL_ROUTE:
         return _KERNEL_ROUTE == 3
-    return rows >= 4 and K * M >= (1 << 14)
+    return rows >= 2 and M >= 64 and K * M >= (1 << 15)
 
 
 cdef inline int _dense_route(const Step *s, Py_ssize_t rows) noexcept nogil:

@@ -350,16 +350,15 @@ FL_DEFINE_DENSE(double, f64, v4, fl_v8d, 8, 2, 4, 8, 8, 2, 4, 8, 8, FL_TARGET_V4
     c##r##0 += a_ * b0; c##r##1 += a_ * b1; }
 #define FL_PEPI(r) if (r < R) { \
     fl_elem_t *yp = y + r * ldy; \
-    if (b) { c##r##0 += bv0; c##r##1 += bv1; } \
+    if (bq) { c##r##0 += FL_LD(bq); c##r##1 += FL_LD(bq + FL_L); } \
     if (act == FL_ACT_RELU) { c##r##0 = FL_RELU(c##r##0); \
                               c##r##1 = FL_RELU(c##r##1); } \
-    if (nc >= 2 * FL_L) { FL_ST(yp, c##r##0); FL_ST(yp + FL_L, c##r##1); } \
-    else if (nc > FL_L) { FL_ST(yp, c##r##0); \
-                          FL_STP(yp + FL_L, c##r##1, nc - FL_L); } \
-    else FL_STP(yp, c##r##0, nc); \
-    if (act != FL_ACT_NONE && act != FL_ACT_RELU) FL_ACTN(yp, nc, act); }
+    if (nc == 2 * FL_L) { FL_ST(yp, c##r##0); FL_ST(yp + FL_L, c##r##1); } \
+    else { fl_elem_t t_[2 * FL_L]; FL_ST(t_, c##r##0); \
+           FL_ST(t_ + FL_L, c##r##1); \
+           memcpy(yp, t_, (size_t)nc * sizeof(fl_elem_t)); } }
 
-#define FL_DEFINE_PACKED(T, SFX, ISA, V, MR, ATTR)                             \
+#define FL_DEFINE_PACKED(T, SFX, ISA, V, MR, TAILS, ATTR)                             \
                                                                               \
 /* R (<= MR) rows x one panel: nc (<= NR) valid columns */                    \
 FL_INLINE void fl_pk_##SFX##_##ISA(const int R, fl_idx K, const T *x,         \
@@ -368,8 +367,14 @@ FL_INLINE void fl_pk_##SFX##_##ISA(const int R, fl_idx K, const T *x,         \
 {                                                                             \
     FL_TYPES(T, V)                                                            \
     FL_FOR_P(FL_PACC)                                                         \
-    fl_vec_t bv0 = {0}, bv1 = {0};                                            \
+    T bpad[2 * FL_L];                                                         \
+    const T *bq = b;                                                          \
     fl_idx k;                                                                 \
+    if (b && nc < 2 * FL_L) {       /* a partial panel: zero-padded bias */   \
+        memset(bpad, 0, sizeof(bpad));                                        \
+        memcpy(bpad, b, (size_t)nc * sizeof(T));                              \
+        bq = bpad;                                                            \
+    }                                                                         \
     for (k = 0; k < K; k++) {                                                 \
         const T *w = bp + k * 2 * FL_L;                                       \
         const T *xk = x + k;                                                  \
@@ -379,13 +384,17 @@ FL_INLINE void fl_pk_##SFX##_##ISA(const int R, fl_idx K, const T *x,         \
         b1 = FL_LD(w + FL_L);                                                 \
         FL_FOR_P(FL_PFMA)                                                     \
     }                                                                         \
-    if (b) {                                                                  \
-        bv0 = nc >= FL_L ? FL_LD(b) : FL_LDP(b, nc);                          \
-        if (nc >= 2 * FL_L) bv1 = FL_LD(b + FL_L);                            \
-        else if (nc > FL_L) bv1 = FL_LDP(b + FL_L, nc - FL_L);                \
-    }                                                                         \
     FL_FOR_P(FL_PEPI)                                                         \
+    /* other activations once every accumulator is stored: a call with */    \
+    /* accumulators live made GCC keep them on the stack in the loop   */    \
+    if (act != FL_ACT_NONE && act != FL_ACT_RELU)                             \
+        for (k = 0; k < R; k++) FL_ACTN(y + k * ldy, nc, act);                \
 }                                                                             \
+                                                                              \
+/* one function per row count R <= MR, each with its own register     */     \
+/* allocation (inlined into one body, GCC kept accumulators on the     */     \
+/* stack in some of them)                                              */     \
+FL_PK_FNS_##MR(T, SFX, ISA, ATTR)                                             \
                                                                               \
 /* Output columns of panels [p0, p1) for n rows (b, y: whole-row pointers) */ \
 ATTR static void fl_gemm_packed_##SFX##_##ISA(fl_idx n, fl_idx K, fl_idx M,   \
@@ -400,15 +409,10 @@ ATTR static void fl_gemm_packed_##SFX##_##ISA(fl_idx n, fl_idx K, fl_idx M,   \
         const fl_idx nc = M - m0 < NR ? M - m0 : NR;                          \
         const T *bb = b ? b + m0 : NULL;                                      \
         for (i = 0; i + MR <= n; i += MR)                                     \
-            fl_pk_##SFX##_##ISA(MR, K, x + i * ldx, ldx, bp, bb, nc,          \
-                                y + i * ldy + m0, ldy, act);                  \
+            fl_pk##MR##_##SFX##_##ISA(K, x + i * ldx, ldx, bp, bb, nc,        \
+                                      y + i * ldy + m0, ldy, act);            \
         switch (n - i) {                                                      \
-        FL_PK_TAIL(SFX, ISA, MR, 11) FL_PK_TAIL(SFX, ISA, MR, 10)                     \
-        FL_PK_TAIL(SFX, ISA, MR, 9) FL_PK_TAIL(SFX, ISA, MR, 8)                       \
-        FL_PK_TAIL(SFX, ISA, MR, 7) FL_PK_TAIL(SFX, ISA, MR, 6)                       \
-        FL_PK_TAIL(SFX, ISA, MR, 5) FL_PK_TAIL(SFX, ISA, MR, 4)                       \
-        FL_PK_TAIL(SFX, ISA, MR, 3) FL_PK_TAIL(SFX, ISA, MR, 2)                       \
-        FL_PK_TAIL(SFX, ISA, MR, 1)                                               \
+        TAILS(SFX, ISA)                                                       \
         default: break;                                                       \
         }                                                                     \
     }                                                                         \
@@ -432,20 +436,42 @@ ATTR static void fl_pack_##SFX##_##ISA(fl_idx K, fl_idx M, const T *wt,       \
     }                                                                         \
 }
 
-/* the remainder rows of a panel: the case for R < MR rows */
-#define FL_PK_TAIL(SFX, ISA, MR, R) case R: if (R < MR)                           \
-    fl_pk_##SFX##_##ISA(R < MR ? R : 1, K, x + i * ldx, ldx, bp, bb, nc,      \
-                        y + i * ldy + m0, ldy, act); break;
+#define FL_PK_FN(T, SFX, ISA, ATTR, R)                                        \
+ATTR __attribute__((noinline)) static void fl_pk##R##_##SFX##_##ISA(          \
+    fl_idx K, const T *x, fl_idx ldx, const T *bp, const T *b, fl_idx nc,     \
+    T *y, fl_idx ldy, int act)                                                \
+{                                                                             \
+    fl_pk_##SFX##_##ISA(R, K, x, ldx, bp, b, nc, y, ldy, act);                \
+}
+#define FL_PK_FNS_6(T, SFX, ISA, ATTR)                                        \
+    FL_PK_FN(T, SFX, ISA, ATTR, 1) FL_PK_FN(T, SFX, ISA, ATTR, 2)             \
+    FL_PK_FN(T, SFX, ISA, ATTR, 3) FL_PK_FN(T, SFX, ISA, ATTR, 4)             \
+    FL_PK_FN(T, SFX, ISA, ATTR, 5) FL_PK_FN(T, SFX, ISA, ATTR, 6)
+#define FL_PK_FNS_12(T, SFX, ISA, ATTR)                                       \
+    FL_PK_FNS_6(T, SFX, ISA, ATTR)                                            \
+    FL_PK_FN(T, SFX, ISA, ATTR, 7) FL_PK_FN(T, SFX, ISA, ATTR, 8)             \
+    FL_PK_FN(T, SFX, ISA, ATTR, 9) FL_PK_FN(T, SFX, ISA, ATTR, 10)            \
+    FL_PK_FN(T, SFX, ISA, ATTR, 11) FL_PK_FN(T, SFX, ISA, ATTR, 12)
+/* the rows left after the full MR-row blocks of a panel */
+#define FL_PK_CASE(SFX, ISA, R) case R:                                       \
+    fl_pk##R##_##SFX##_##ISA(K, x + i * ldx, ldx, bp, bb, nc,                 \
+                             y + i * ldy + m0, ldy, act); break;
+#define FL_PK_TAILS_6(SFX, ISA)                                               \
+    FL_PK_CASE(SFX, ISA, 1) FL_PK_CASE(SFX, ISA, 2) FL_PK_CASE(SFX, ISA, 3)   \
+    FL_PK_CASE(SFX, ISA, 4) FL_PK_CASE(SFX, ISA, 5)
+#define FL_PK_TAILS_12(SFX, ISA) FL_PK_TAILS_6(SFX, ISA)                      \
+    FL_PK_CASE(SFX, ISA, 6) FL_PK_CASE(SFX, ISA, 7) FL_PK_CASE(SFX, ISA, 8)   \
+    FL_PK_CASE(SFX, ISA, 9) FL_PK_CASE(SFX, ISA, 10) FL_PK_CASE(SFX, ISA, 11)
 
 /* Row blocks by register file: 16 registers (SSE, AVX2) hold 6 rows x 2
  * vectors of accumulators, 32 (AVX-512) hold 12. */
-FL_DEFINE_PACKED(float, f32, base, fl_v4f, 6, )
-FL_DEFINE_PACKED(double, f64, base, fl_v2d, 6, )
+FL_DEFINE_PACKED(float, f32, base, fl_v4f, 6, FL_PK_TAILS_6, )
+FL_DEFINE_PACKED(double, f64, base, fl_v2d, 6, FL_PK_TAILS_6, )
 #if FL_X86
-FL_DEFINE_PACKED(float, f32, v3, fl_v8f, 6, FL_TARGET_V3)
-FL_DEFINE_PACKED(double, f64, v3, fl_v4d, 6, FL_TARGET_V3)
-FL_DEFINE_PACKED(float, f32, v4, fl_v16f, 12, FL_TARGET_V4)
-FL_DEFINE_PACKED(double, f64, v4, fl_v8d, 12, FL_TARGET_V4)
+FL_DEFINE_PACKED(float, f32, v3, fl_v8f, 6, FL_PK_TAILS_6, FL_TARGET_V3)
+FL_DEFINE_PACKED(double, f64, v3, fl_v4d, 6, FL_PK_TAILS_6, FL_TARGET_V3)
+FL_DEFINE_PACKED(float, f32, v4, fl_v16f, 12, FL_PK_TAILS_12, FL_TARGET_V4)
+FL_DEFINE_PACKED(double, f64, v4, fl_v8d, 12, FL_PK_TAILS_12, FL_TARGET_V4)
 #endif
 
 /* ------------------------------------------------------------------ */
