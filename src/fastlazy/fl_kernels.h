@@ -380,6 +380,8 @@ FL_INLINE void fl_pk_##SFX##_##ISA(const int R, fl_idx K, const T *x,         \
         const T *xk = x + k;                                                  \
         fl_vec_t b0, b1;                                                      \
         __builtin_prefetch((const char *)w + FL_PF_BYTES, 0, 3);              \
+        if (2 * sizeof(V) > 64)     /* a panel row spans two lines */         \
+            __builtin_prefetch((const char *)w + FL_PF_BYTES + 64, 0, 3);     \
         b0 = FL_LD(w);                                                        \
         b1 = FL_LD(w + FL_L);                                                 \
         FL_FOR_P(FL_PFMA)                                                     \
