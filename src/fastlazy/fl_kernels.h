@@ -404,18 +404,28 @@ ATTR static void fl_gemm_packed_##SFX##_##ISA(fl_idx n, fl_idx K, fl_idx M,   \
     T *y, fl_idx ldy, int act)                                                \
 {                                                                             \
     enum { NR = (int)(2 * sizeof(V) / sizeof(T)) };                           \
-    fl_idx p, i;                                                              \
+    /* full MR-row groups, then the rest in one or two groups: a remainder */ \
+    /* under MR/2 joins the last full group and the two split evenly      */ \
+    /* (256 rows: 20 x 12 + 8 + 8, not 21 x 12 + 4)                       */ \
+    fl_idx full = n / MR, rest = n % MR, p, i, g, part;                       \
+    if (full > 0 && rest > 0 && rest < MR / 2) {                              \
+        full--;                                                               \
+        rest += MR;                                                           \
+    }                                                                         \
     for (p = p0; p < p1; p++) {                                               \
         const T *bp = pk + p * K * NR;                                        \
         const fl_idx m0 = p * NR;                                             \
         const fl_idx nc = M - m0 < NR ? M - m0 : NR;                          \
         const T *bb = b ? b + m0 : NULL;                                      \
-        for (i = 0; i + MR <= n; i += MR)                                     \
+        for (i = 0, g = 0; g < full; g++, i += MR)                            \
             fl_pk##MR##_##SFX##_##ISA(K, x + i * ldx, ldx, bp, bb, nc,        \
                                       y + i * ldy + m0, ldy, act);            \
-        switch (n - i) {                                                      \
-        TAILS(SFX, ISA)                                                       \
-        default: break;                                                       \
+        for (part = rest > MR ? rest / 2 : rest; i < n;                       \
+             i += part, part = n - i) {                                       \
+            switch (part) {                                                   \
+            TAILS(SFX, ISA)                                                   \
+            default: break;                                                   \
+            }                                                                 \
         }                                                                     \
     }                                                                         \
 }                                                                             \
