@@ -1080,26 +1080,24 @@ cdef void _columns_job(void *vctx, int tid, int nthreads) noexcept nogil:
     """One dense step split by output columns, claimed from a shared
     counter: a thread that starts late (slow wake-up, or less CPU because
     another library's pool is spinning) finds its share taken by one that is
-    already running.  On packed weights a slice costs nothing to start, so
-    there are four per thread; through BLAS each slice repacks its weights,
-    so there is one per thread, 16-aligned."""
+    already running.  On packed weights a slice is one panel: starting one
+    costs nothing, and a thread that runs slowly (sharing its core with
+    another process's spinning BLAS thread) holds up the end of the step by
+    at most one panel; through BLAS each slice repacks its weights, so
+    there is one per thread, 16-aligned."""
     cdef RunCtx *c = <RunCtx *>vctx
     cdef const Step *s = c.step
     cdef Py_ssize_t M = s.M, m0, rows = c.n * s.rows
     cdef Py_ssize_t chunk = ((M + nthreads - 1) // nthreads + 15) & ~15
-    cdef Py_ssize_t nr, npan, per, p0
+    cdef Py_ssize_t nr, npan, p0
     if _dense_route(s, rows) == ROUTE_PACKED:
         nr = fl_kt.nr_f32 if s.itemsize == 4 else fl_kt.nr_f64
         npan = (M + nr - 1) // nr
-        per = npan // (4 * nthreads)
-        if per < 1:
-            per = 1
         while True:
-            p0 = fl_next_item(&c.next_tile) * per
+            p0 = fl_next_item(&c.next_tile)
             if p0 >= npan:
                 break
-            _packed_slice(s, rows, c.src, c.dst, p0,
-                          npan if p0 + per > npan else p0 + per)
+            _packed_slice(s, rows, c.src, c.dst, p0, p0 + 1)
         return
     while True:
         m0 = fl_next_item(&c.next_tile) * chunk

@@ -12,6 +12,16 @@
  * thread is inside a parallel forward) runs its job alone, in its own
  * thread.  After fork() the child starts fresh workers (pthread_atfork).
  *
+ * Workers join a job only while it is open: the caller closes it when its
+ * own share is done and then waits only for workers already inside.  A
+ * worker that wakes late (a sleeping thread takes tens to hundreds of
+ * microseconds to wake on a VM, longer when another process's thread holds
+ * its core) no longer holds up a job whose work is already finished -- it
+ * used to: C3 at 2 threads with a sleeping worker took 845 us, 1 thread
+ * 450 us.  So a job must hand out its work through a shared counter
+ * (fl_next_item) and may run on fewer threads than it asked for; tid only
+ * picks per-thread scratch.
+ *
  * Windows builds run every job in the calling thread.
  */
 #ifndef FL_POOL_H
@@ -48,13 +58,14 @@ typedef struct {
     fl_job_fn fn;
     void *ctx;
     int nthreads;                /* threads in the current job */
-    unsigned long pending;       /* workers still inside the current job */
+    int open;                    /* workers may still join the job */
+    unsigned long active;        /* workers inside the current job */
 } fl_pool_t;
 
 static fl_pool_t fl_pool = {
     PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
     PTHREAD_COND_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
-    0, 0, 0, 0, 0, 0
+    0, 0, 0, 0, 0, 0, 0
 };
 
 /* seen: the job generation when the worker was made.  It must come from
@@ -104,14 +115,15 @@ static void *fl_pool_worker(void *arg)
         while (fl_pool.generation == seen)
             pthread_cond_wait(&fl_pool.start, &fl_pool.mu);
         seen = fl_pool.generation;
-        if (tid < fl_pool.nthreads) {
+        if (fl_pool.open && tid < fl_pool.nthreads) {
             fl_job_fn fn = fl_pool.fn;
             void *ctx = fl_pool.ctx;
             int nt = fl_pool.nthreads;
+            __atomic_add_fetch(&fl_pool.active, 1, __ATOMIC_RELAXED);
             pthread_mutex_unlock(&fl_pool.mu);
             fn(ctx, tid, nt);
             pthread_mutex_lock(&fl_pool.mu);
-            if (__atomic_sub_fetch(&fl_pool.pending, 1, __ATOMIC_RELEASE) == 0)
+            if (__atomic_sub_fetch(&fl_pool.active, 1, __ATOMIC_RELEASE) == 0)
                 pthread_cond_signal(&fl_pool.done);
         }
         pthread_mutex_unlock(&fl_pool.mu);
@@ -134,7 +146,8 @@ static void fl_pool_after_fork_child(void)
     fl_pool.done = c;
     fl_pool.nworkers = 0;
     fl_pool.generation = 0;
-    fl_pool.pending = 0;
+    fl_pool.open = 0;
+    fl_pool.active = 0;
 }
 
 static pthread_once_t fl_pool_once = PTHREAD_ONCE_INIT;
@@ -187,16 +200,21 @@ static int fl_pool_run(fl_job_fn fn, void *ctx, int nthreads)
     fl_pool.fn = fn;
     fl_pool.ctx = ctx;
     fl_pool.nthreads = nthreads;
-    fl_pool.pending = nthreads - 1;
+    fl_pool.open = 1;
+    fl_pool.active = 0;
     __atomic_add_fetch(&fl_pool.generation, 1, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&fl_pool.start);
     pthread_mutex_unlock(&fl_pool.mu);
 
     fn(ctx, 0, nthreads);
 
-    fl_spin_wait(&fl_pool.pending, 0, 1, 2 * fl_pool_spin_ns);
+    /* the work is handed out: close the job, wait for those inside */
     pthread_mutex_lock(&fl_pool.mu);
-    while (fl_pool.pending > 0)
+    fl_pool.open = 0;
+    pthread_mutex_unlock(&fl_pool.mu);
+    fl_spin_wait(&fl_pool.active, 0, 1, 2 * fl_pool_spin_ns);
+    pthread_mutex_lock(&fl_pool.mu);
+    while (fl_pool.active > 0)
         pthread_cond_wait(&fl_pool.done, &fl_pool.mu);
     pthread_mutex_unlock(&fl_pool.mu);
     pthread_mutex_unlock(&fl_pool.busy);
