@@ -1,6 +1,7 @@
 """The compiled kernels on their own (``_core.dense_kernel``, the test twin
-of the dense step) against NumPy, for dtype x route (own kernel, BLAS) x
-shape x activation; and whole networks under every instruction set."""
+of the dense step) against NumPy, for dtype x route (small kernel, BLAS,
+packed weights) x shape x activation; and whole networks under every
+instruction set."""
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from fastlazy import _core, init, nn
 
 ACTS = sorted(_core.ACTIVATIONS, key=lambda a: _core.ACTIVATIONS[a])
 DTYPES = [np.float32, np.float64]
+ROUTES = ["own", "blas", "packed"]
 
 
 def check_dense(x, wt, b, act, use_blas, ref):
@@ -24,9 +26,9 @@ def check_dense(x, wt, b, act, use_blas, ref):
     return y
 
 
-@given(n=st.integers(1, 9), k=st.integers(1, 70), m=st.integers(1, 150),
+@given(n=st.integers(1, 40), k=st.integers(1, 300), m=st.integers(1, 150),
        act=st.sampled_from(ACTS), dtype=st.sampled_from(DTYPES),
-       use_blas=st.booleans(), bias=st.booleans(),
+       use_blas=st.sampled_from(ROUTES), bias=st.booleans(),
        scale=st.sampled_from([1e-3, 0.1, 1.0, 10.0]),
        seed=st.integers(0, 2 ** 32 - 1))
 def test_dense_kernel_vs_numpy(n, k, m, act, dtype, use_blas, bias, scale,
@@ -38,14 +40,18 @@ def test_dense_kernel_vs_numpy(n, k, m, act, dtype, use_blas, bias, scale,
     check_dense(x, wt, b, act, use_blas, ref)
 
 
-@pytest.mark.parametrize("use_blas", [False, True])
+@pytest.mark.parametrize("use_blas", ROUTES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ACTS)
 def test_dense_kernel_edge_shapes(act, dtype, use_blas, ref):
     """Every tail of the register tiles: M around multiples of 4/8/16
-    lanes, K below and above the unroll, n = 1..9 rows."""
+    lanes, K below and above the unroll, n = 1..9 rows (the packed kernel:
+    also every remainder of its 6/12-row groups)."""
     rng = np.random.default_rng(0)
-    for n in (1, 2, 3, 4, 5, 8, 9):
+    rows = (1, 2, 3, 4, 5, 8, 9)
+    if use_blas == "packed":
+        rows += (6, 7, 11, 12, 13, 14, 17, 18, 19, 23, 24, 25, 30, 37)
+    for n in rows:
         for k in (1, 2, 3, 7, 8, 9, 16, 33):
             for m in (1, 2, 3, 4, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65,
                       129):
@@ -55,14 +61,14 @@ def test_dense_kernel_edge_shapes(act, dtype, use_blas, ref):
                 check_dense(x, wt, b, act, use_blas, ref)
 
 
-@pytest.mark.parametrize("use_blas", [False, True])
-def test_own_kernel_and_blas_agree(use_blas, ref):
+@pytest.mark.parametrize("route", ["blas", "packed"])
+def test_routes_agree_with_the_small_kernel(route, ref):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((7, 50)).astype(np.float32)
     wt = rng.standard_normal((50, 70)).astype(np.float32)
     b = rng.standard_normal(70).astype(np.float32)
-    a = _core.dense_kernel(x, wt, b, 1, False)
-    c = _core.dense_kernel(x, wt, b, 1, True)
+    a = _core.dense_kernel(x, wt, b, 1, "own")
+    c = _core.dense_kernel(x, wt, b, 1, route)
     np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-4)
 
 
@@ -75,9 +81,10 @@ def test_dense_kernel_does_not_read_out_of_bounds(ref):
         wt = buf[:k * m].reshape(k, m)
         wt[...] = rng.standard_normal((k, m))
         x = rng.standard_normal((4, k)).astype(np.float32)
-        y = _core.dense_kernel(x, wt, None, 0, False)
-        assert np.isfinite(y).all()
-        check_dense(x, wt, None, None, False, ref)
+        for route in ROUTES:
+            y = _core.dense_kernel(x, wt, None, 0, route)
+            assert np.isfinite(y).all(), route
+            check_dense(x, wt, None, None, route, ref)
 
 
 def test_dense_kernel_argument_checks():
@@ -92,6 +99,8 @@ def test_dense_kernel_argument_checks():
     with pytest.raises(ValueError):
         _core.dense_kernel(np.ones(3, np.float32), np.ones((3, 2)), None, 0,
                            False)
+    with pytest.raises(ValueError, match="route"):
+        _core.dense_kernel(x, np.ones((3, 2)), None, 0, "fast")
 
 
 # ---------------------------------------------------------------------------
@@ -139,9 +148,10 @@ def _run_stack(widths, acts, n, k, dtype, flatten, seed, ref, level):
 
 
 @pytest.mark.parametrize("level", ISA_LEVELS)
-def test_big_layers_under_isa_use_blas_route(level, ref, isa_restore):
-    """Products above the small-kernel threshold go to BLAS GEMM/GEMV;
-    the bias/activation pass after it runs in the chosen kernels."""
+def test_big_layers_under_isa_use_batched_routes(level, ref, isa_restore):
+    """Products above the small-kernel threshold go to the packed kernel
+    (or BLAS GEMM), one row to GEMV; bias and activation run in the kernels
+    of the chosen instruction set."""
     isa_restore.set_isa(level)
     net = nn.Sequential()
     net.add(nn.Dense(512, activation="gelu"), nn.Dense(700,

@@ -428,7 +428,7 @@ def configs(draw):
                  draw(st.sampled_from([1, 2, 4, 7, 33, 130]))),
         special=draw(st.sampled_from([False, False, False, True])),
         isa=draw(st.sampled_from([None, 0, 3])),
-        kernel_route=draw(st.sampled_from([None, "own", "blas"])),
+        kernel_route=draw(st.sampled_from([None, "own", "blas", "packed"])),
         tile_bytes=draw(st.sampled_from([None, 1, 4096])),
         threads=draw(st.sampled_from([1, 2, 3])),
         parallel_macs=draw(st.sampled_from([None, 0])),
