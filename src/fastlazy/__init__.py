@@ -64,6 +64,8 @@ def show_config(file=None):
         "blas_core": info["corename"],
         "blas_threads": info["threads"],
         "kernels": _core.kernel_isa(),
+        "batched": "packed weights, {} x {} float32 tile".format(
+            *_core.packed_tile()[:2]),
     }
     out = file if file is not None else sys.stdout
     for key, value in config.items():

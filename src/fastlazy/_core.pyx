@@ -122,6 +122,12 @@ def kernel_isa():
     return fl_kernels_isa().decode()
 
 
+def packed_tile():
+    """Register tile of the batched kernel on packed weights:
+    (rows, float32 columns, float64 columns)."""
+    return (fl_kt.mr, fl_kt.nr_f32, fl_kt.nr_f64)
+
+
 cdef extern from "fl_conv.h" nogil:
     # the vectorised float sigmoid, chosen for the CPU like the kernels
     void (*fl_vsigmoid_f32)(float *y, Py_ssize_t n) noexcept nogil

@@ -39,6 +39,7 @@ cdef extern from "fl_kernels.h" nogil:
                          double *pk) noexcept nogil
         int nr_f32
         int nr_f64
+        int mr
 
     fl_kernel_table fl_kt
     int fl_kernels_init(int level) noexcept

@@ -515,6 +515,7 @@ typedef struct {
     fl_pack_f64_fn pack_f64;
     int nr_f32;                       /* panel width of the packed layout */
     int nr_f64;
+    int mr;                           /* rows per register tile, packed kernel */
     const char *isa;
 } fl_kernel_table;
 
@@ -522,7 +523,7 @@ static fl_kernel_table fl_kt = {
     fl_dense_small_f32_base, fl_dense_small_f64_base,
     fl_bias_act_f32_base, fl_bias_act_f64_base,
     fl_gemm_packed_f32_base, fl_gemm_packed_f64_base,
-    fl_pack_f32_base, fl_pack_f64_base, 8, 4, "baseline"
+    fl_pack_f32_base, fl_pack_f64_base, 8, 4, 6, "baseline"
 };
 
 /* level: -1 = best the CPU supports, 0 = baseline, 3 = AVX2/FMA, 4 = AVX-512.
@@ -551,6 +552,7 @@ static int fl_kernels_init(int level)
         fl_kt.pack_f64 = fl_pack_f64_v4;
         fl_kt.nr_f32 = 32;
         fl_kt.nr_f64 = 16;
+        fl_kt.mr = 12;
         fl_kt.isa = "AVX-512 (x86-64-v4)";
         return 4;
     }
@@ -565,6 +567,7 @@ static int fl_kernels_init(int level)
         fl_kt.pack_f64 = fl_pack_f64_v3;
         fl_kt.nr_f32 = 16;
         fl_kt.nr_f64 = 8;
+        fl_kt.mr = 6;
         fl_kt.isa = "AVX2+FMA (x86-64-v3)";
         return 3;
     }
@@ -581,6 +584,7 @@ static int fl_kernels_init(int level)
     fl_kt.pack_f64 = fl_pack_f64_base;
     fl_kt.nr_f32 = 8;
     fl_kt.nr_f64 = 4;
+    fl_kt.mr = 6;
     fl_kt.isa = "baseline";
     return 0;
 }
