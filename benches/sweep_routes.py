@@ -1,3 +1,15 @@
+#!/usr/bin/env python
+"""Which dense route is fastest, by rows x layer shape (1 thread).
+
+    python benches/sweep_routes.py [rows,rows,...] [f64]
+
+For each layer K -> M and row count: the small kernel ('own'), OpenBLAS
+('blas') and the packed kernel ('packed'), forced with set_tuning, and the
+automatic choice.  Prints, per row count, the winner's initial, the packed
+kernel's time over the better of the other two, and auto's time over the
+winner (1.00 = auto picked the fastest).  _packed_wins and _use_own_kernel
+in _core.pyx were set from this.
+"""
 import time, sys, numpy as np, fastlazy as fl
 from fastlazy import _core
 fl.set_num_threads(1)
