@@ -245,7 +245,22 @@ def test_set_tuning_routes():
     old = _core.set_tuning(kernel_route="packed")
     try:
         assert _core.set_tuning()[0] == "packed"
+        assert len(_core.set_tuning()) == 4
         with pytest.raises(ValueError, match="kernel_route"):
             _core.set_tuning(kernel_route="fastest")
+    finally:
+        _core.set_tuning(*old)
+
+
+def test_pack_max_bytes_bounds_the_copies(net, x, ref):
+    old = _core.set_tuning(pack_max_bytes=HID * IN * 4 - 1)
+    try:
+        net(x)
+        assert net[0].weight._packed_state == (0, False)   # too big
+        ref.forward_matches(net, x)
+        _core.set_tuning(pack_max_bytes=HID * IN * 4)
+        net(x)
+        assert packed(net[0].weight)
+        ref.forward_matches(net, x)
     finally:
         _core.set_tuning(*old)

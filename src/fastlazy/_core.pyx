@@ -742,15 +742,20 @@ cdef Py_ssize_t _TILE_BYTES = 1 << 20
 # A forward pass with fewer multiply-adds than this runs on one thread:
 # waking a worker costs more than it saves.
 cdef Py_ssize_t _PAR_MACS = 1 << 22
+# Weights larger than this (bytes) are never packed; -1: no limit.
+cdef Py_ssize_t _PACK_MAX_BYTES = -1
 
 
-def set_tuning(kernel_route=None, tile_bytes=None, parallel_macs=None):
-    """Adjust the kernel choice ('auto', 'own' or 'blas'), the row-tile size
-    and the size from which a forward pass uses several threads; returns the
-    old values (for tests and benches)."""
-    global _KERNEL_ROUTE, _TILE_BYTES, _PAR_MACS
+def set_tuning(kernel_route=None, tile_bytes=None, parallel_macs=None,
+               pack_max_bytes=None):
+    """Adjust the kernel choice ('auto', 'own', 'blas' or 'packed'), the
+    row-tile size, the size from which a forward pass uses several threads
+    and the largest weight (bytes; -1: any) that is kept packed for the
+    batched kernel -- the memory knob: a packed copy costs as much memory
+    as its weight.  Returns the old values (for tests and benches)."""
+    global _KERNEL_ROUTE, _TILE_BYTES, _PAR_MACS, _PACK_MAX_BYTES
     routes = ("auto", "own", "blas", "packed")
-    old = (routes[_KERNEL_ROUTE], _TILE_BYTES, _PAR_MACS)
+    old = (routes[_KERNEL_ROUTE], _TILE_BYTES, _PAR_MACS, _PACK_MAX_BYTES)
     if kernel_route is not None:
         if kernel_route not in routes:
             raise ValueError(f"kernel_route must be one of {routes}, got "
@@ -760,6 +765,8 @@ def set_tuning(kernel_route=None, tile_bytes=None, parallel_macs=None):
         _TILE_BYTES = max(1, int(tile_bytes))
     if parallel_macs is not None:
         _PAR_MACS = max(0, int(parallel_macs))
+    if pack_max_bytes is not None:
+        _PACK_MAX_BYTES = max(-1, int(pack_max_bytes))
     _bump_epoch()
     return old
 
@@ -1269,7 +1276,8 @@ cdef class Plan:
                     not _packed_wins(tile * s.rows, s.K, s.M):
                 continue
             w = <Parameter>s.wparam
-            if w._live_views:
+            if w._live_views or (_PACK_MAX_BYTES >= 0 and
+                                 s.K * s.M * s.itemsize > _PACK_MAX_BYTES):
                 continue
             if steps == NULL:
                 steps = <Step *>malloc(self.d.nsteps * sizeof(Step))
@@ -1278,6 +1286,10 @@ cdef class Plan:
                 memcpy(steps, self.d.steps, self.d.nsteps * sizeof(Step))
             try:
                 steps[i].packed = w._packed_data()
+            except MemoryError:
+                # the copy is an optimisation: without memory for it, the
+                # step reads the weights in place
+                continue
             except BaseException:
                 free(steps)
                 raise
