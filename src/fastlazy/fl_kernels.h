@@ -526,6 +526,24 @@ static fl_kernel_table fl_kt = {
     fl_pack_f32_base, fl_pack_f64_base, 8, 4, 6, "baseline"
 };
 
+/* Point the table at one instruction-set level's kernels; NR32/NR64: panel
+ * width of the packed layout, MR: rows per register tile (see
+ * FL_DEFINE_PACKED's instances). */
+#define FL_SET_TABLE(ISA, NR32, NR64, MR, NAME) do {                          \
+        fl_kt.dense_f32 = fl_dense_small_f32_##ISA;                           \
+        fl_kt.dense_f64 = fl_dense_small_f64_##ISA;                           \
+        fl_kt.bias_act_f32 = fl_bias_act_f32_##ISA;                           \
+        fl_kt.bias_act_f64 = fl_bias_act_f64_##ISA;                           \
+        fl_kt.gemm_packed_f32 = fl_gemm_packed_f32_##ISA;                     \
+        fl_kt.gemm_packed_f64 = fl_gemm_packed_f64_##ISA;                     \
+        fl_kt.pack_f32 = fl_pack_f32_##ISA;                                   \
+        fl_kt.pack_f64 = fl_pack_f64_##ISA;                                   \
+        fl_kt.nr_f32 = NR32;                                                  \
+        fl_kt.nr_f64 = NR64;                                                  \
+        fl_kt.mr = MR;                                                        \
+        fl_kt.isa = NAME;                                                     \
+    } while (0)
+
 /* level: -1 = best the CPU supports, 0 = baseline, 3 = AVX2/FMA, 4 = AVX-512.
  * Returns the level in use. */
 static int fl_kernels_init(int level)
@@ -542,50 +560,17 @@ static int fl_kernels_init(int level)
         best = 4;
     if (level < 0 || level > best) level = best;
     if (level >= 4) {
-        fl_kt.dense_f32 = fl_dense_small_f32_v4;
-        fl_kt.dense_f64 = fl_dense_small_f64_v4;
-        fl_kt.bias_act_f32 = fl_bias_act_f32_v4;
-        fl_kt.bias_act_f64 = fl_bias_act_f64_v4;
-        fl_kt.gemm_packed_f32 = fl_gemm_packed_f32_v4;
-        fl_kt.gemm_packed_f64 = fl_gemm_packed_f64_v4;
-        fl_kt.pack_f32 = fl_pack_f32_v4;
-        fl_kt.pack_f64 = fl_pack_f64_v4;
-        fl_kt.nr_f32 = 32;
-        fl_kt.nr_f64 = 16;
-        fl_kt.mr = 12;
-        fl_kt.isa = "AVX-512 (x86-64-v4)";
+        FL_SET_TABLE(v4, 32, 16, 12, "AVX-512 (x86-64-v4)");
         return 4;
     }
     if (level >= 3) {
-        fl_kt.dense_f32 = fl_dense_small_f32_v3;
-        fl_kt.dense_f64 = fl_dense_small_f64_v3;
-        fl_kt.bias_act_f32 = fl_bias_act_f32_v3;
-        fl_kt.bias_act_f64 = fl_bias_act_f64_v3;
-        fl_kt.gemm_packed_f32 = fl_gemm_packed_f32_v3;
-        fl_kt.gemm_packed_f64 = fl_gemm_packed_f64_v3;
-        fl_kt.pack_f32 = fl_pack_f32_v3;
-        fl_kt.pack_f64 = fl_pack_f64_v3;
-        fl_kt.nr_f32 = 16;
-        fl_kt.nr_f64 = 8;
-        fl_kt.mr = 6;
-        fl_kt.isa = "AVX2+FMA (x86-64-v3)";
+        FL_SET_TABLE(v3, 16, 8, 6, "AVX2+FMA (x86-64-v3)");
         return 3;
     }
 #else
     (void)level;
 #endif
-    fl_kt.dense_f32 = fl_dense_small_f32_base;
-    fl_kt.dense_f64 = fl_dense_small_f64_base;
-    fl_kt.bias_act_f32 = fl_bias_act_f32_base;
-    fl_kt.bias_act_f64 = fl_bias_act_f64_base;
-    fl_kt.gemm_packed_f32 = fl_gemm_packed_f32_base;
-    fl_kt.gemm_packed_f64 = fl_gemm_packed_f64_base;
-    fl_kt.pack_f32 = fl_pack_f32_base;
-    fl_kt.pack_f64 = fl_pack_f64_base;
-    fl_kt.nr_f32 = 8;
-    fl_kt.nr_f64 = 4;
-    fl_kt.mr = 6;
-    fl_kt.isa = "baseline";
+    FL_SET_TABLE(base, 8, 4, 6, "baseline");
     return 0;
 }
 
