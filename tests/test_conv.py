@@ -175,6 +175,37 @@ def test_conv2d_matches_numpy(c):
     np.testing.assert_allclose(y, ref, **TOL[c["dtype"]])
 
 
+@pytest.mark.parametrize("route", ["auto", "blas"])
+@pytest.mark.parametrize("level", [0, 3, 4])
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_large_conv_on_the_batched_kernel(route, level, schedule, dtype,
+                                          isa_restore):
+    """Convolutions big enough for fastlazy's own GEMM (>= 8 output
+    channels per group, ~1M multiply-adds per product): every schedule,
+    groups, ragged output widths, row groups of 12 + 8, against NumPy and
+    against OpenBLAS."""
+    isa_restore.set_isa(level)
+    rng = np.random.default_rng(7)
+    for groups, x_shape, act in ((1, (3, 16, 20, 23), "relu"),
+                                 (2, (2, 32, 30, 29), "tanh")):
+        layer = nn.Conv2D(40, 3, padding=1, groups=groups, activation=act,
+                          in_channels=x_shape[1], dtype=dtype)
+        layer.initialize()
+        fill(layer, seed=groups, dtype=dtype)
+        x = rand(rng, *x_shape, dtype=dtype)
+        old = _core.set_conv_tuning(*SCHEDULES[schedule])
+        old_route = _core.set_tuning(kernel_route=route)
+        try:
+            y = layer(x)
+        finally:
+            _core.set_conv_tuning(*old)
+            _core.set_tuning(*old_route)
+        ref = ACT[act](conv2d_ref(x, layer.weight.data(), layer.bias.data(),
+                                  pad=(1, 1), groups=groups))
+        np.testing.assert_allclose(y, ref, **TOL[dtype])
+
+
 @st.composite
 def pool_cases(draw):
     k = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))

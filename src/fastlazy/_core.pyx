@@ -26,6 +26,10 @@ import numpy as np
 cimport numpy as cnp
 from cpython.object cimport PyObject
 from libc.stdlib cimport free, malloc
+
+
+cdef extern from "<stdlib.h>" nogil:
+    void *aligned_alloc(size_t alignment, size_t size)
 from libc.string cimport memcpy, memset
 
 from fastlazy._blas cimport (

@@ -37,6 +37,12 @@ cdef extern from "fl_kernels.h" nogil:
                          float *pk) noexcept nogil
         void (*pack_f64)(fl_idx K, fl_idx M, const double *wt,
                          double *pk) noexcept nogil
+        void (*gemm_ab_f32)(fl_idx M, fl_idx N, fl_idx K, const float *a,
+                            fl_idx lda, const float *b, fl_idx ldb, float *c,
+                            fl_idx ldc, float *buf) noexcept nogil
+        void (*gemm_ab_f64)(fl_idx M, fl_idx N, fl_idx K, const double *a,
+                            fl_idx lda, const double *b, fl_idx ldb,
+                            double *c, fl_idx ldc, double *buf) noexcept nogil
         int nr_f32
         int nr_f64
         int mr

@@ -398,35 +398,66 @@ FL_INLINE void fl_pk_##SFX##_##ISA(const int R, fl_idx K, const T *x,         \
 /* stack in some of them)                                              */     \
 FL_PK_FNS_##MR(T, SFX, ISA, ATTR)                                             \
                                                                               \
+/* n rows x one panel bp (K x NR, nc valid columns; bb, y at its first     */ \
+/* column): full MR-row groups, then the rest in one or two groups -- a    */ \
+/* remainder under MR/2 joins the last full group and the two split evenly */ \
+/* (256 rows: 20 x 12 + 8 + 8, not 21 x 12 + 4)                            */ \
+FL_INLINE void fl_panel_rows_##SFX##_##ISA(fl_idx n, fl_idx K, const T *x,    \
+    fl_idx ldx, const T *bp, const T *bb, fl_idx nc, T *y, fl_idx ldy,        \
+    int act)                                                                  \
+{                                                                             \
+    const fl_idx m0 = 0;                                                      \
+    fl_idx full = n / MR, rest = n % MR, i, g, part;                          \
+    if (full > 0 && rest > 0 && rest < MR / 2) {                              \
+        full--;                                                               \
+        rest += MR;                                                           \
+    }                                                                         \
+    for (i = 0, g = 0; g < full; g++, i += MR)                                \
+        fl_pk##MR##_##SFX##_##ISA(K, x + i * ldx, ldx, bp, bb, nc,            \
+                                  y + i * ldy, ldy, act);                     \
+    for (part = rest > MR ? rest / 2 : rest; i < n;                           \
+         i += part, part = n - i) {                                           \
+        switch (part) {                                                       \
+        TAILS(SFX, ISA)                                                       \
+        default: break;                                                       \
+        }                                                                     \
+    }                                                                         \
+}                                                                             \
+                                                                              \
 /* Output columns of panels [p0, p1) for n rows (b, y: whole-row pointers) */ \
 ATTR static void fl_gemm_packed_##SFX##_##ISA(fl_idx n, fl_idx K, fl_idx M,   \
     const T *x, fl_idx ldx, const T *pk, fl_idx p0, fl_idx p1, const T *b,    \
     T *y, fl_idx ldy, int act)                                                \
 {                                                                             \
     enum { NR = (int)(2 * sizeof(V) / sizeof(T)) };                           \
-    /* full MR-row groups, then the rest in one or two groups: a remainder */ \
-    /* under MR/2 joins the last full group and the two split evenly      */ \
-    /* (256 rows: 20 x 12 + 8 + 8, not 21 x 12 + 4)                       */ \
-    fl_idx full = n / MR, rest = n % MR, p, i, g, part;                       \
-    if (full > 0 && rest > 0 && rest < MR / 2) {                              \
-        full--;                                                               \
-        rest += MR;                                                           \
-    }                                                                         \
+    fl_idx p;                                                                 \
     for (p = p0; p < p1; p++) {                                               \
-        const T *bp = pk + p * K * NR;                                        \
         const fl_idx m0 = p * NR;                                             \
-        const fl_idx nc = M - m0 < NR ? M - m0 : NR;                          \
-        const T *bb = b ? b + m0 : NULL;                                      \
-        for (i = 0, g = 0; g < full; g++, i += MR)                            \
-            fl_pk##MR##_##SFX##_##ISA(K, x + i * ldx, ldx, bp, bb, nc,        \
-                                      y + i * ldy + m0, ldy, act);            \
-        for (part = rest > MR ? rest / 2 : rest; i < n;                       \
-             i += part, part = n - i) {                                       \
-            switch (part) {                                                   \
-            TAILS(SFX, ISA)                                                   \
-            default: break;                                                   \
-            }                                                                 \
+        fl_panel_rows_##SFX##_##ISA(n, K, x, ldx, pk + p * K * NR,            \
+                                    b ? b + m0 : NULL,                        \
+                                    M - m0 < NR ? M - m0 : NR, y + m0, ldy,   \
+                                    act);                                     \
+    }                                                                         \
+}                                                                             \
+                                                                              \
+/* c[M x N] = a[M x K] @ b[K x N] (row-major, leading dimensions), both     */ \
+/* operands changing per call (convolution: weights @ im2col block): each */  \
+/* NR-column panel of b is packed into buf (K x NR values) and serves all */  \
+/* M rows.  No bias, no activation.                                       */  \
+ATTR static void fl_gemm_ab_##SFX##_##ISA(fl_idx M, fl_idx N, fl_idx K,       \
+    const T *a, fl_idx lda, const T *b, fl_idx ldb, T *c, fl_idx ldc, T *buf) \
+{                                                                             \
+    enum { NR = (int)(2 * sizeof(V) / sizeof(T)) };                           \
+    fl_idx n0, k;                                                             \
+    for (n0 = 0; n0 < N; n0 += NR) {                                          \
+        const fl_idx nc = N - n0 < NR ? N - n0 : NR;                          \
+        for (k = 0; k < K; k++) {                                             \
+            memcpy(buf + k * NR, b + k * ldb + n0, (size_t)nc * sizeof(T));   \
+            if (nc < NR)                                                      \
+                memset(buf + k * NR + nc, 0, (size_t)(NR - nc) * sizeof(T));  \
         }                                                                     \
+        fl_panel_rows_##SFX##_##ISA(M, K, a, lda, buf, NULL, nc, c + n0, ldc, \
+                                    FL_ACT_NONE);                             \
     }                                                                         \
 }                                                                             \
                                                                               \
@@ -502,6 +533,12 @@ typedef void (*fl_gemm_f64_fn)(fl_idx, fl_idx, fl_idx, const double *, fl_idx,
                                const double *, fl_idx, fl_idx, const double *,
                                double *, fl_idx, int);
 typedef void (*fl_pack_f32_fn)(fl_idx, fl_idx, const float *, float *);
+typedef void (*fl_gemm_ab_f32_fn)(fl_idx, fl_idx, fl_idx, const float *, fl_idx,
+                                  const float *, fl_idx, float *, fl_idx,
+                                  float *);
+typedef void (*fl_gemm_ab_f64_fn)(fl_idx, fl_idx, fl_idx, const double *,
+                                  fl_idx, const double *, fl_idx, double *,
+                                  fl_idx, double *);
 typedef void (*fl_pack_f64_fn)(fl_idx, fl_idx, const double *, double *);
 
 typedef struct {
@@ -513,6 +550,8 @@ typedef struct {
     fl_gemm_f64_fn gemm_packed_f64;
     fl_pack_f32_fn pack_f32;
     fl_pack_f64_fn pack_f64;
+    fl_gemm_ab_f32_fn gemm_ab_f32;    /* both operands per call (conv) */
+    fl_gemm_ab_f64_fn gemm_ab_f64;
     int nr_f32;                       /* panel width of the packed layout */
     int nr_f64;
     int mr;                           /* rows per register tile, packed kernel */
@@ -523,7 +562,8 @@ static fl_kernel_table fl_kt = {
     fl_dense_small_f32_base, fl_dense_small_f64_base,
     fl_bias_act_f32_base, fl_bias_act_f64_base,
     fl_gemm_packed_f32_base, fl_gemm_packed_f64_base,
-    fl_pack_f32_base, fl_pack_f64_base, 8, 4, 6, "baseline"
+    fl_pack_f32_base, fl_pack_f64_base, fl_gemm_ab_f32_base,
+    fl_gemm_ab_f64_base, 8, 4, 6, "baseline"
 };
 
 /* Point the table at one instruction-set level's kernels; NR32/NR64: panel
@@ -538,6 +578,8 @@ static fl_kernel_table fl_kt = {
         fl_kt.gemm_packed_f64 = fl_gemm_packed_f64_##ISA;                     \
         fl_kt.pack_f32 = fl_pack_f32_##ISA;                                   \
         fl_kt.pack_f64 = fl_pack_f64_##ISA;                                   \
+        fl_kt.gemm_ab_f32 = fl_gemm_ab_f32_##ISA;                             \
+        fl_kt.gemm_ab_f64 = fl_gemm_ab_f64_##ISA;                             \
         fl_kt.nr_f32 = NR32;                                                  \
         fl_kt.nr_f64 = NR64;                                                  \
         fl_kt.mr = MR;                                                        \
