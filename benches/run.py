@@ -7,7 +7,11 @@
     python benches/run.py --wait-quiet 20    # shared machine: before each
                                              # benchmark wait <= 20 s for
                                              # other processes to calm down
-    python benches/run.py --table FILE.json  # only format an earlier run
+    python benches/run.py --repeat 3         # three runs; each benchmark's
+                                             # median over them (one run on
+                                             # a shared machine can be off
+                                             # by 10% either way)
+    python benches/run.py --table A.json B.json  # only format earlier runs
 
 The suite runs in a child process without OPENBLAS_CORETYPE and
 OPENBLAS_L2_SIZE (set on some machines here for old OpenBLAS builds, they
@@ -17,7 +21,9 @@ log go to ``.benchmarks/``.
 """
 
 import argparse
+import copy
 import json
+import statistics
 import os
 import subprocess
 import sys
@@ -279,30 +285,63 @@ def report(data):
     return "\n\n".join([s for s in sections if s] + [note])
 
 
+def merge(runs):
+    """One result set from several runs of the suite: each benchmark's
+    median is the median of its medians, its other load the largest."""
+    if len(runs) == 1:
+        return runs[0]
+    by_name = {}
+    for run in runs:
+        for b in run["benchmarks"]:
+            by_name.setdefault(b["fullname"], []).append(b)
+    merged = copy.deepcopy(runs[-1])
+    merged["benchmarks"] = []
+    for bs in by_name.values():
+        b = copy.deepcopy(bs[0])
+        b["stats"]["median"] = statistics.median(
+            x["stats"]["median"] for x in bs)
+        b["extra_info"]["other_load"] = max(
+            x["extra_info"].get("other_load", 0.0) for x in bs)
+        b["extra_info"]["runs"] = len(bs)
+        merged["benchmarks"].append(b)
+    return merged
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--table", metavar="JSON",
-                        help="only format the results of an earlier run")
+    parser.add_argument("--table", metavar="JSON", nargs="+",
+                        help="only format the results of earlier runs "
+                             "(several: each benchmark's median over them)")
     parser.add_argument("--json", metavar="PATH",
                         help="where to write the results (default "
-                             ".benchmarks/run-<time>.json)")
+                             ".benchmarks/run-<time>.json; with --repeat, "
+                             "-1, -2, ... before the suffix)")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="run the suite N times and report each "
+                             "benchmark's median over the runs")
     args, pytest_args = parser.parse_known_args(argv)
     code = 0
     if args.table:
-        json_path = Path(args.table)
+        paths = [Path(p) for p in args.table]
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        json_path = Path(args.json or REPO / ".benchmarks" /
-                         f"run-{stamp}.json")
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        code = run_suite(json_path, json_path.with_suffix(".log"),
-                         pytest_args)
-        if not json_path.exists() or json_path.stat().st_size == 0:
-            print("no results were written (see the log above)",
-                  file=sys.stderr)
-            return code or 1
-        print(f"results: {json_path}", file=sys.stderr)
-    print(report(json.loads(json_path.read_text())))
+        base = Path(args.json or REPO / ".benchmarks" / f"run-{stamp}.json")
+        base.parent.mkdir(parents=True, exist_ok=True)
+        paths = [base] if args.repeat <= 1 else [
+            base.with_name(f"{base.stem}-{i + 1}{base.suffix}")
+            for i in range(args.repeat)]
+        for json_path in paths:
+            code = run_suite(json_path, json_path.with_suffix(".log"),
+                             pytest_args) or code
+            if not json_path.exists() or json_path.stat().st_size == 0:
+                print("no results were written (see the log above)",
+                      file=sys.stderr)
+                return code or 1
+            print(f"results: {json_path}", file=sys.stderr)
+    runs = [json.loads(p.read_text()) for p in paths]
+    if len(runs) > 1:
+        print(f"each benchmark's median over {len(runs)} runs\n")
+    print(report(merge(runs)))
     return code
 
 
