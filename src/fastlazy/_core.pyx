@@ -26,10 +26,6 @@ import numpy as np
 cimport numpy as cnp
 from cpython.object cimport PyObject
 from libc.stdlib cimport free, malloc
-
-
-cdef extern from "<stdlib.h>" nogil:
-    void *aligned_alloc(size_t alignment, size_t size)
 from libc.string cimport memcpy, memset
 
 from fastlazy._blas cimport (
@@ -46,6 +42,10 @@ from fastlazy._kernels cimport (
 from . import initializers as _init
 from . import random as _random
 from .errors import DeferredInitializationError, ShapeError
+
+
+cdef extern from "<stdlib.h>" nogil:
+    void *aligned_alloc(size_t alignment, size_t size)
 
 cnp.import_array()
 
@@ -828,13 +828,7 @@ cdef inline void _dense_f32(const Step *s, Py_ssize_t rows, const char *x,
     cdef const float *b = <const float *>s.p[1]
     # the float sigmoid runs vectorised over the whole output afterwards
     cdef int act = FL_ACT_NONE if s.act == FL_ACT_SIGMOID else s.act
-    cdef int route = _dense_route(s, rows)
-    if route == ROUTE_PACKED:
-        fl_kt.gemm_packed_f32(rows, K, M, <const float *>x, K,
-                              <const float *>s.packed, 0,
-                              (M + fl_kt.nr_f32 - 1) // fl_kt.nr_f32, b,
-                              <float *>y, M, act)
-    elif route == ROUTE_SMALL:
+    if _use_own_kernel(rows, K, M):
         fl_kt.dense_f32(rows, K, M, <const float *>x, K, wt, b, <float *>y, M,
                         act)
     else:
@@ -858,14 +852,7 @@ cdef inline void _dense_f64(const Step *s, Py_ssize_t rows, const char *x,
     cdef Py_ssize_t K = s.K, M = s.M
     cdef const double *wt = <const double *>s.p[0]
     cdef const double *b = <const double *>s.p[1]
-    cdef int route = _dense_route(s, rows)
-    if route == ROUTE_PACKED:
-        fl_kt.gemm_packed_f64(rows, K, M, <const double *>x, K,
-                              <const double *>s.packed, 0,
-                              (M + fl_kt.nr_f64 - 1) // fl_kt.nr_f64, b,
-                              <double *>y, M, s.act)
-        return
-    if route == ROUTE_SMALL:
+    if _use_own_kernel(rows, K, M):
         fl_kt.dense_f64(rows, K, M, <const double *>x, K, wt, b,
                         <double *>y, M, s.act)
         return
@@ -884,10 +871,14 @@ cdef inline void _dense_f64(const Step *s, Py_ssize_t rows, const char *x,
 
 cdef void _step_dense(const Step *s, Py_ssize_t b, const char *x, char *y,
                       char *work) noexcept nogil:
-    if s.itemsize == 4:
-        _dense_f32(s, b * s.rows, x, y)
+    cdef Py_ssize_t rows = b * s.rows
+    cdef int nr = fl_kt.nr_f32 if s.itemsize == 4 else fl_kt.nr_f64
+    if _dense_route(s, rows) == ROUTE_PACKED:
+        _packed_slice(s, rows, x, y, 0, (s.M + nr - 1) // nr)
+    elif s.itemsize == 4:
+        _dense_f32(s, rows, x, y)
     else:
-        _dense_f64(s, b * s.rows, x, y)
+        _dense_f64(s, rows, x, y)
 
 
 cdef void _step_act(const Step *s, Py_ssize_t b, const char *x, char *y,
