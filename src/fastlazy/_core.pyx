@@ -805,14 +805,19 @@ cdef inline bint _packed_wins(Py_ssize_t rows, Py_ssize_t K,
                               Py_ssize_t M) noexcept nogil:
     """Whether the packed kernel runs ``rows`` rows through a K x M layer
     (then the weights are kept packed).  Measured (benches/sweep_routes.py,
-    AVX-512, 1 thread): from 2 rows on it takes 0.3-0.85x the time of the
-    better of the small kernel and OpenBLAS once the layer has 32k weights
-    and 64 outputs; narrower layers waste most of a 32-column panel (10
-    outputs: 1.3-1.5x slower), smaller ones tie.  One row stays a
-    matrix-vector product."""
+    1 thread): with AVX-512, from 2 rows on it takes 0.3-0.85x the time of
+    the better of the small kernel and OpenBLAS once the layer has 32k
+    weights and 64 outputs; narrower layers waste most of a 32-column panel
+    (10 outputs: 1.3-1.5x slower); layers of 4k-32k weights (20 x 256,
+    64 x 64, 100 x 100) take 0.63-0.88x from 8 rows and tie below.  With
+    AVX2 (against OpenBLAS's Haswell kernels, OPENBLAS_CORETYPE=Haswell):
+    0.46-0.94x on the big layers, 0.87-0.95x on the 4k-32k ones from 8 rows
+    (1.0-1.3x below).  One row stays a matrix-vector product."""
     if _KERNEL_ROUTE:
         return _KERNEL_ROUTE == 3
-    return rows >= 2 and M >= 64 and K * M >= (1 << 15)
+    if rows < 2 or M < 64:
+        return False
+    return K * M >= (1 << 15) or (rows >= 8 and K * M >= (1 << 12))
 
 
 cdef inline int _dense_route(const Step *s, Py_ssize_t rows) noexcept nogil:
