@@ -253,6 +253,32 @@ def isa_restore():
     _core.set_isa(None)
 
 
+def conv2d_ref(x, w, b=None, stride=(1, 1), pad=(0, 0), dil=(1, 1),
+               groups=1):
+    """NCHW convolution as a sum over kernel taps of strided slices."""
+    x = np.asarray(x, np.float64)
+    w = np.asarray(w, np.float64)
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    og = o // groups
+    xp = np.pad(x, ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])))
+    oh = (h + 2 * pad[0] - dil[0] * (kh - 1) - 1) // stride[0] + 1
+    ow = (wd + 2 * pad[1] - dil[1] * (kw - 1) - 1) // stride[1] + 1
+    out = np.zeros((n, o, oh, ow))
+    for i in range(kh):
+        for j in range(kw):
+            r0, c0 = i * dil[0], j * dil[1]
+            patch = xp[:, :, r0:r0 + stride[0] * (oh - 1) + 1:stride[0],
+                       c0:c0 + stride[1] * (ow - 1) + 1:stride[1]]
+            for g in range(groups):
+                out[:, g * og:(g + 1) * og] += np.einsum(
+                    "nchw,oc->nohw", patch[:, g * cg:(g + 1) * cg],
+                    w[g * og:(g + 1) * og, :, i, j])
+    if b is not None:
+        out += np.asarray(b, np.float64)[None, :, None, None]
+    return out
+
+
 def pool_ref(x, k, s, p, ceil_mode, kind, include_pad=True):
     """Pooling from the definition, in float64: window (a, b) covers padded
     rows [a*s - p, a*s - p + k) clipped to the input; a window with no

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import fastlazy as fl
 from fastlazy import _conv_steps, _core, init, nn
-from conftest import pool_ref
+from conftest import conv2d_ref, pool_ref
 
 DATA = pathlib.Path(__file__).parent / "data" / "mxnet"
 TOL = {np.float32: dict(rtol=2e-4, atol=2e-5),
@@ -36,32 +36,6 @@ def sigmoid(x):
 
 ACT = {None: lambda v: v, "relu": lambda v: np.maximum(v, 0),
        "sigmoid": sigmoid, "tanh": np.tanh}
-
-
-def conv2d_ref(x, w, b=None, stride=(1, 1), pad=(0, 0), dil=(1, 1),
-               groups=1):
-    """NCHW convolution as a sum over kernel taps of strided slices."""
-    x = np.asarray(x, np.float64)
-    w = np.asarray(w, np.float64)
-    n, c, h, wd = x.shape
-    o, cg, kh, kw = w.shape
-    og = o // groups
-    xp = np.pad(x, ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])))
-    oh = (h + 2 * pad[0] - dil[0] * (kh - 1) - 1) // stride[0] + 1
-    ow = (wd + 2 * pad[1] - dil[1] * (kw - 1) - 1) // stride[1] + 1
-    out = np.zeros((n, o, oh, ow))
-    for i in range(kh):
-        for j in range(kw):
-            r0, c0 = i * dil[0], j * dil[1]
-            patch = xp[:, :, r0:r0 + stride[0] * (oh - 1) + 1:stride[0],
-                       c0:c0 + stride[1] * (ow - 1) + 1:stride[1]]
-            for g in range(groups):
-                out[:, g * og:(g + 1) * og] += np.einsum(
-                    "nchw,oc->nohw", patch[:, g * cg:(g + 1) * cg],
-                    w[g * og:(g + 1) * og, :, i, j])
-    if b is not None:
-        out += np.asarray(b, np.float64)[None, :, None, None]
-    return out
 
 
 def bn_ref(x, gamma, beta, mean, var, axis=1, eps=1e-5):

@@ -32,7 +32,8 @@ from hypothesis import strategies as st
 import fastlazy as fl
 from fastlazy import _conv_steps, _core, nn
 from fastlazy.conv_layers import _Pool2D
-from conftest import act_ref, assert_close, dense_ref, eps, pool_ref, snapshot
+from conftest import (act_ref, assert_close, conv2d_ref, dense_ref, eps,
+                      pool_ref, snapshot)
 
 FUZZ_EXAMPLES = 300
 LONG_EXAMPLES = int(os.environ.get("FASTLAZY_FUZZ_EXAMPLES", "10000"))
@@ -43,29 +44,6 @@ ACT_NAMES = ACTS[1:]
 
 # ---------------------------------------------------------------------------
 # NumPy float64 reference with a rounding bound, layer by layer
-
-
-def conv_ref(x, w, b, stride, pad, dil, groups):
-    """NCHW convolution as a sum over kernel taps of strided slices."""
-    n, c, h, wd = x.shape
-    o, cg, kh, kw = w.shape
-    og = o // groups
-    xp = np.pad(x, ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])))
-    oh = (h + 2 * pad[0] - dil[0] * (kh - 1) - 1) // stride[0] + 1
-    ow = (wd + 2 * pad[1] - dil[1] * (kw - 1) - 1) // stride[1] + 1
-    out = np.zeros((n, o, oh, ow))
-    for i in range(kh):
-        for j in range(kw):
-            r0, c0 = i * dil[0], j * dil[1]
-            patch = xp[:, :, r0:r0 + stride[0] * (oh - 1) + 1:stride[0],
-                       c0:c0 + stride[1] * (ow - 1) + 1:stride[1]]
-            for g in range(groups):
-                out[:, g * og:(g + 1) * og] += np.einsum(
-                    "nchw,oc->nohw", patch[:, g * cg:(g + 1) * cg],
-                    w[g * og:(g + 1) * og, :, i, j])
-    if b is not None:
-        out += b[None, :, None, None]
-    return out
 
 
 def _f64(p):
@@ -122,12 +100,12 @@ def _ref(block, x, tol, e):
         b = None if block.bias is None else _f64(block.bias)
         geo = (block._strides, block._padding, block._dilation,
                block._groups)
-        z = conv_ref(x, w, b, *geo)
-        mag = conv_ref(np.abs(x), np.abs(w),
+        z = conv2d_ref(x, w, b, *geo)
+        mag = conv2d_ref(np.abs(x), np.abs(w),
                        None if b is None else np.abs(b), *geo)
         k = w.shape[1] * w.shape[2] * w.shape[3]
         new_tol = 1.2 * (4 * e * ((k + 2) * mag + 1)
-                         + conv_ref(tol, np.abs(w), None, *geo))
+                         + conv2d_ref(tol, np.abs(w), None, *geo))
         return _act(block.act, z, _finite_or_zero(new_tol, mag), e)
     if isinstance(block, nn.BatchNorm):
         shape = [1] * x.ndim
