@@ -246,6 +246,16 @@ def pytest_terminal_summary(terminalreporter):
 
 
 @pytest.fixture
+def two_threads():
+    """The pool on (two threads), put back after."""
+    import fastlazy as fl
+    old = fl.get_num_threads()
+    fl.set_num_threads(2)
+    yield
+    fl.set_num_threads(old)
+
+
+@pytest.fixture
 def isa_restore():
     """Put the kernel instruction set back to the best available after."""
     from fastlazy import _core

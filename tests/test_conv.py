@@ -764,14 +764,6 @@ def test_seeded_deferred_and_eager_weights_agree():
         np.testing.assert_array_equal(a.data(), b.data())
 
 
-@pytest.fixture
-def two_threads():
-    old = fl.get_num_threads()
-    fl.set_num_threads(2)
-    yield
-    fl.set_num_threads(old)
-
-
 @pytest.mark.parametrize("n, col_bytes", [(1, 1 << 19), (1, 1), (3, 1),
                                           (5, 1 << 19), (130, 1 << 19)])
 def test_threaded_convolution(two_threads, n, col_bytes):

@@ -26,15 +26,6 @@ from fastlazy import init, nn
 WORKERS = 8
 
 
-@pytest.fixture
-def two_threads():
-    """The pool on (two threads), put back after."""
-    old = fl.get_num_threads()
-    fl.set_num_threads(2)
-    yield
-    fl.set_num_threads(old)
-
-
 def shared_networks():
     """(name, network, inputs): from tiny to pool-sized, float32 and
     float64, dense and convolutional, all initialized by a first call."""
