@@ -462,6 +462,14 @@ class Block:
     def __setstate__(self, state):
         self.__dict__.update(state)
 
+    def predict(self, data, batch_size=None, out=None, progress=False):
+        """Score ``data`` chunk by chunk in bounded memory (an array, an
+        ``np.memmap``, a ``.npy`` path or an iterable of chunks); see
+        :func:`fastlazy.predict.predict`."""
+        from .predict import predict
+        return predict(self, data, batch_size=batch_size, out=out,
+                       progress=progress)
+
     def summary(self, x):
         """Print a table of each layer's output shape and parameter count,
         as Gluon's ``Block.summary`` does, and return its rows.
