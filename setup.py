@@ -72,14 +72,18 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
+# Two modules: the Parameter state machine, and the forward plan (which
+# includes every C header: one kernel table, one thread pool).  The plan
+# cimports Parameter through _parameter.pxd, at C-call cost.
+_common = dict(
+    include_dirs=[np.get_include(), scipy_openblas32.get_include_dir(),
+                  "src/fastlazy"],
+    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
+)
 extensions = [
-    Extension(
-        "fastlazy._core",
-        ["src/fastlazy/_core.pyx"],
-        include_dirs=[np.get_include(), scipy_openblas32.get_include_dir(),
-                      "src/fastlazy"],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
-    ),
+    Extension("fastlazy._parameter", ["src/fastlazy/_parameter.pyx"],
+              **_common),
+    Extension("fastlazy._plan", ["src/fastlazy/_plan.pyx"], **_common),
 ]
 
 # A debug build's C file (bounds checks on) goes to its own folder: next to

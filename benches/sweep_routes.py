@@ -8,10 +8,10 @@ For each layer K -> M and row count: the small kernel ('own'), OpenBLAS
 automatic choice.  Prints, per row count, the winner's initial, the packed
 kernel's time over the better of the other two, and auto's time over the
 winner (1.00 = auto picked the fastest).  _packed_wins and _use_own_kernel
-in _core.pyx were set from this.
+in _plan.pyx were set from this.
 """
 import time, sys, numpy as np, fastlazy as fl
-from fastlazy import _core
+from fastlazy import _plan
 fl.set_num_threads(1)
 def timeit(f, x, budget=0.15):
     f(x); t0 = time.perf_counter(); n = 0
@@ -33,9 +33,9 @@ for K, M in shapes:
         x = np.random.rand(rows, K).astype(dt)
         res = {}
         for route in ("own", "blas", "packed"):
-            _core.set_tuning(kernel_route=route)
+            _plan.set_tuning(kernel_route=route)
             res[route] = timeit(net, x)
-        _core.set_tuning(kernel_route="auto")
+        _plan.set_tuning(kernel_route="auto")
         res["auto"] = timeit(net, x)
         best = min(("own","blas","packed"), key=res.get)
         line += f" {rows}:{best[0]}{res['packed']/min(res['own'],res['blas']):.2f}/a{res['auto']/res[best]:.2f}"

@@ -258,9 +258,9 @@ def two_threads():
 @pytest.fixture
 def isa_restore():
     """Put the kernel instruction set back to the best available after."""
-    from fastlazy import _core
-    yield _core
-    _core.set_isa(None)
+    from fastlazy import _plan
+    yield _plan
+    _plan.set_isa(None)
 
 
 def conv2d_ref(x, w, b=None, stride=(1, 1), pad=(0, 0), dil=(1, 1),

@@ -17,7 +17,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import fastlazy as fl
-from fastlazy import _conv_steps, _core, init, nn
+from fastlazy import _compile, _plan, _steps, init, nn
+from fastlazy._steps import ConvStep
 from conftest import conv2d_ref, pool_ref
 
 DATA = pathlib.Path(__file__).parent / "data" / "mxnet"
@@ -89,16 +90,16 @@ def in_dtype(layer, dtype):
 @pytest.fixture
 def small_blocks():
     """Make the convolutions pack a few bytes at a time (many row blocks)."""
-    old = _core.set_conv_tuning(col_bytes=1, batch_cols=0)
+    old = _plan.set_conv_tuning(col_bytes=1, batch_cols=0)
     yield
-    _core.set_conv_tuning(*old)
+    _plan.set_conv_tuning(*old)
 
 
 # ---------------------------------------------------------------------------
 # Layers against NumPy, over many shapes
 
 
-# (col_bytes, batch_cols) of _core.set_conv_tuning: pack one output row at
+# (col_bytes, batch_cols) of _plan.set_conv_tuning: pack one output row at
 # a time; whole samples one by one; a few / many samples per GEMM
 SCHEDULES = {"rows": (1, 0), "sample": (1 << 19, 0),
              "batched": (1 << 19, 300), "batched-wide": (1 << 19, 1 << 20)}
@@ -135,11 +136,11 @@ def test_conv2d_matches_numpy(c):
                       dtype=c["dtype"])
     layer.initialize()
     x = rand(rng, c["n"], c["cin"], c["h"], c["w"], dtype=c["dtype"])
-    old = _core.set_conv_tuning(*SCHEDULES[c["schedule"]])
+    old = _plan.set_conv_tuning(*SCHEDULES[c["schedule"]])
     try:
         y = layer(x)
     finally:
-        _core.set_conv_tuning(*old)
+        _plan.set_conv_tuning(*old)
     w = layer.weight.data()
     assert w.shape == (c["cout"], c["cin"] // c["groups"]) + c["k"]
     b = layer.bias.data() if c["bias"] else None
@@ -168,13 +169,13 @@ def test_large_conv_on_the_batched_kernel(route, level, schedule, dtype,
         layer.initialize()
         fill(layer, seed=groups, dtype=dtype)
         x = rand(rng, *x_shape, dtype=dtype)
-        old = _core.set_conv_tuning(*SCHEDULES[schedule])
-        old_route = _core.set_tuning(kernel_route=route)
+        old = _plan.set_conv_tuning(*SCHEDULES[schedule])
+        old_route = _plan.set_tuning(kernel_route=route)
         try:
             y = layer(x)
         finally:
-            _core.set_conv_tuning(*old)
-            _core.set_tuning(*old_route)
+            _plan.set_conv_tuning(*old)
+            _plan.set_tuning(*old_route)
         ref = ACT[act](conv2d_ref(x, layer.weight.data(), layer.bias.data(),
                                   pad=(1, 1), groups=groups))
         np.testing.assert_allclose(y, ref, **TOL[dtype])
@@ -393,17 +394,16 @@ def test_resnet_block_fused_and_unfused(dtype, small_blocks):
     body.build((None, 8, 9, 7))
     fill(body, 10, dtype)
     fused = body(x)
-    steps = [s[0] for s in _conv_steps.fuse_conv_steps(
-        _steps_of(body, x.shape))]
-    assert steps == ["conv2d", "conv2d"]
-    old = _conv_steps.set_batchnorm_fusion(False)
+    steps = _step_kinds(body, x.shape)
+    assert steps == ["ConvStep", "ConvStep"]
+    old = _steps.set_batchnorm_fusion(False)
     try:
         plain = body(x)
-        kinds = [s[0] for s in _conv_steps.fuse_conv_steps(
-            _steps_of(body, x.shape))]
-        assert kinds == ["conv2d", "batchnorm", "conv2d", "batchnorm"]
+        kinds = _step_kinds(body, x.shape)
+        assert kinds == ["ConvStep", "BatchNormStep", "ConvStep",
+                         "BatchNormStep"]
     finally:
-        _conv_steps.set_batchnorm_fusion(old)
+        _steps.set_batchnorm_fusion(old)
     np.testing.assert_allclose(fused, plain, **TOL[dtype])
     ref = resnet_ref(body, x)
     np.testing.assert_allclose(fused, ref, **TOL[dtype])
@@ -412,10 +412,8 @@ def test_resnet_block_fused_and_unfused(dtype, small_blocks):
     np.testing.assert_allclose(out, np.maximum(ref + x, 0), **TOL[dtype])
 
 
-def _steps_of(block, shape):
-    steps = []
-    block._steps(tuple(shape), steps)
-    return steps
+def _step_kinds(block, shape):
+    return [type(s).__name__ for s in _compile.fused_steps(block, shape)]
 
 
 @pytest.mark.parametrize("fuse", [True, False])
@@ -426,7 +424,7 @@ def test_batchnorm_values_are_live(fuse):
     net.add(nn.Conv2D(4, 3), nn.BatchNorm(), nn.Activation("relu"))
     net.initialize()
     x = rand(np.random.default_rng(11), 2, 3, 6, 6)
-    old = _conv_steps.set_batchnorm_fusion(fuse)
+    old = _steps.set_batchnorm_fusion(fuse)
     try:
         net(x)
         fill(net, 12)
@@ -442,7 +440,7 @@ def test_batchnorm_values_are_live(fuse):
         np.testing.assert_allclose(c, ref, **TOL[np.float32])
         assert not np.allclose(a, b)
     finally:
-        _conv_steps.set_batchnorm_fusion(old)
+        _steps.set_batchnorm_fusion(old)
 
 
 def test_batchnorm_after_dense_and_layernorm_in_a_net():
@@ -707,27 +705,22 @@ def test_fusion_rules():
     def kinds(net, shape):
         net.initialize()
         net.build(shape)
-        return [(s[0], s[3] if s[0] == "conv2d" else None,
-                 s[5] is not None if s[0] == "conv2d" else None)
-                for s in _fuse_of(net, shape)]
+        return [(type(s).__name__, s.act if isinstance(s, ConvStep) else None,
+                 s.bn is not None if isinstance(s, ConvStep) else None)
+                for s in _compile.fused_steps(net, shape)]
 
-    relu = _core.ACTIVATIONS["relu"]
+    relu = _plan.ACTIVATIONS["relu"]
     net = nn.Sequential()
     net.add(nn.Conv2D(4, 3), nn.BatchNorm(), nn.Activation("relu"))
-    assert kinds(net, (1, 2, 5, 5)) == [("conv2d", relu, True)]
+    assert kinds(net, (1, 2, 5, 5)) == [("ConvStep", relu, True)]
     net = nn.Sequential()              # BN after the activation: not fused
     net.add(nn.Conv2D(4, 3, activation="relu"), nn.BatchNorm())
-    assert kinds(net, (1, 2, 5, 5)) == [("conv2d", relu, False),
-                                        ("batchnorm", None, None)]
+    assert kinds(net, (1, 2, 5, 5)) == [("ConvStep", relu, False),
+                                        ("BatchNormStep", None, None)]
     net = nn.Sequential()              # BN over another axis: not fused
     net.add(nn.Conv2D(4, 3), nn.BatchNorm(axis=2))
-    assert [k[0] for k in kinds(net, (1, 2, 5, 5))] == ["conv2d",
-                                                        "batchnorm"]
-
-
-def _fuse_of(net, shape):
-    from fastlazy.block import _fuse
-    return _fuse(_steps_of(net, shape))
+    assert [k[0] for k in kinds(net, (1, 2, 5, 5))] == ["ConvStep",
+                                                        "BatchNormStep"]
 
 
 def test_fully_convolutional_net_takes_new_sizes():
@@ -776,7 +769,7 @@ def test_threaded_convolution(two_threads, n, col_bytes):
     net.initialize()
     side = 48 if n < 100 else 12     # conv0: 5.3M multiply-adds a sample
     x = rand(np.random.default_rng(23), n, 16, side, side)
-    old = _core.set_conv_tuning(col_bytes=col_bytes)
+    old = _plan.set_conv_tuning(col_bytes=col_bytes)
     try:
         net(x)
         fill(net, 24)
@@ -784,7 +777,7 @@ def test_threaded_convolution(two_threads, n, col_bytes):
         fl.set_num_threads(1)
         y1 = net(x)
     finally:
-        _core.set_conv_tuning(*old)
+        _plan.set_conv_tuning(*old)
     v = [p.data() for p in net.collect_params().values()]
     h = bn_ref(np.maximum(conv2d_ref(x, v[0], v[1], pad=(1, 1)), 0), *v[2:6])
     h = conv2d_ref(h, v[6], v[7], stride=(2, 2), groups=2)
@@ -825,7 +818,7 @@ def test_vectorised_sigmoid_of_the_epilogue(level):
     """The convolution epilogue's float32 sigmoid (Cephes exp over vector
     types) at every instruction-set level the CPU has: within 2 ulp of the
     float64 sigmoid, NaN and infinities handled, every tail length."""
-    used = _core.set_isa(level)
+    used = _plan.set_isa(level)
     try:
         if used != level:
             pytest.skip(f"the CPU has no level {level}")
@@ -834,7 +827,7 @@ def test_vectorised_sigmoid_of_the_epilogue(level):
                              -1e-30, 88.0, -88.0, -200.0]]).astype(np.float32)
         for n in (1, 3, 7, 15, 17, 31, len(v)):
             x = v[-n:].copy() if n < 20 else v.copy()
-            got = _core.conv_activation_f32(x.copy(), 2)
+            got = _plan.conv_activation_f32(x.copy(), 2)
             ref = 1 / (1 + np.exp(-x.astype(np.float64)))
             fin = np.isfinite(x) & (x > -87.5)
             np.testing.assert_allclose(got[fin], ref[fin], rtol=3e-7, atol=0)
@@ -853,4 +846,4 @@ def test_vectorised_sigmoid_of_the_epilogue(level):
         ref = sigmoid(bn_ref(sigmoid(conv2d_ref(x, v[0], v[1])), *v[2:6]))
         np.testing.assert_allclose(net(x), ref, **TOL[np.float32])
     finally:
-        _core.set_isa(None)
+        _plan.set_isa(None)

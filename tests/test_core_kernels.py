@@ -1,4 +1,4 @@
-"""The compiled kernels on their own (``_core.dense_kernel``, the test twin
+"""The compiled kernels on their own (``_plan.dense_kernel``, the test twin
 of the dense step) against NumPy, for dtype x route (small kernel, BLAS,
 packed weights) x shape x activation; and whole networks under every
 instruction set."""
@@ -8,15 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fastlazy import _core, init, nn
+from fastlazy import _plan, init, nn
 
-ACTS = sorted(_core.ACTIVATIONS, key=lambda a: _core.ACTIVATIONS[a])
+ACTS = sorted(_plan.ACTIVATIONS, key=lambda a: _plan.ACTIVATIONS[a])
 DTYPES = [np.float32, np.float64]
 ROUTES = ["own", "blas", "packed"]
 
 
 def check_dense(x, wt, b, act, use_blas, ref):
-    y = _core.dense_kernel(x, wt, b, _core.ACTIVATIONS[act], use_blas)
+    y = _plan.dense_kernel(x, wt, b, _plan.ACTIVATIONS[act], use_blas)
     assert y.shape == (x.shape[0], wt.shape[1])
     assert y.dtype == x.dtype
     r, mag, k = ref.dense(x, wt.T, b, act)
@@ -67,8 +67,8 @@ def test_routes_agree_with_the_small_kernel(route, ref):
     x = rng.standard_normal((7, 50)).astype(np.float32)
     wt = rng.standard_normal((50, 70)).astype(np.float32)
     b = rng.standard_normal(70).astype(np.float32)
-    a = _core.dense_kernel(x, wt, b, 1, "own")
-    c = _core.dense_kernel(x, wt, b, 1, route)
+    a = _plan.dense_kernel(x, wt, b, 1, "own")
+    c = _plan.dense_kernel(x, wt, b, 1, route)
     np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-4)
 
 
@@ -82,7 +82,7 @@ def test_dense_kernel_does_not_read_out_of_bounds(ref):
         wt[...] = rng.standard_normal((k, m))
         x = rng.standard_normal((4, k)).astype(np.float32)
         for route in ROUTES:
-            y = _core.dense_kernel(x, wt, None, 0, route)
+            y = _plan.dense_kernel(x, wt, None, 0, route)
             assert np.isfinite(y).all(), route
             check_dense(x, wt, None, None, route, ref)
 
@@ -90,17 +90,17 @@ def test_dense_kernel_does_not_read_out_of_bounds(ref):
 def test_dense_kernel_argument_checks():
     x = np.ones((2, 3), np.float32)
     with pytest.raises(ValueError):
-        _core.dense_kernel(np.ones((2, 3), np.int32), np.ones((3, 2)), None,
+        _plan.dense_kernel(np.ones((2, 3), np.int32), np.ones((3, 2)), None,
                            0, False)
     with pytest.raises(ValueError):
-        _core.dense_kernel(x, np.ones((4, 2)), None, 0, False)
+        _plan.dense_kernel(x, np.ones((4, 2)), None, 0, False)
     with pytest.raises(ValueError):
-        _core.dense_kernel(x, np.ones((3, 2)), np.ones(3), 0, False)
+        _plan.dense_kernel(x, np.ones((3, 2)), np.ones(3), 0, False)
     with pytest.raises(ValueError):
-        _core.dense_kernel(np.ones(3, np.float32), np.ones((3, 2)), None, 0,
+        _plan.dense_kernel(np.ones(3, np.float32), np.ones((3, 2)), None, 0,
                            False)
     with pytest.raises(ValueError, match="route"):
-        _core.dense_kernel(x, np.ones((3, 2)), None, 0, "fast")
+        _plan.dense_kernel(x, np.ones((3, 2)), None, 0, "fast")
 
 
 # ---------------------------------------------------------------------------
@@ -129,11 +129,11 @@ def test_set_isa_clamps_and_restores(isa_restore):
        flatten=st.booleans(), seed=st.integers(0, 2 ** 32 - 1))
 def test_random_stacks_under_isa(level, widths, acts, n, k, dtype, flatten,
                                  seed, ref):
-    _core.set_isa(level)
+    _plan.set_isa(level)
     try:
         _run_stack(widths, acts, n, k, dtype, flatten, seed, ref, level)
     finally:
-        _core.set_isa(None)
+        _plan.set_isa(None)
 
 
 def _run_stack(widths, acts, n, k, dtype, flatten, seed, ref, level):

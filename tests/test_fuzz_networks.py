@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastlazy as fl
-from fastlazy import _conv_steps, _core, nn
+from fastlazy import _plan, _steps, nn
 from fastlazy.conv_layers import _Pool2D
 from conftest import (act_ref, assert_close, conv2d_ref, dense_ref, eps,
                       pool_ref, snapshot)
@@ -429,21 +429,21 @@ def run_config(cfg):
     STATS["examples"] += 1
     STATS["conv"] += any(k == "conv" for k, _ in cfg["specs"])
     STATS["pool_on"] += cfg["threads"] > 1 and cfg["parallel_macs"] == 0
-    old_tuning = _core.set_tuning(cfg["kernel_route"], cfg["tile_bytes"],
+    old_tuning = _plan.set_tuning(cfg["kernel_route"], cfg["tile_bytes"],
                                   cfg["parallel_macs"])
-    old_conv = _core.set_conv_tuning(cfg["col_bytes"], cfg["batch_cols"])
-    old_fuse = _conv_steps.set_batchnorm_fusion(cfg["fuse_bn"])
+    old_conv = _plan.set_conv_tuning(cfg["col_bytes"], cfg["batch_cols"])
+    old_fuse = _steps.set_batchnorm_fusion(cfg["fuse_bn"])
     old_threads = fl.get_num_threads()
     fl.set_num_threads(cfg["threads"])
-    _core.set_isa(cfg["isa"])
+    _plan.set_isa(cfg["isa"])
     try:
         _run(cfg)
     finally:
-        _core.set_tuning(*old_tuning)
-        _core.set_conv_tuning(*old_conv)
-        _conv_steps.set_batchnorm_fusion(old_fuse)
+        _plan.set_tuning(*old_tuning)
+        _plan.set_conv_tuning(*old_conv)
+        _steps.set_batchnorm_fusion(old_fuse)
         fl.set_num_threads(old_threads)
-        _core.set_isa(None)
+        _plan.set_isa(None)
 
 
 def _run(cfg):

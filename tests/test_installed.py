@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import fastlazy as fl
-from fastlazy import _core, nn
+from fastlazy import _plan, nn
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -29,7 +29,7 @@ def _inside(path, folder):
 
 def test_extension_belongs_to_the_imported_package():
     pkg = pathlib.Path(fl.__file__).resolve().parent
-    assert pathlib.Path(_core.__file__).resolve().parent == pkg
+    assert pathlib.Path(_plan.__file__).resolve().parent == pkg
 
 
 @pytest.mark.skipif(os.environ.get("FASTLAZY_EXPECT_INSTALLED") != "1",
@@ -43,12 +43,12 @@ def test_installed_package_is_tested():
     assert not _inside(where, REPO / "src"), where
     # the wheel carries no generated C file, only the sources to cimport
     assert not list(where.parent.glob("*.c"))
-    assert (where.parent / "_core.pyx").exists()
+    assert (where.parent / "_plan.pyx").exists()
 
 
 def test_show_config_names_the_kernels(capsys):
     cfg = fl.show_config()
-    assert cfg["kernels"] == _core.kernel_isa()
+    assert cfg["kernels"] == _plan.kernel_isa()
 
 
 @pytest.mark.parametrize("level", [0, 3, 4])
@@ -66,11 +66,11 @@ def test_every_isa_level_gives_the_baseline_answer(level, isa_restore, ref):
     conv.initialize()
     x = rng.standard_normal((7, 13)).astype(np.float32)
     xc = rng.standard_normal((2, 2, 6, 5)).astype(np.float32)
-    got = _core.set_isa(0)
-    assert got == 0 and _core.kernel_isa() == "baseline"
+    got = _plan.set_isa(0)
+    assert got == 0 and _plan.kernel_isa() == "baseline"
     base = ref.forward_matches(net, x, "baseline")
     base_conv = conv(xc)
-    used = _core.set_isa(level)
+    used = _plan.set_isa(level)
     assert used <= level
     y = ref.forward_matches(net, x, f"level {used}")
     np.testing.assert_allclose(y, base, rtol=1e-5, atol=1e-6)

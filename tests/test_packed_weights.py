@@ -13,7 +13,7 @@ import threading
 import numpy as np
 import pytest
 
-from fastlazy import _core, init, nn
+from fastlazy import _plan, init, nn
 
 # 300 -> 256 is above the packed kernel's size threshold; 8 rows use it.
 IN, HID, OUT, ROWS = 300, 256, 70, 8
@@ -35,13 +35,13 @@ def x():
 
 def packed(p):
     """True when the parameter's packed copy is current (no live views)."""
-    live, current = p._packed_state
+    live, current = _plan.packed_state(p)
     return live == 0 and current
 
 
 def test_batched_call_packs_and_reuses(net, x, ref):
     w = net[0].weight
-    assert w._packed_state == (0, False)          # nothing packed yet
+    assert _plan.packed_state(w) == (0, False)          # nothing packed yet
     ref.forward_matches(net, x)
     # forward_matches read the weights through data(): that counts as a
     # write, so the next call packs again
@@ -54,24 +54,24 @@ def test_batched_call_packs_and_reuses(net, x, ref):
 
 def test_one_row_does_not_pack(net, x):
     net(x[:1])
-    assert net[0].weight._packed_state == (0, False)
+    assert _plan.packed_state(net[0].weight) == (0, False)
 
 
 def test_small_layer_does_not_pack(x):
     small = nn.Dense(10, in_units=IN)             # 10 outputs: small kernel
     small.initialize()
     small(x)
-    assert small.weight._packed_state == (0, False)
+    assert _plan.packed_state(small.weight) == (0, False)
 
 
 def test_write_through_held_view_is_seen(net, x, ref):
     net(x)
     view = net[0].weight.data()
-    assert net[0].weight._packed_state == (1, False)
+    assert _plan.packed_state(net[0].weight) == (1, False)
     for value in (0.0, 0.01, -0.02):
         view[...] = value
         y = ref.forward_matches(net, x)           # no repack while held
-        assert net[0].weight._packed_state[0] >= 1
+        assert _plan.packed_state(net[0].weight)[0] >= 1
     del view
     y2 = ref.forward_matches(net, x)
     np.testing.assert_allclose(y2, y, rtol=1e-6, atol=1e-6)
@@ -80,7 +80,7 @@ def test_write_through_held_view_is_seen(net, x, ref):
 def test_write_through_temporary_view_is_seen(net, x, ref):
     net(x)
     net[0].weight.data()[:, :5] = 3.0             # the view dies at once
-    assert net[0].weight._packed_state[0] == 0
+    assert _plan.packed_state(net[0].weight)[0] == 0
     y = net(x)
     assert packed(net[0].weight)
     expect = ref.forward_matches(net, x)
@@ -92,16 +92,16 @@ def test_views_of_views_keep_the_weights_live(net, x, ref):
     part = net[0].weight.data()[10:20]            # derived view only
     row = part[3]
     del part
-    assert net[0].weight._packed_state[0] == 1
+    assert _plan.packed_state(net[0].weight)[0] == 1
     row[...] = 5.0
     ref.forward_matches(net, x)
     mv = memoryview(row)                          # buffer exports too
     del row
-    assert net[0].weight._packed_state[0] == 1
+    assert _plan.packed_state(net[0].weight)[0] == 1
     np.asarray(mv)[...] = -5.0
     ref.forward_matches(net, x)
     del mv
-    assert net[0].weight._packed_state[0] == 0
+    assert _plan.packed_state(net[0].weight)[0] == 0
     ref.forward_matches(net, x)
 
 
@@ -179,7 +179,7 @@ def test_pickled_parameter_starts_without_a_packed_copy(net, x, ref):
     net(x)
     net(x)
     clone = pickle.loads(pickle.dumps(net))
-    assert clone[0].weight._packed_state == (0, False)
+    assert _plan.packed_state(clone[0].weight) == (0, False)
     np.testing.assert_array_equal(clone(x), net(x))
 
 
@@ -227,7 +227,7 @@ def test_concurrent_calls_with_writes_between(net, x, ref):
 
 
 def test_forced_packed_route_covers_every_row_count(ref):
-    old = _core.set_tuning(kernel_route="packed")
+    old = _plan.set_tuning(kernel_route="packed")
     try:
         net = nn.Sequential()
         net.add(nn.Dense(33, activation="sigmoid"), nn.Dense(7))
@@ -238,29 +238,29 @@ def test_forced_packed_route_covers_every_row_count(ref):
             net(rng.standard_normal((n, 19)))
             assert packed(net[0].weight)
     finally:
-        _core.set_tuning(*old)
+        _plan.set_tuning(*old)
 
 
 def test_set_tuning_routes():
-    old = _core.set_tuning(kernel_route="packed")
+    old = _plan.set_tuning(kernel_route="packed")
     try:
-        assert _core.set_tuning()[0] == "packed"
-        assert len(_core.set_tuning()) == 4
+        assert _plan.set_tuning()[0] == "packed"
+        assert len(_plan.set_tuning()) == 4
         with pytest.raises(ValueError, match="kernel_route"):
-            _core.set_tuning(kernel_route="fastest")
+            _plan.set_tuning(kernel_route="fastest")
     finally:
-        _core.set_tuning(*old)
+        _plan.set_tuning(*old)
 
 
 def test_pack_max_bytes_bounds_the_copies(net, x, ref):
-    old = _core.set_tuning(pack_max_bytes=HID * IN * 4 - 1)
+    old = _plan.set_tuning(pack_max_bytes=HID * IN * 4 - 1)
     try:
         net(x)
-        assert net[0].weight._packed_state == (0, False)   # too big
+        assert _plan.packed_state(net[0].weight) == (0, False)   # too big
         ref.forward_matches(net, x)
-        _core.set_tuning(pack_max_bytes=HID * IN * 4)
+        _plan.set_tuning(pack_max_bytes=HID * IN * 4)
         net(x)
         assert packed(net[0].weight)
         ref.forward_matches(net, x)
     finally:
-        _core.set_tuning(*old)
+        _plan.set_tuning(*old)

@@ -267,8 +267,8 @@ def run_forks(count):
     import os
     import signal
 
-    from fastlazy import _core
-    old = _core.set_tuning(parallel_macs=0)
+    from fastlazy import _plan
+    old = _plan.set_tuning(parallel_macs=0)
     try:
         net = nn.Sequential()
         net.add(nn.Dense(64, activation="relu"), nn.Dense(8))
@@ -302,7 +302,7 @@ def run_forks(count):
                 failures.append((i, status))
         assert not failures, failures
     finally:
-        _core.set_tuning(*old)
+        _plan.set_tuning(*old)
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"),

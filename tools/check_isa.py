@@ -12,8 +12,8 @@ Usage::
 
     python tools/check_isa.py [PATH]
 
-PATH is the extension (``_core*.so``), a wheel, or a directory to search;
-without it, the ``fastlazy._core`` that Python imports is checked.  Exit
+PATH is the extension (``_plan*.so``), a wheel, or a directory to search;
+without it, the ``fastlazy._plan`` that Python imports is checked.  Exit
 status 0 when clean, 1 with a list of offending functions otherwise; on
 other CPUs than x86-64 there is nothing to check (exit 0).
 """
@@ -37,22 +37,22 @@ AVX_REG = re.compile(r"%[yz]mm\d|%k[0-7]\b")
 def find_extension(path):
     """The extension file for ``path`` (a .so, a wheel or a directory)."""
     if path is None:
-        import fastlazy._core
-        return fastlazy._core.__file__, None
+        import fastlazy._plan
+        return fastlazy._plan.__file__, None
     if path.endswith(".whl"):
         tmp = tempfile.mkdtemp(prefix="check-isa-")
         with zipfile.ZipFile(path) as whl:
             names = [n for n in whl.namelist()
-                     if re.search(r"fastlazy/_core[^/]*\.(so|pyd)$", n)]
+                     if re.search(r"fastlazy/_plan[^/]*\.(so|pyd)$", n)]
             if len(names) != 1:
-                sys.exit(f"{path}: expected one fastlazy/_core extension, "
+                sys.exit(f"{path}: expected one fastlazy/_plan extension, "
                          f"found {names}")
             return whl.extract(names[0], tmp), tmp
     if os.path.isdir(path):
-        found = glob.glob(os.path.join(path, "**", "_core*.so"),
+        found = glob.glob(os.path.join(path, "**", "_plan*.so"),
                           recursive=True)
         if len(found) != 1:
-            sys.exit(f"{path}: expected one _core*.so, found {found}")
+            sys.exit(f"{path}: expected one _plan*.so, found {found}")
         return found[0], None
     return path, None
 

@@ -21,7 +21,8 @@ from . import _load_blas
 _BLAS_PATH = _load_blas.load()
 
 from . import init, nn, random
-from ._core import Parameter, get_num_threads, set_num_threads
+from ._parameter import Parameter
+from ._plan import get_num_threads, set_num_threads
 from .errors import (DeferredInitializationError, FastLazyError,
                      ParameterFileError, ParameterShapeError, ShapeError,
                      UnsupportedOperatorError)
@@ -53,8 +54,8 @@ def show_config(file=None):
 
     import numpy as np
 
-    from . import _core
-    info = _core.blas_info()
+    from . import _plan
+    info = _plan.blas_info()
     config = {
         "fastlazy": __version__,
         "numpy": np.__version__,
@@ -62,10 +63,12 @@ def show_config(file=None):
         "blas": f"OpenBLAS from scipy-openblas32 ({_BLAS_PATH})",
         "blas_config": info["config"],
         "blas_core": info["corename"],
-        "blas_threads": info["threads"],
-        "kernels": _core.kernel_isa(),
+        # OpenBLAS's own pool; fastlazy keeps it at 1 and runs its own
+        "blas_threads": info["blas_threads"],
+        "threads": _plan.get_num_threads(),
+        "kernels": _plan.kernel_isa(),
         "batched": "packed weights, {} x {} float32 tile".format(
-            *_core.packed_tile()[:2]),
+            *_plan.packed_tile()[:2]),
     }
     out = file if file is not None else sys.stdout
     for key, value in config.items():

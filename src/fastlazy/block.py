@@ -1,32 +1,31 @@
-"""Block and Sequential: naming, children, shape inference, compiled plans.
+"""Block and Sequential: the Gluon surface -- naming, children,
+parameters, persistence, reprs.
 
 A block whose whole subtree is made of built-in layers ("plannable") runs as
-one compiled :class:`~fastlazy._core.Plan` once its shapes are known.  The
-first call (or a call with a new input shape) takes the slow path here:
-infer every shape layer by layer without changing anything, then complete
-shapes and run the deferred initializers as one transaction, then build the
-plan.  A user-defined block with its own ``forward`` runs that forward in
-Python, its built-in children still compiled.
+one compiled plan once its shapes are known: ``block(x)`` is
+:func:`fastlazy._plan.block_call`, and the first call for an input shape
+goes through :mod:`fastlazy._compile`.  A user-defined block with its own
+``forward`` runs that forward in Python, its built-in children still
+compiled.  A layer states its shape rule once, in ``_infer``, and describes
+its compiled work in ``_emit`` (typed steps, :mod:`fastlazy._steps`).
 """
 
 import re
 import threading
+import weakref
 from collections import OrderedDict
 
 import numpy as np
 
-from . import _core
-from ._conv_steps import fuse_conv_steps
-from ._core import Parameter, Plan, as_numeric_array
+from . import _compile
+from ._plan import block_call
+from ._parameter import Parameter, _float_dtype
+from ._util import is_int
 from .errors import DeferredInitializationError, ShapeError
 from .initializers import Uniform
 from .parameter_dict import ParameterDict
 
 __all__ = ["Block", "HybridBlock", "Sequential", "HybridSequential"]
-
-# Serialises every slow path (shape inference + initialization + planning),
-# so a first forward raced from several threads initializes exactly once.
-_SLOW_LOCK = threading.RLock()
 
 
 # ---------------------------------------------------------------------------
@@ -100,6 +99,11 @@ class Block:
         object.__setattr__(self, "_children", OrderedDict())
         object.__setattr__(self, "_reg_params", OrderedDict())
         object.__setattr__(self, "_plan", None)
+        # plans of this block or of a block containing it (see _watch_plan)
+        object.__setattr__(self, "_plans", None)
+        # this network's own lock: its first forward never waits for
+        # another network's
+        object.__setattr__(self, "_lock", threading.RLock())
         if prefix is None:
             prefix = _NameScope.create_prefix(self._alias())
         self._prefix = prefix
@@ -140,8 +144,27 @@ class Block:
         elif isinstance(value, Parameter):
             self._reg_params[name] = value
             self._params._add(value)
-            _core.bump_epoch()
+            self._structure_changed()
         object.__setattr__(self, name, value)
+
+    # -- the plans that depend on this block ---------------------------------
+
+    def _watch_plan(self, plan):
+        """``plan`` (of this block or of one containing it) reads this
+        block's structure: it is rebuilt when the structure changes."""
+        if self._plans is None:
+            object.__setattr__(self, "_plans", weakref.WeakSet())
+        self._plans.add(plan)
+
+    def _structure_changed(self):
+        """A child or parameter was added or replaced: the plans that
+        contain this block are rebuilt at their next call.  No other
+        network is touched."""
+        plans = self._plans
+        if plans:
+            for plan in list(plans):
+                plan._invalidate()
+            plans.clear()
 
     def register_child(self, block, name=None):
         """Add ``block`` as a child, under ``name`` (default: its index)."""
@@ -151,7 +174,7 @@ class Block:
         if name is None:
             name = str(len(self._children))
         self._children[name] = block
-        _core.bump_epoch()
+        self._structure_changed()
 
     # -- parameters ----------------------------------------------------------
 
@@ -248,7 +271,6 @@ class Block:
             staged.append((key, old, new))
         for key, old, new in staged:
             self._replace_param(key.split("."), old, new)
-        _core.bump_epoch()
         return self
 
     def _replace_param(self, path, old, new):
@@ -258,20 +280,17 @@ class Block:
             object.__setattr__(self, attr, new)
             self._params._params.pop(old.name, None)
             self._params._params[new.name] = new
+            self._structure_changed()
             return
         self._children[path[0]]._replace_param(path[1:], old, new)
 
     def cast(self, dtype):
         """Convert every parameter to ``dtype`` (float32 or float64)."""
         params = list(self.collect_params().values())
-        for p in params:
-            _core._float_dtype(dtype, f"{self.name}.cast")
+        _float_dtype(dtype, f"{self.name}.cast")
         for p in params:
             p.cast(dtype)
-        for child in self._children.values():
-            child._on_cast(dtype)
-        self._on_cast(dtype)
-        _core.bump_epoch()
+        self.apply(lambda b: (b._on_cast(dtype), b._structure_changed()))
 
     def _on_cast(self, dtype):
         """Hook for blocks that remember their dtype."""
@@ -289,7 +308,7 @@ class Block:
 
     # -- forward -----------------------------------------------------------
 
-    __call__ = _core.block_call
+    __call__ = block_call
 
     def forward(self, x):
         """Compute the output for ``x``; custom blocks override this."""
@@ -302,82 +321,33 @@ class Block:
         return all(c._is_plannable() for c in self._children.values())
 
     def _call_slow(self, x):
-        if not self._is_plannable():
-            return self.forward(x)
-        with _SLOW_LOCK:
-            arr = as_numeric_array(x, f"{type(self).__name__} '{self.name}'")
-            # checked before the conversion: np.ascontiguousarray turns a
-            # 0-d value into shape (1,), which would hide the mistake
-            if arr.ndim == 0:
-                raise ShapeError(f"{type(self).__name__} '{self.name}': "
-                                 f"expected an array with a batch axis, got "
-                                 f"a 0-d value; for one sample of one "
-                                 f"feature use np.reshape(x, (1, 1))")
-            dtype = self._net_dtype()
-            arr = np.ascontiguousarray(arr, dtype=dtype)
-            self._prepare(tuple(arr.shape))
-            plan = self._build_plan(tuple(arr.shape), dtype)
-            object.__setattr__(self, "_plan", plan)
-            out = plan.run(arr)
-            if out is None:  # pragma: no cover - plan built for this shape
-                raise RuntimeError("forward plan rejected its own input shape")
-            return out
-
-    def _net_dtype(self):
-        dtypes = OrderedDict()
-        for p in self.collect_params().values():
-            dtypes.setdefault(p.dtype, p.name)
-        if len(dtypes) > 1:
-            desc = ", ".join(f"{n} is {d.name}" for d, n in dtypes.items())
-            raise TypeError(f"{self.name}: parameters mix dtypes ({desc}); "
-                            f"call net.cast('float32') or net.cast('float64')")
-        return next(iter(dtypes), np.dtype(np.float32))
+        return _compile.call_slow(self, x)
 
     def _infer(self, shape, pending):
-        """Output shape for input ``shape``; record completed parameter shapes
-        in ``pending`` (Parameter -> shape) without changing anything.
-        Raises ShapeError naming the layer."""
+        """The shape rule: output shape for input ``shape``, recording
+        completed parameter shapes in ``pending`` (Parameter -> shape)
+        without changing anything.  Raises ShapeError naming the layer.
+        A container's is its children's, in order."""
         for child in self._children.values():
             shape = child._infer(shape, pending)
         return shape
 
-    def _steps(self, shape, steps):
-        """Append this block's plan steps for input ``shape``; return the
-        output shape."""
-        for child in self._children.values():
-            shape = child._steps(shape, steps)
-        return shape
+    def _emit(self, builder, x, in_shape, out_shape):
+        """Add this layer's steps reading buffer ``x`` (samples of
+        ``in_shape``) to ``builder``; return the buffer holding the output
+        (of ``out_shape``, from ``_infer``).  The default is the identity
+        (Dropout, Flatten: a buffer is flat per sample)."""
+        return x
 
-    def _prepare(self, in_shape):
-        """Infer shapes for ``in_shape``, then complete shapes and finish
-        deferred initialization as one transaction; returns the output
-        shape.  On any error every parameter is restored as it was."""
-        pending = {}
-        out_shape = self._infer(in_shape, pending)
-        params = list(self.collect_params().values())
-        for p in params:
-            if p.state == "unset":
-                raise DeferredInitializationError(p._not_ready_message())
-        if not pending and all(p.is_initialized for p in params):
-            return out_shape
-        snaps = [(p, p._snapshot()) for p in params]
-        try:
-            for p, shape in pending.items():
-                p.shape = shape
-            for p in params:
-                if p.state == "deferred":
-                    p._finish_deferred_init()
-        except BaseException:
-            for p, snap in snaps:
-                p._restore(snap)
-            raise
-        return out_shape
-
-    def _build_plan(self, in_shape, dtype):
-        steps = []
-        out_shape = self._steps(in_shape, steps)
-        return Plan(_fuse(steps), tuple(in_shape[1:]), tuple(out_shape[1:]),
-                    dtype, f"{type(self).__name__} '{self.name}'")
+    def _trace(self, builder, x, shape, pending):
+        """Infer shapes and emit steps for this block; returns
+        ``(output buffer, output shape)``."""
+        if self._children:
+            for child in self._children.values():
+                x, shape = child._trace(builder, x, shape, pending)
+            return x, shape
+        out = self._infer(shape, pending)
+        return self._emit(builder, x, shape, out), out
 
     def build(self, input_shape):
         """Finish deferred initialization for inputs of ``input_shape``
@@ -391,8 +361,7 @@ class Block:
         for d in input_shape:
             if d is None:
                 d = 1
-            if isinstance(d, bool) or not isinstance(d, (int, np.integer)) \
-                    or d < 0:
+            if not is_int(d) or d < 0:
                 raise TypeError(f"{self.name}.build: dimensions must be "
                                 f"non-negative ints or None, got "
                                 f"{input_shape!r}")
@@ -401,8 +370,8 @@ class Block:
             raise TypeError(f"{self.name}.build: only blocks made of "
                             f"built-in layers can be built from a shape; "
                             f"call it on an example input instead")
-        with _SLOW_LOCK:
-            out = self._prepare(tuple(shape))
+        with self._lock:
+            out = _compile.prepare(self, tuple(shape))
         return (input_shape[0],) + tuple(out[1:])
 
     # -- persistence -------------------------------------------------------
@@ -442,7 +411,7 @@ class Block:
             (``dtype_source='saved'`` converts the parameter instead).
         """
         from .io import load_into
-        with _SLOW_LOCK:
+        with self._lock:
             load_into(self, filename, allow_missing, ignore_extra, cast_dtype,
                       dtype_source)
 
@@ -454,13 +423,17 @@ class Block:
         return f"{type(self).__name__}(\n{body}\n)"
 
     def __getstate__(self):
+        # plans, their watchers and the lock belong to this process
         state = self.__dict__.copy()
         state["_plan"] = None
+        state["_plans"] = None
         state["_scope"] = None
+        del state["_lock"]
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        self.__dict__["_lock"] = threading.RLock()
 
     def predict(self, data, batch_size=None, out=None, progress=False):
         """Score ``data`` chunk by chunk in bounded memory (an array, an
@@ -488,93 +461,11 @@ class Block:
             ``(layer, output shape, parameter count)`` per layer, in order,
             without the input row.
         """
-        if isinstance(x, tuple) and all(
-                d is None or (isinstance(d, (int, np.integer))
-                              and not isinstance(d, bool) and d >= 0)
-                for d in x):
-            shown = tuple(None if d is None else int(d) for d in x)
-            shape = tuple(1 if d is None else int(d) for d in x)
-        else:
-            shape = shown = tuple(np.shape(x))
-        if not shape:
-            raise ShapeError(f"{self.name}.summary: the input needs a batch "
-                             f"axis, got shape {shape}")
-        if not self._is_plannable():
-            raise TypeError(f"{self.name}.summary: only blocks made of "
-                            f"built-in layers can be summarised from "
-                            f"shapes ({type(self).__name__} has its own "
-                            f"forward)")
-        rows = []
-        self._summary_rows(shape, {}, rows, set())
-        batch = shown[0]
-        line = "{:>20}  {:>42} {:>15}"
-        out = ["-" * 80, line.format("Layer (type)", "Output Shape",
-                                      "Param #"), "=" * 80,
-               line.format("Input", str(shown), 0)]
-        total = trainable = shared = 0
-        result = []
-        for i, (cls, oshape, count, train, dup) in enumerate(rows, 1):
-            oshape = (batch,) + tuple(oshape[1:])
-            name = f"{cls}-{i}"
-            out.append(line.format(name, str(oshape), count))
-            result.append((name, oshape, count))
-            total += count
-            trainable += train
-            shared += dup
-        out += ["=" * 80,
-                "Parameters in forward computation graph, duplicate included",
-                f"   Total params: {total}",
-                f"   Trainable params: {trainable}",
-                f"   Non-trainable params: {total - trainable}",
-                f"Shared params in forward computation graph: {shared}",
-                f"Unique parameters in model: {total - shared}", "-" * 80]
-        print("\n".join(out))
-        return result
-
-    def _summary_rows(self, shape, pending, rows, seen):
-        """Append (class, output shape, params, trainable, shared) for this
-        block after its children's (containers other than Sequential get
-        a row too, as in Gluon); return the output shape."""
-        if self._children:
-            for child in self._children.values():
-                shape = child._summary_rows(shape, pending, rows, seen)
-            if isinstance(self, Sequential):
-                return shape
-            out = shape
-        else:
-            out = self._infer(shape, pending)
-        aux = getattr(self, "_aux_names", ())
-        count = train = dup = 0
-        for attr, p in self._reg_params.items():
-            s = pending.get(p, p.shape)
-            size = int(np.prod(s)) if s and -1 not in s else 0
-            count += size
-            if attr not in aux:
-                train += size
-            if id(p) in seen:
-                dup += size
-            seen.add(id(p))
-        rows.append((type(self).__name__, tuple(out), count, train, dup))
-        return out
+        from ._summary import summary
+        return summary(self, x)
 
 
 HybridBlock = Block
-
-
-def _fuse(steps):
-    """Fold an activation step into the dense step right before it (then
-    BatchNorm and activations into convolutions: ``_conv_steps``)."""
-    out = []
-    for step in steps:
-        if step[0] == "act" and out and out[-1][0] == "dense" \
-                and out[-1][3] == _core.ACTIVATIONS[None]:
-            kind, w, b, _, rows, k, m = out[-1]
-            out[-1] = (kind, w, b, step[1], rows, k, m)
-        elif step[0] == "act" and step[1] == _core.ACTIVATIONS[None]:
-            continue
-        else:
-            out.append(step)
-    return fuse_conv_steps(out)
 
 
 # ---------------------------------------------------------------------------

@@ -6,34 +6,23 @@ Dense's ``in_units``: with ``in_channels=0`` a weight is
 ``(channels, -1, kh, kw)`` until the first forward pass (or ``build``, or a
 loaded file) fixes it.
 
-Each layer computes shapes in ``_infer`` and describes its compiled work in
-``_steps`` (step tuples documented in ``_conv.pxi``); the plan runs
-convolutions as im2col + BLAS GEMM with bias, a following BatchNorm and the
+Each layer states its shape rule once, in ``_infer``, and describes its
+compiled work in ``_emit`` as typed steps (:mod:`fastlazy._steps`); the plan
+runs convolutions as im2col + GEMM with bias, a following BatchNorm and the
 activation fused into one pass over the output, and pooling and
 normalization as ``nogil`` loops.
 """
 
-import numpy as np
-
-from . import _core
+from ._plan import activation_code
+from ._steps import (BatchNormStep, ConvGeometry, ConvStep, LayerNormStep,
+                     PoolGeometry, PoolStep)
+from ._util import is_int as _is_int
+from ._util import prod as _prod
 from .block import Block
 from .errors import ShapeError
 
 __all__ = ["Conv2D", "MaxPool2D", "AvgPool2D", "GlobalMaxPool2D",
            "GlobalAvgPool2D", "BatchNorm", "LayerNorm"]
-
-_NO_ACT = _core.ACTIVATIONS[None]
-
-
-def _prod(dims):
-    p = 1
-    for d in dims:
-        p *= int(d)
-    return p
-
-
-def _is_int(v):
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
 def _pair(value, what, where, minimum):
@@ -197,7 +186,7 @@ class Conv2D(_ShapeLayer):
         if in_channels % self._groups:
             raise ValueError(f"{where}: in_channels={in_channels} does not "
                              f"divide into groups={groups}")
-        self._act_code = _core.activation_code(activation, where)
+        self._act_code = activation_code(activation, where)
         self._activation = activation
         self.weight = self.params.get(
             "weight", init=weight_initializer, dtype=dtype,
@@ -264,14 +253,15 @@ class Conv2D(_ShapeLayer):
         oh, ow = self._out_hw(shape)
         return (shape[0], self._channels, oh, ow)
 
-    def _steps(self, shape, steps):
-        oh, ow = self._out_hw(shape)
-        geom = (int(shape[1]), int(shape[2]), int(shape[3]), self._channels)
-        geom += self._kernel + self._strides + self._padding \
-            + self._dilation + (self._groups, oh, ow)
-        steps.append(("conv2d", self.weight, self.bias, self._act_code, geom,
-                      None))
-        return (shape[0], self._channels, oh, ow)
+    def _emit(self, builder, x, in_shape, out_shape):
+        _, o, oh, ow = out_shape
+        geom = ConvGeometry(int(in_shape[1]), int(in_shape[2]),
+                            int(in_shape[3]), o, *self._kernel,
+                            *self._strides, *self._padding, *self._dilation,
+                            self._groups, oh, ow)
+        y = builder.buffer(o * oh * ow)
+        return builder.add(ConvStep(x, y, self.weight, self.bias,
+                                    self._act_code, geom))
 
     def __repr__(self):
         shape = self.weight.shape
@@ -300,9 +290,9 @@ class _Pool2D(_ShapeLayer):
 
     _kind = "Pool2D"
 
-    def __init__(self, pool_size, strides, padding, ceil_mode, global_pool,
-                 pool_type, layout, count_include_pad=None, prefix=None,
-                 params=None):
+    def __init__(self, pool_size, strides, padding, *, ceil_mode,
+                 global_pool, pool_type, layout, count_include_pad=True,
+                 prefix=None, params=None):
         super().__init__(prefix=prefix, params=params)
         self._kind = type(self).__name__
         where = f"{self._kind} '{self.name}'"
@@ -314,17 +304,21 @@ class _Pool2D(_ShapeLayer):
         self._padding = _pair(padding, "padding", where, 0)
         self._ceil = bool(ceil_mode)
         self._type = pool_type
-        self._count_include_pad = True if count_include_pad is None \
-            else bool(count_include_pad)
+        self._count_include_pad = bool(count_include_pad)
 
     def _alias(self):
         return "pool"
 
-    def _geometry(self, shape):
-        """(kernel, stride, padding, output size) per spatial axis."""
+    def _window(self, shape):
+        """(kernel, stride, padding) per spatial axis for input ``shape``."""
+        if self._global:
+            return (int(shape[2]), int(shape[3])), (1, 1), (0, 0)
+        return self._pool, self._strides, self._padding
+
+    def _infer_shapes(self, shape, pending):
         _need_4d(shape, self._where())
         if self._global:
-            return ((shape[2], shape[3]), (1, 1), (0, 0), (1, 1))
+            return (shape[0], shape[1], 1, 1)
         out = []
         for i, axis in enumerate(("height", "width")):
             size, k = int(shape[2 + i]), self._pool[i]
@@ -338,19 +332,16 @@ class _Pool2D(_ShapeLayer):
                     f"more padding or a smaller pool_size.")
             span = size + 2 * p - k
             out.append((-(-span // s) if self._ceil else span // s) + 1)
-        return self._pool, self._strides, self._padding, tuple(out)
+        return (shape[0], shape[1]) + tuple(out)
 
-    def _infer_shapes(self, shape, pending):
-        _, _, _, (oh, ow) = self._geometry(shape)
-        return (shape[0], shape[1], oh, ow)
-
-    def _steps(self, shape, steps):
-        k, s, p, (oh, ow) = self._geometry(shape)
-        geom = (int(shape[1]), int(shape[2]), int(shape[3])) + tuple(k) \
-            + tuple(s) + tuple(p) + (oh, ow)
-        steps.append(("pool2d", self._type == "max",
-                      self._count_include_pad, geom))
-        return (shape[0], shape[1], oh, ow)
+    def _emit(self, builder, x, in_shape, out_shape):
+        k, s, p = self._window(in_shape)
+        _, c, oh, ow = out_shape
+        geom = PoolGeometry(int(c), int(in_shape[2]), int(in_shape[3]), *k,
+                            *s, *p, oh, ow)
+        y = builder.buffer(c * oh * ow)
+        return builder.add(PoolStep(x, y, self._type == "max",
+                                    self._count_include_pad, geom))
 
     def __repr__(self):
         size = (1, 1) if self._global else self._pool
@@ -385,8 +376,9 @@ class MaxPool2D(_Pool2D):
 
     def __init__(self, pool_size=(2, 2), strides=None, padding=0,
                  layout="NCHW", ceil_mode=False, prefix=None, params=None):
-        super().__init__(pool_size, strides, padding, ceil_mode, False, "max",
-                         layout, prefix=prefix, params=params)
+        super().__init__(pool_size, strides, padding, ceil_mode=ceil_mode,
+                         global_pool=False, pool_type="max", layout=layout,
+                         prefix=prefix, params=params)
 
 
 class AvgPool2D(_Pool2D):
@@ -411,8 +403,9 @@ class AvgPool2D(_Pool2D):
     def __init__(self, pool_size=(2, 2), strides=None, padding=0,
                  ceil_mode=False, layout="NCHW", count_include_pad=True,
                  prefix=None, params=None):
-        super().__init__(pool_size, strides, padding, ceil_mode, False, "avg",
-                         layout, count_include_pad, prefix=prefix,
+        super().__init__(pool_size, strides, padding, ceil_mode=ceil_mode,
+                         global_pool=False, pool_type="avg", layout=layout,
+                         count_include_pad=count_include_pad, prefix=prefix,
                          params=params)
 
 
@@ -420,16 +413,18 @@ class GlobalMaxPool2D(_Pool2D):
     """The maximum of each channel: ``(N, C, H, W) -> (N, C, 1, 1)``."""
 
     def __init__(self, layout="NCHW", prefix=None, params=None):
-        super().__init__((1, 1), None, 0, True, True, "max", layout,
-                         prefix=prefix, params=params)
+        super().__init__((1, 1), None, 0, ceil_mode=True, global_pool=True,
+                         pool_type="max", layout=layout, prefix=prefix,
+                         params=params)
 
 
 class GlobalAvgPool2D(_Pool2D):
     """The mean of each channel: ``(N, C, H, W) -> (N, C, 1, 1)``."""
 
     def __init__(self, layout="NCHW", prefix=None, params=None):
-        super().__init__((1, 1), None, 0, True, True, "avg", layout,
-                         prefix=prefix, params=params)
+        super().__init__((1, 1), None, 0, ceil_mode=True, global_pool=True,
+                         pool_type="avg", layout=layout, prefix=prefix,
+                         params=params)
 
 
 # ---------------------------------------------------------------------------
@@ -524,13 +519,14 @@ class BatchNorm(_ShapeLayer):
                         f"channels on axis {self._axis}")
         return shape
 
-    def _steps(self, shape, steps):
-        ax = _norm_axis(self._axis, shape, self._where())
-        steps.append(("batchnorm", self.gamma if self._scale else None,
-                      self.beta, self.running_mean, self.running_var,
-                      self._eps, _prod(shape[1:ax]), int(shape[ax]),
-                      _prod(shape[ax + 1:]), _NO_ACT))
-        return tuple(shape)
+    def _emit(self, builder, x, in_shape, out_shape):
+        ax = _norm_axis(self._axis, in_shape, self._where())
+        y = builder.buffer(_prod(in_shape[1:]))
+        return builder.add(BatchNormStep(
+            x, y, self.gamma if self._scale else None, self.beta,
+            self.running_mean, self.running_var, self._eps,
+            _prod(in_shape[1:ax]), int(in_shape[ax]),
+            _prod(in_shape[ax + 1:])))
 
     def __repr__(self):
         c = self.gamma.shape[0]
@@ -594,12 +590,12 @@ class LayerNorm(_ShapeLayer):
                         int(shape[ax]), shape, f"values on axis {self._axis}")
         return shape
 
-    def _steps(self, shape, steps):
-        ax = _norm_axis(self._axis, shape, self._where())
-        steps.append(("layernorm", self.gamma, self.beta, self._eps,
-                      _prod(shape[1:ax]), int(shape[ax]),
-                      _prod(shape[ax + 1:])))
-        return tuple(shape)
+    def _emit(self, builder, x, in_shape, out_shape):
+        ax = _norm_axis(self._axis, in_shape, self._where())
+        y = builder.buffer(_prod(in_shape[1:]))
+        return builder.add(LayerNormStep(
+            x, y, self.gamma, self.beta, self._eps, _prod(in_shape[1:ax]),
+            int(in_shape[ax]), _prod(in_shape[ax + 1:])))
 
     def __repr__(self):
         c = self.gamma.shape[0]

@@ -1,19 +1,12 @@
 """Built-in layers: Dense, Activation, Dropout, Flatten."""
 
-import numpy as np
-
-from . import _core
+from ._plan import activation_code
+from ._steps import ActStep, DenseStep
+from ._util import is_int, prod
 from .block import Block
 from .errors import ShapeError
 
 __all__ = ["Dense", "Activation", "Dropout", "Flatten"]
-
-
-def _prod(dims):
-    p = 1
-    for d in dims:
-        p *= int(d)
-    return p
 
 
 class Dense(Block):
@@ -49,16 +42,14 @@ class Dense(Block):
                  params=None):
         super().__init__(prefix=prefix, params=params)
         where = f"Dense '{self.name}'"
-        if isinstance(units, bool) or not isinstance(units, (int, np.integer)) \
-                or units <= 0:
+        if not is_int(units) or units <= 0:
             raise ValueError(f"{where}: units must be a positive int, got "
                              f"{units!r}")
-        if isinstance(in_units, bool) or \
-                not isinstance(in_units, (int, np.integer)) or in_units < 0:
+        if not is_int(in_units) or in_units < 0:
             raise ValueError(f"{where}: in_units must be a non-negative int "
                              f"(0 = infer at the first forward), got "
                              f"{in_units!r}")
-        self._act_code = _core.activation_code(activation, where)
+        self._act_code = activation_code(activation, where)
         self._units = int(units)
         self._activation = activation
         self._use_bias = bool(use_bias)
@@ -88,7 +79,7 @@ class Dense(Block):
                 f"{where}: expected an input with a batch axis and at least "
                 f"one feature axis, got shape {shape}; for a single sample "
                 f"use x[None]")
-        k = _prod(shape[1:]) if self._flatten else int(shape[-1])
+        k = prod(shape[1:]) if self._flatten else int(shape[-1])
         if k == 0:
             raise ShapeError(f"{where}: the input of shape {shape} has no "
                              f"features (an empty feature axis)")
@@ -111,14 +102,12 @@ class Dense(Block):
             return (shape[0], self._units)
         return tuple(shape[:-1]) + (self._units,)
 
-    def _steps(self, shape, steps):
-        k = self._features(shape)
-        rows = 1 if self._flatten else _prod(shape[1:-1])
-        steps.append(("dense", self.weight, self.bias, self._act_code, rows,
-                      k, self._units))
-        if self._flatten:
-            return (shape[0], self._units)
-        return tuple(shape[:-1]) + (self._units,)
+    def _emit(self, builder, x, in_shape, out_shape):
+        k = self._features(in_shape)
+        rows = 1 if self._flatten else prod(in_shape[1:-1])
+        y = builder.buffer(rows * self._units)
+        return builder.add(DenseStep(x, y, self.weight, self.bias,
+                                     self._act_code, rows, k, self._units))
 
     def __repr__(self):
         shape = self.weight.shape
@@ -139,7 +128,7 @@ class Activation(Block):
         if activation is None:
             raise ValueError("Activation: give an activation name, e.g. "
                              "'relu'")
-        self._act_code = _core.activation_code(activation,
+        self._act_code = activation_code(activation,
                                                f"Activation '{self.name}'")
 
     def _alias(self):
@@ -149,9 +138,10 @@ class Activation(Block):
     def _infer(self, shape, pending):
         return tuple(shape)
 
-    def _steps(self, shape, steps):
-        steps.append(("act", self._act_code, _prod(shape[1:])))
-        return tuple(shape)
+    def _emit(self, builder, x, in_shape, out_shape):
+        size = prod(in_shape[1:])
+        return builder.add(ActStep(x, builder.buffer(size), self._act_code,
+                                   size))
 
     def __repr__(self):
         return f"Activation({self._act_type})"
@@ -173,9 +163,6 @@ class Dropout(Block):
     def _infer(self, shape, pending):
         return tuple(shape)
 
-    def _steps(self, shape, steps):
-        return tuple(shape)
-
     def __repr__(self):
         return f"Dropout(p = {self._rate}, axes={self._axes})"
 
@@ -188,10 +175,7 @@ class Flatten(Block):
     def _infer(self, shape, pending):
         if len(shape) < 1:
             raise ShapeError(f"Flatten '{self.name}': needs a batch axis")
-        return (shape[0], _prod(shape[1:]))
-
-    def _steps(self, shape, steps):
-        return self._infer(shape, None)
+        return (shape[0], prod(shape[1:]))
 
     def __repr__(self):
         return "Flatten"

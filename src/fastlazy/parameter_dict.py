@@ -3,7 +3,7 @@
 import re
 from collections import OrderedDict
 
-from ._core import Parameter
+from ._parameter import Parameter
 from .initializers import Uniform
 
 __all__ = ["ParameterDict"]
@@ -86,16 +86,21 @@ class ParameterDict:
         One transaction: if an initializer fails (or is not one) part-way,
         every parameter is left as it was -- state, shape, values (also
         those ``force_reinit`` had already overwritten) and the initializer
-        a deferred parameter waits with."""
+        a deferred parameter waits with.
+
+        This is one ``initialize()`` call for the random streams (see
+        :mod:`fastlazy.random`): each parameter's values depend on the seed,
+        on the number of this call since the seed, and on its structural
+        key."""
         from . import random as _random
         default = init if init is not None else Uniform()
-        entropy = _random.new_entropy()
+        call = _random.new_call()
         params = list(self._params.items())
         snaps = [(p, p._snapshot(copy_values=force_reinit))
                  for _, p in params]
         try:
             for name, param in params:
-                key = (entropy, self._structural.get(name, name))
+                key = (call, self._structural.get(name, name))
                 param.initialize(None, default, force_reinit=force_reinit,
                                  ctx=ctx, _key=key)
         except BaseException:
@@ -148,5 +153,5 @@ class ParameterDict:
 
 
 def _shape_tuple(shape):
-    from ._core import normalize_shape
+    from ._parameter import normalize_shape
     return normalize_shape(shape)

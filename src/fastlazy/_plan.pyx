@@ -1,0 +1,1145 @@
+"""The compiled forward plan, and the runtime configuration it runs under.
+
+A :class:`Plan` is built from typed step descriptions (:mod:`fastlazy._steps`)
+once a network's shapes are known.  It holds a C array of :c:type:`Step`
+structs -- one struct of named members per step kind, raw pointers into
+parameter storage -- and runs them in one ``nogil`` block per call, walking
+the batch in row tiles so every intermediate stays in cache.  Steps read and
+write *named buffers*; the plan places each intermediate buffer in a
+workspace slot that is reused once its last reader has run.
+
+This module owns every C header: the kernel table (``fl_kernels.h``), the
+convolution kernels (``fl_conv.h``) and the thread pool (``fl_pool.h``), so
+there is one kernel table and one pool per process.  Everything on the hot
+path is ``noexcept nogil`` on raw pointers.
+
+A plan is rebuilt only when something it depends on changes: the storage
+of one of its parameters moves (each :class:`~fastlazy._parameter.Parameter`
+tells the plans that read it), a block of its network changes (the block
+tells its plans), or the process-wide configuration changes (threads,
+instruction set, tuning: :func:`invalidate_all`).
+"""
+
+import numpy as np
+
+cimport numpy as cnp
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memset
+
+from fastlazy._blas cimport (
+    CblasNoTrans, CblasRowMajor, CblasTrans, blas_int, cblas_dgemm,
+    cblas_dgemv, cblas_sgemm, cblas_sgemv, openblas_get_config,
+    openblas_get_corename, openblas_get_num_threads, openblas_set_num_threads,
+)
+from fastlazy._kernels cimport (
+    FL_ACT_GELU, FL_ACT_NONE, FL_ACT_RELU, FL_ACT_SIGMOID, FL_ACT_SILU,
+    FL_ACT_SOFTRELU, FL_ACT_SOFTSIGN, FL_ACT_TANH, fl_act_f32, fl_act_f64,
+    fl_kernels_init, fl_kernels_isa, fl_kt,
+)
+from fastlazy._parameter cimport INITIALIZED, Parameter
+
+from . import _steps
+from ._parameter import as_numeric_array
+from ._util import prod
+from .errors import DeferredInitializationError, ShapeError
+
+
+cdef extern from "<stdlib.h>" nogil:
+    void *aligned_alloc(size_t alignment, size_t size)
+
+cnp.import_array()
+
+
+# ---------------------------------------------------------------------------
+# Activations
+
+ACTIVATIONS = {
+    None: FL_ACT_NONE, 'relu': FL_ACT_RELU, 'sigmoid': FL_ACT_SIGMOID,
+    'tanh': FL_ACT_TANH, 'softrelu': FL_ACT_SOFTRELU,
+    'softsign': FL_ACT_SOFTSIGN, 'gelu': FL_ACT_GELU, 'silu': FL_ACT_SILU,
+}
+NO_ACT = FL_ACT_NONE
+
+
+def activation_code(name, where):
+    """Return the kernel code of activation ``name``; ``where`` names the layer."""
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"{where}: activation must be a string or None, "
+                        f"got {type(name).__name__}")
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        known = ", ".join(repr(k) for k in ACTIVATIONS if k is not None)
+        raise ValueError(f"{where}: unknown activation {name!r}; "
+                         f"choose one of {known}, or None") from None
+
+
+cdef inline void _act(Py_ssize_t itemsize, char *y, Py_ssize_t n,
+                      int act) noexcept nogil:
+    """Activation ``act`` in place over n values (the float sigmoid
+    vectorised)."""
+    if itemsize == 4:
+        fl_conv_act_f32(<float *>y, n, act)
+    else:
+        fl_act_f64(<double *>y, n, act)
+
+
+def apply_activation(cnp.ndarray arr, int code):
+    """Apply activation ``code`` in place to a C-contiguous float array."""
+    if not arr.flags.c_contiguous or arr.dtype.kind != 'f':
+        raise TypeError("apply_activation needs a C-contiguous float array")
+    if arr.dtype.itemsize not in (4, 8):
+        raise TypeError(f"activations run on float32 and float64, "
+                        f"not {arr.dtype}")
+    cdef Py_ssize_t n = arr.size, isz = arr.dtype.itemsize
+    cdef char *p = <char *>cnp.PyArray_DATA(arr)
+    with nogil:
+        _act(isz, p, n, code)
+    return arr
+
+
+# ---------------------------------------------------------------------------
+# Runtime configuration.  Changing any of it changes every plan (workspace
+# sizes, kernels, routes): one process-wide epoch, compared at each call.
+
+cdef unsigned long long _config_epoch = 1
+
+
+def invalidate_all():
+    """Rebuild every plan at its next call: the process-wide configuration
+    (threads, instruction set, tuning, fusion rules) changed."""
+    global _config_epoch
+    _config_epoch += 1
+
+
+cdef int _isa_level = fl_kernels_init(-1)
+
+
+cdef extern from "fl_conv.h" nogil:
+    # the vectorised float sigmoid, chosen for the CPU like the kernels
+    void (*fl_vsigmoid_f32)(float *y, Py_ssize_t n) noexcept nogil
+    int fl_conv_init(int level) noexcept
+    void fl_conv_act_f32(float *y, Py_ssize_t n, int act) noexcept
+
+
+def set_isa(level=None):
+    """Choose the kernel instruction set: None for the best the CPU has,
+    0 baseline, 3 AVX2+FMA, 4 AVX-512.  Returns the level in use, which is
+    lower than asked for when the CPU lacks the instructions."""
+    global _isa_level
+    _isa_level = fl_kernels_init(-1 if level is None else int(level))
+    fl_conv_init(_isa_level)
+    invalidate_all()
+    return _isa_level
+
+
+def kernel_isa():
+    """Name of the instruction set the kernels use."""
+    return fl_kernels_isa().decode()
+
+
+def packed_tile():
+    """Register tile of the batched kernel on packed weights:
+    (rows, float32 columns, float64 columns)."""
+    return (fl_kt.mr, fl_kt.nr_f32, fl_kt.nr_f64)
+
+
+cdef extern from "fl_pool.h" nogil:
+    ctypedef void (*fl_job_fn)(void *ctx, int tid, int nthreads) noexcept nogil
+    int fl_pool_run(fl_job_fn fn, void *ctx, int nthreads)
+    int fl_pool_cpu_count()
+    long fl_next_item(long *counter)
+    enum:
+        FL_POOL_MAX
+
+
+def _default_threads():
+    import os
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(n, fl_pool_cpu_count()))
+
+
+# fastlazy's own pool does the threading; OpenBLAS always runs on the
+# calling thread, so no second pool spins against NumPy's.
+openblas_set_num_threads(1)
+cdef int _num_threads = _default_threads()
+
+
+def set_num_threads(n):
+    """Threads a large forward pass may use: 1 to 64 (the pool's size;
+    default: the cores this process may run on).  Small problems always
+    run on the calling thread."""
+    global _num_threads
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"set_num_threads: need an int, got "
+                        f"{type(n).__name__}")
+    if not 1 <= n <= FL_POOL_MAX:
+        raise ValueError(
+            f"set_num_threads: need 1 to {FL_POOL_MAX} threads (fastlazy's "
+            f"pool holds at most {FL_POOL_MAX}; this machine has "
+            f"{_default_threads()} usable cores), got {n}")
+    if n != _num_threads:
+        _num_threads = int(n)
+        invalidate_all()     # convolution workspaces hold a slot per thread
+
+
+def get_num_threads():
+    """Threads a large forward pass may use."""
+    return _num_threads
+
+
+def blas_info():
+    """OpenBLAS's build configuration, the core type it runs for and its own
+    thread count (fastlazy keeps it at 1: its own pool does the threading)."""
+    return {
+        "config": openblas_get_config().decode(errors="replace"),
+        "corename": openblas_get_corename().decode(errors="replace"),
+        "blas_threads": openblas_get_num_threads(),
+    }
+
+
+# Which kernel runs a dense product: 0 = by shape (_dense_route), 1 = always
+# the small kernel, 2 = always BLAS, 3 = the packed kernel whenever the
+# packed weights are current (benches; tests use DenseArgs.route instead).
+cdef int _KERNEL_ROUTE = 0
+
+cdef enum DenseRoute:
+    ROUTE_SMALL = 0
+    ROUTE_BLAS = 1
+    ROUTE_PACKED = 2
+
+# Target size of one scratch buffer: a row tile of the widest intermediate
+# fits in it, so a tile's activations stay in L2.  512 KiB (128 rows of a
+# 1024-wide layer) measured best with the packed kernel: C4 at 1 thread
+# 8.47 ms against 8.78 ms with 1 MiB tiles, at 2 threads 4.32 against 4.57
+# (two tiles, one per thread, instead of splitting each layer by columns);
+# bulk scoring of 1M rows unchanged.
+cdef Py_ssize_t _TILE_BYTES = 1 << 19
+# A forward pass with fewer multiply-adds than this runs on one thread:
+# waking a worker costs more than it saves.
+cdef Py_ssize_t _PAR_MACS = 1 << 22
+# Weights larger than this (bytes) are never packed; -1: no limit.
+cdef Py_ssize_t _PACK_MAX_BYTES = -1
+
+
+def set_tuning(kernel_route=None, tile_bytes=None, parallel_macs=None,
+               pack_max_bytes=None):
+    """Adjust the kernel choice ('auto', 'own', 'blas' or 'packed'), the
+    row-tile size, the size from which a forward pass uses several threads
+    and the largest weight (bytes; -1: any) that is kept packed for the
+    batched kernel -- the memory knob: a packed copy costs as much memory
+    as its weight.  Returns the old values (for tests and benches)."""
+    global _KERNEL_ROUTE, _TILE_BYTES, _PAR_MACS, _PACK_MAX_BYTES
+    routes = ("auto", "own", "blas", "packed")
+    old = (routes[_KERNEL_ROUTE], _TILE_BYTES, _PAR_MACS, _PACK_MAX_BYTES)
+    if kernel_route is not None:
+        if kernel_route not in routes:
+            raise ValueError(f"kernel_route must be one of {routes}, got "
+                             f"{kernel_route!r}")
+        _KERNEL_ROUTE = routes.index(kernel_route)
+    if tile_bytes is not None:
+        _TILE_BYTES = max(1, int(tile_bytes))
+    if parallel_macs is not None:
+        _PAR_MACS = max(0, int(parallel_macs))
+    if pack_max_bytes is not None:
+        _PACK_MAX_BYTES = max(-1, int(pack_max_bytes))
+    invalidate_all()
+    return old
+
+
+# ---------------------------------------------------------------------------
+# Dense steps
+
+cdef inline bint _use_own_kernel(Py_ssize_t rows, Py_ssize_t K,
+                                 Py_ssize_t M) noexcept nogil:
+    """Own register-tiled kernel or BLAS, by shape.  Measured on the
+    benchmark machine (AVX-512, OpenBLAS 0.3.34 SkylakeX): BLAS's packing
+    costs more than it saves for up to 8 rows whatever the weights (a 2x1024
+    by 1024x1024 product: 160 us own, 480 us BLAS); for one row, BLAS's GEMV
+    streams big matrices better; from 16 rows on BLAS wins once the weights
+    outgrow L2, and from 128 rows unless they are tiny."""
+    cdef Py_ssize_t km = K * M
+    if rows == 1:
+        return km <= (1 << 18)
+    if rows <= 8:
+        return True
+    if rows <= 16:
+        return km <= (1 << 19)
+    if rows <= 64:
+        return km <= (1 << 18)
+    return km <= (1 << 16)
+
+
+cdef inline bint _packed_wins(Py_ssize_t rows, Py_ssize_t K,
+                              Py_ssize_t M) noexcept nogil:
+    """Whether the packed kernel runs ``rows`` rows through a K x M layer
+    (then the weights are kept packed).  Measured (benches/sweep_routes.py,
+    1 thread): with AVX-512, from 2 rows on it takes 0.3-0.85x the time of
+    the better of the small kernel and OpenBLAS once the layer has 32k
+    weights and 64 outputs; narrower layers waste most of a 32-column panel
+    (10 outputs: 1.3-1.5x slower); layers of 4k-32k weights (20 x 256,
+    64 x 64, 100 x 100) take 0.63-0.88x from 8 rows and tie below.  With
+    AVX2 (against OpenBLAS's Haswell kernels, OPENBLAS_CORETYPE=Haswell):
+    0.46-0.94x on the big layers, 0.87-0.95x on the 4k-32k ones from 8 rows
+    (1.0-1.3x below).  One row stays a matrix-vector product."""
+    if rows < 2 or M < 64:
+        return False
+    return K * M >= (1 << 15) or (rows >= 8 and K * M >= (1 << 12))
+
+
+cdef inline bint _wants_packed(const DenseArgs *a,
+                               Py_ssize_t rows) noexcept nogil:
+    """Whether this call should run ``rows`` rows on the packed weights."""
+    if a.route >= 0:
+        return a.route == ROUTE_PACKED
+    if _KERNEL_ROUTE:
+        return _KERNEL_ROUTE == 3
+    return _packed_wins(rows, a.K, a.M)
+
+
+cdef inline int _dense_route(const DenseArgs *a,
+                             Py_ssize_t rows) noexcept nogil:
+    if a.packed != NULL and _wants_packed(a, rows):
+        return ROUTE_PACKED
+    if a.route == ROUTE_SMALL or a.route == ROUTE_BLAS:
+        return a.route
+    if _KERNEL_ROUTE == 1 or _KERNEL_ROUTE == 2:
+        return ROUTE_SMALL if _KERNEL_ROUTE == 1 else ROUTE_BLAS
+    return ROUTE_SMALL if _use_own_kernel(rows, a.K, a.M) else ROUTE_BLAS
+
+
+cdef inline void _gemv_gemm(Py_ssize_t itemsize, Py_ssize_t rows,
+                            Py_ssize_t K, Py_ssize_t mc, const char *x,
+                            const char *w, Py_ssize_t ldw,
+                            char *y, Py_ssize_t ldy) noexcept nogil:
+    """y[rows, mc] = x[rows, K] @ w[K, mc] through OpenBLAS (GEMV for one
+    row), row-major with leading dimensions ldw and ldy."""
+    if itemsize == 4:
+        if rows == 1:
+            cblas_sgemv(CblasRowMajor, CblasTrans, <blas_int>K, <blas_int>mc,
+                        1.0, <const float *>w, <blas_int>ldw,
+                        <const float *>x, 1, 0.0, <float *>y, 1)
+        else:
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans,
+                        <blas_int>rows, <blas_int>mc, <blas_int>K, 1.0,
+                        <const float *>x, <blas_int>K, <const float *>w,
+                        <blas_int>ldw, 0.0, <float *>y, <blas_int>ldy)
+    else:
+        if rows == 1:
+            cblas_dgemv(CblasRowMajor, CblasTrans, <blas_int>K, <blas_int>mc,
+                        1.0, <const double *>w, <blas_int>ldw,
+                        <const double *>x, 1, 0.0, <double *>y, 1)
+        else:
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans,
+                        <blas_int>rows, <blas_int>mc, <blas_int>K, 1.0,
+                        <const double *>x, <blas_int>K, <const double *>w,
+                        <blas_int>ldw, 0.0, <double *>y, <blas_int>ldy)
+
+
+cdef inline void _bias_act(Py_ssize_t itemsize, Py_ssize_t rows,
+                           Py_ssize_t mc, char *y, Py_ssize_t ldy,
+                           const char *b, int act) noexcept nogil:
+    """Bias and activation over ``rows`` rows of ``mc`` outputs, in place."""
+    cdef Py_ssize_t r
+    if itemsize == 4:
+        if b != NULL or (act != FL_ACT_NONE and act != FL_ACT_SIGMOID):
+            fl_kt.bias_act_f32(rows, mc, <float *>y, ldy, <const float *>b,
+                               FL_ACT_NONE if act == FL_ACT_SIGMOID else act)
+        if act == FL_ACT_SIGMOID:
+            for r in range(rows):
+                fl_vsigmoid_f32(<float *>y + r * ldy, mc)
+    elif b != NULL or act != FL_ACT_NONE:
+        fl_kt.bias_act_f64(rows, mc, <double *>y, ldy, <const double *>b,
+                           act)
+
+
+cdef void _dense_columns(const Step *s, Py_ssize_t rows, const char *x,
+                         char *y, Py_ssize_t m0, Py_ssize_t mc) noexcept nogil:
+    """Output columns [m0, m0 + mc) of a dense step over ``rows`` rows,
+    through the small kernel or BLAS (whichever _dense_route picks for the
+    whole step)."""
+    cdef const DenseArgs *a = &s.a.dense
+    cdef Py_ssize_t isz = s.itemsize, M = a.M
+    cdef const char *b = NULL if a.bias == NULL else a.bias + m0 * isz
+    cdef int act = a.act
+    if _dense_route(a, rows) == ROUTE_SMALL and m0 == 0 and mc == M:
+        if isz == 4:
+            fl_kt.dense_f32(rows, a.K, M, <const float *>x, a.K,
+                            <const float *>a.w, <const float *>b,
+                            <float *>y, M,
+                            FL_ACT_NONE if act == FL_ACT_SIGMOID else act)
+            if act == FL_ACT_SIGMOID:
+                fl_vsigmoid_f32(<float *>y, rows * M)
+        else:
+            fl_kt.dense_f64(rows, a.K, M, <const double *>x, a.K,
+                            <const double *>a.w, <const double *>b,
+                            <double *>y, M, act)
+        return
+    _gemv_gemm(isz, rows, a.K, mc, x, a.w + m0 * isz, M, y + m0 * isz, M)
+    _bias_act(isz, rows, mc, y + m0 * isz, M, b, act)
+
+
+cdef void _dense_panels(const Step *s, Py_ssize_t rows, const char *x,
+                        char *y, Py_ssize_t p0, Py_ssize_t p1) noexcept nogil:
+    """Panels [p0, p1) of a dense step on its packed weights."""
+    cdef const DenseArgs *a = &s.a.dense
+    cdef Py_ssize_t M = a.M, m0, mc, r
+    if s.itemsize == 4:
+        fl_kt.gemm_packed_f32(rows, a.K, M, <const float *>x, a.K,
+                              <const float *>a.packed, p0, p1,
+                              <const float *>a.bias, <float *>y, M,
+                              FL_ACT_NONE if a.act == FL_ACT_SIGMOID
+                              else a.act)
+        if a.act == FL_ACT_SIGMOID:
+            m0 = p0 * fl_kt.nr_f32
+            mc = (M if p1 * fl_kt.nr_f32 > M else p1 * fl_kt.nr_f32) - m0
+            for r in range(rows):
+                fl_vsigmoid_f32(<float *>y + r * M + m0, mc)
+    else:
+        fl_kt.gemm_packed_f64(rows, a.K, M, <const double *>x, a.K,
+                              <const double *>a.packed, p0, p1,
+                              <const double *>a.bias, <double *>y, M, a.act)
+
+
+cdef inline Py_ssize_t _npanels(const Step *s) noexcept nogil:
+    cdef Py_ssize_t nr = fl_kt.nr_f32 if s.itemsize == 4 else fl_kt.nr_f64
+    return (s.a.dense.M + nr - 1) // nr
+
+
+cdef void _step_dense(const Step *s, Py_ssize_t b, char *const *bufs,
+                      char *work) noexcept nogil:
+    cdef Py_ssize_t rows = b * s.a.dense.rows
+    cdef const char *x = bufs[s.src[0]]
+    cdef char *y = bufs[s.dst]
+    if _dense_route(&s.a.dense, rows) == ROUTE_PACKED:
+        _dense_panels(s, rows, x, y, 0, _npanels(s))
+    else:
+        _dense_columns(s, rows, x, y, 0, s.a.dense.M)
+
+
+cdef void _step_act(const Step *s, Py_ssize_t b, char *const *bufs,
+                    char *work) noexcept nogil:
+    cdef Py_ssize_t n = b * s.out_size
+    cdef char *y = bufs[s.dst]
+    if bufs[s.src[0]] != y:
+        memcpy(y, bufs[s.src[0]], n * s.itemsize)
+    _act(s.itemsize, y, n, s.a.act.act)
+
+
+# ---------------------------------------------------------------------------
+# Packed weights: the panel layout of the batched kernel, one copy per Dense
+# weight, kept in the Parameter's ``_packed`` slot (owned by this module)
+
+cdef class PackedWeights:
+    cdef cnp.ndarray buf
+    cdef int nr
+    cdef Py_ssize_t off               # elements from buf's start to 64 bytes
+    cdef unsigned long long version   # the weight's _version when packed
+
+
+cdef char *_packed_data(Parameter w) except NULL:
+    """``w``'s values (2-D, stored transposed) in the panel layout of the
+    batched kernel, packed again when they may have changed since the last
+    packing.  Callers check ``w._live_views`` first.  Packing runs without
+    the GIL, under the parameter's own lock (concurrent calls pack once)."""
+    cdef cnp.ndarray st = w._storage
+    cdef Py_ssize_t K = cnp.PyArray_DIM(st, 0), M = cnp.PyArray_DIM(st, 1)
+    cdef Py_ssize_t isz = cnp.PyArray_ITEMSIZE(st)
+    cdef int nr = fl_kt.nr_f32 if isz == 4 else fl_kt.nr_f64
+    cdef Py_ssize_t need = ((M + nr - 1) // nr) * nr * K
+    cdef PackedWeights pw = w._packed
+    cdef char *pk
+    cdef const char *src
+    cdef unsigned long long version
+    if pw is not None and pw.nr == nr and pw.version == w._version and \
+            cnp.PyArray_TYPE(pw.buf) == cnp.PyArray_TYPE(st):
+        return <char *>cnp.PyArray_DATA(pw.buf) + pw.off * isz
+    with w._lock:
+        pw = w._packed
+        if pw is None or pw.nr != nr or \
+                cnp.PyArray_TYPE(pw.buf) != cnp.PyArray_TYPE(st) or \
+                cnp.PyArray_DIM(pw.buf, 0) != need + 64 // isz:
+            pw = PackedWeights()
+            pw.buf = np.empty(need + 64 // isz, dtype=st.dtype)
+            pw.nr = nr
+            pw.off = ((-<size_t>cnp.PyArray_DATA(pw.buf)) & 63) // <size_t>isz
+            pw.version = w._version - 1
+            w._packed = pw
+        pk = <char *>cnp.PyArray_DATA(pw.buf) + pw.off * isz
+        if pw.version != w._version:
+            src = <const char *>cnp.PyArray_DATA(st)
+            version = w._version
+            with nogil:
+                if isz == 4:
+                    fl_kt.pack_f32(K, M, <const float *>src, <float *>pk)
+                else:
+                    fl_kt.pack_f64(K, M, <const double *>src, <double *>pk)
+            pw.version = version
+    return pk
+
+
+def packed_state(Parameter w):
+    """(live data() views, values packed since the last write) of a Dense
+    weight -- for tests of the packed-weights cache."""
+    cdef PackedWeights pw = w._packed
+    return (w._live_views, pw is not None and pw.version == w._version)
+
+
+include "_plan_conv.pxi"
+
+
+# ---------------------------------------------------------------------------
+# From typed steps to C structs
+
+cdef char *_param_ptr(Parameter p, object dtype, list keep,
+                      bint transposed=False) except NULL:
+    """Raw pointer to a parameter's storage (kept alive through ``keep``)."""
+    cdef cnp.ndarray arr = p._storage
+    if arr is None or p._state != INITIALIZED:
+        raise DeferredInitializationError(p._not_ready_message())
+    if arr.dtype != dtype:
+        raise TypeError(f"parameter {p.name} is {arr.dtype}, the network "
+                        f"runs in {dtype}; call net.cast(...)")
+    if p._transposed != transposed:
+        raise RuntimeError(f"parameter {p.name}: unexpected storage layout")
+    keep.append(arr)
+    return <char *>cnp.PyArray_DATA(arr)
+
+
+cdef inline char *_opt_ptr(object p, object dtype, list keep) except? NULL:
+    return NULL if p is None else _param_ptr(<Parameter>p, dtype, keep)
+
+
+cdef int _check_blas_dims(str where, tuple dims) except -1:
+    for d in dims:
+        if d > 0x7FFFFFFF:
+            raise ShapeError(f"{where}: a matrix dimension of {d} exceeds "
+                             f"2**31-1, the limit of the 32-bit BLAS")
+    return 0
+
+
+cdef int _fill_dense(Step *s, object st, object dtype, list keep) except -1:
+    cdef DenseArgs *a = &s.a.dense
+    _check_blas_dims("Dense", (st.K, st.M))
+    s.run = _step_dense
+    s.kind = STEP_DENSE
+    a.act = st.act
+    a.route = -1
+    a.rows = st.rows
+    a.K = st.K
+    a.M = st.M
+    s.in_size = st.rows * st.K
+    s.out_size = st.rows * st.M
+    s.macs = st.rows * st.K * st.M
+    a.w = _param_ptr(st.weight, dtype, keep, True)
+    a.bias = _opt_ptr(st.bias, dtype, keep)
+    keep.append(st.weight)
+    a.wparam = <void *>st.weight
+    return 0
+
+
+cdef int _fill_act(Step *s, object st, object dtype, list keep) except -1:
+    s.run = _step_act
+    s.kind = STEP_ACT
+    s.a.act.act = st.act
+    s.in_size = s.out_size = st.size
+    return 0
+
+
+cdef int _fill_step(Step *s, object st, object dtype, list keep) except -1:
+    """Translate one typed step (fastlazy._steps) into ``s``."""
+    cdef int i
+    memset(s, 0, sizeof(Step))
+    s.itemsize = dtype.itemsize
+    srcs = st.inputs
+    if len(srcs) > FL_MAX_SRC:
+        raise ValueError(f"plan step {type(st).__name__} reads {len(srcs)} "
+                         f"buffers; at most {FL_MAX_SRC}")
+    s.nsrc = len(srcs)
+    for i in range(s.nsrc):
+        s.src[i] = srcs[i]
+    s.dst = st.dst
+    kind = type(st)
+    if kind is _steps.DenseStep:
+        _fill_dense(s, st, dtype, keep)
+    elif kind is _steps.ActStep:
+        _fill_act(s, st, dtype, keep)
+    elif kind is _steps.ConvStep:
+        _fill_conv(s, st, dtype, keep)
+    elif kind is _steps.PoolStep:
+        _fill_pool(s, st, dtype, keep)
+    elif kind is _steps.BatchNormStep:
+        _fill_batchnorm(s, st, dtype, keep)
+    elif kind is _steps.LayerNormStep:
+        _fill_layernorm(s, st, dtype, keep)
+    else:
+        raise TypeError(f"the plan has no step kind {kind.__name__}")
+    return 0
+
+
+def _layout(steps, sizes, out_buf):
+    """Place the buffers: returns (slot per buffer, per-sample size per
+    slot, in-place flag per step).
+
+    Buffer 0 is the input (slot -1); the class of ``out_buf`` is the output
+    array (slot -2).  An element-wise step runs in place when its input is
+    an intermediate read by no later step: its output then shares the
+    input's memory.  Every other class gets the first slot whose occupant's
+    last reader ran before the class is first written (first fit), so a
+    chain ping-pongs between two slots."""
+    n = len(sizes)
+    last = [-1] * n
+    first = [-1] * n
+    for i, st in enumerate(steps):
+        for b in st.inputs:
+            last[b] = i
+        if first[st.dst] < 0:
+            first[st.dst] = i
+    last[out_buf] = len(steps)
+    alias = list(range(n))
+
+    def root(b):
+        while alias[b] != b:
+            b = alias[b]
+        return b
+
+    inplace = []
+    for i, st in enumerate(steps):
+        src = st.inputs[0] if st.inputs else -1
+        ok = (st.elementwise and src > 0 and root(src) != 0
+              and last[src] == i and sizes[src] == sizes[st.dst]
+              and first[st.dst] == i)
+        if ok:
+            alias[st.dst] = root(src)
+        inplace.append(ok)
+    # liveness of each class
+    start = {}
+    end = {}
+    for b in range(1, n):
+        if first[b] < 0 and b != out_buf:
+            continue
+        r = root(b)
+        start[r] = min(start.get(r, first[b]), first[b])
+        end[r] = max(end.get(r, last[b]), last[b])
+    out_root = root(out_buf)
+    slot_of_root = {0: -1}
+    if out_root != 0:
+        slot_of_root[out_root] = -2
+    slot_size = []
+    slot_free_after = []
+    for r in sorted(start, key=lambda r: (start[r], r)):
+        if r in slot_of_root:
+            continue
+        size = max(sizes[b] for b in range(n) if root(b) == r)
+        chosen = -1
+        for k in range(len(slot_size)):
+            if slot_free_after[k] < start[r]:
+                chosen = k
+                break
+        if chosen < 0:
+            chosen = len(slot_size)
+            slot_size.append(0)
+            slot_free_after.append(-1)
+        slot_size[chosen] = max(slot_size[chosen], size)
+        slot_free_after[chosen] = end[r]
+        slot_of_root[r] = chosen
+    buf_slot = [slot_of_root.get(root(b), -1) for b in range(n)]
+    return buf_slot, slot_size, inplace
+
+
+# ---------------------------------------------------------------------------
+# Running
+
+cdef struct RunCtx:
+    const PlanData *d
+    const char *x
+    char *out
+    Py_ssize_t n
+    Py_ssize_t tile
+    char *scratch           # per thread: the slots, then the step workspace
+    Py_ssize_t *slot_off    # byte offset of each slot in a thread's scratch
+    Py_ssize_t work_off
+    Py_ssize_t thread_bytes
+    char **bufs             # per thread: nbufs buffer pointers
+    long next_tile
+    const Step *step        # column-parallel: the dense step
+    const char *src
+    char *dst
+
+
+cdef inline void _point_bufs(const PlanData *d, const RunCtx *c,
+                             Py_ssize_t t0, char *scratch,
+                             char **bufs) noexcept nogil:
+    """bufs[i]: where buffer i's samples of the tile starting at t0 are."""
+    cdef int i, slot
+    for i in range(d.nbufs):
+        slot = d.buf_slot[i]
+        if slot == -1:
+            bufs[i] = <char *>c.x + t0 * d.in_size * d.itemsize
+        elif slot == -2:
+            bufs[i] = c.out + t0 * d.out_size * d.itemsize
+        else:
+            bufs[i] = scratch + c.slot_off[slot]
+
+
+cdef void _run_tile(const PlanData *d, const RunCtx *c, Py_ssize_t t0,
+                    Py_ssize_t b, char *scratch, char **bufs) noexcept nogil:
+    cdef int i
+    cdef const Step *s
+    _point_bufs(d, c, t0, scratch, bufs)
+    for i in range(d.nsteps):
+        s = &d.steps[i]
+        s.run(s, b, bufs, scratch + c.work_off)
+    if d.copy_out:
+        memcpy(c.out + t0 * d.out_size * d.itemsize,
+               c.x + t0 * d.in_size * d.itemsize, b * d.out_size * d.itemsize)
+
+
+cdef void _tiles_job(void *vctx, int tid, int nthreads) noexcept nogil:
+    """Threads take row tiles from a shared counter until none are left."""
+    cdef RunCtx *c = <RunCtx *>vctx
+    cdef const PlanData *d = c.d
+    cdef char *scratch = c.scratch + tid * c.thread_bytes
+    cdef char **bufs = c.bufs + tid * d.nbufs
+    cdef Py_ssize_t t0, b
+    while True:
+        t0 = fl_next_item(&c.next_tile) * c.tile
+        if t0 >= c.n:
+            break
+        b = c.n - t0 if c.n - t0 < c.tile else c.tile
+        _run_tile(d, c, t0, b, scratch, bufs)
+
+
+cdef void _columns_job(void *vctx, int tid, int nthreads) noexcept nogil:
+    """One dense step split by output columns, claimed from a shared
+    counter: a thread that starts late (slow wake-up, or less CPU because
+    another library's pool is spinning) finds its share taken by one that is
+    already running.  On packed weights a slice is one panel: starting one
+    costs nothing, and a thread that runs slowly (sharing its core with
+    another process's spinning BLAS thread) holds up the end of the step by
+    at most one panel; through BLAS each slice repacks its weights, so
+    there is one per thread, 16-aligned."""
+    cdef RunCtx *c = <RunCtx *>vctx
+    cdef const Step *s = c.step
+    cdef Py_ssize_t M = s.a.dense.M, m0, rows = c.n * s.a.dense.rows
+    cdef Py_ssize_t chunk = ((M + nthreads - 1) // nthreads + 15) & ~15
+    cdef Py_ssize_t npan, p0
+    if _dense_route(&s.a.dense, rows) == ROUTE_PACKED:
+        npan = _npanels(s)
+        while True:
+            p0 = fl_next_item(&c.next_tile)
+            if p0 >= npan:
+                break
+            _dense_panels(s, rows, c.src, c.dst, p0, p0 + 1)
+        return
+    while True:
+        m0 = fl_next_item(&c.next_tile) * chunk
+        if m0 >= M:
+            break
+        _dense_columns(s, rows, c.src, c.dst, m0,
+                       M - m0 if M - m0 < chunk else chunk)
+
+
+cdef void _run_by_columns(RunCtx *c, int nthreads) noexcept nogil:
+    """A small batch through large layers: one tile, each big dense step
+    split across threads by output columns, everything else serial."""
+    cdef const PlanData *d = c.d
+    cdef int i
+    cdef const Step *s
+    cdef char *work = c.scratch + c.work_off
+    cdef char **bufs = c.bufs
+    _point_bufs(d, c, 0, c.scratch, bufs)
+    for i in range(d.nsteps):
+        s = &d.steps[i]
+        if s.kind == STEP_DENSE and \
+                _dense_route(&s.a.dense, c.n * s.a.dense.rows) != ROUTE_SMALL:
+            c.step = s
+            c.src = bufs[s.src[0]]
+            c.dst = bufs[s.dst]
+            c.next_tile = 0
+            fl_pool_run(_columns_job, c, nthreads)
+        else:
+            s.run(s, c.n, bufs, work)
+    if d.copy_out:
+        memcpy(c.out, c.x, c.n * d.out_size * d.itemsize)
+
+
+cdef class Plan:
+    """A compiled forward pass for one network, dtype and sample shape.
+
+    Built by the compiler (:mod:`fastlazy._compile`) from typed steps; holds
+    raw pointers into parameter storage (and references that keep it
+    alive).  Each parameter it reads is told about it, and invalidates it
+    when its storage moves.
+    """
+
+    def __cinit__(self):
+        self.d.steps = NULL
+        self.d.buf_slot = NULL
+        self.d.slot_size = NULL
+        self.scratch = NULL
+        self.scratch_bytes = 0
+        self.scratch_busy = False
+        self.stale = False
+
+    def __dealloc__(self):
+        free(self.d.steps)
+        free(self.d.buf_slot)
+        free(self.d.slot_size)
+        free(self.scratch)
+
+    def __init__(self, list steps, list sizes, int out_buf,
+                 tuple in_sample_shape, tuple out_sample_shape, dtype,
+                 str where="forward"):
+        """``steps``: typed steps (fastlazy._steps) in execution order,
+        already fused; ``sizes``: elements per sample of each buffer
+        (buffer 0 is the input); ``out_buf``: the buffer holding the
+        output; ``where`` names the network in error messages."""
+        cdef Step *s
+        cdef int i
+        cdef PlanData *d = &self.d
+        self.dtype = np.dtype(dtype)
+        self.where = where
+        self.typenum = self.dtype.num
+        d.itemsize = self.dtype.itemsize
+        self.in_sample_shape = in_sample_shape
+        self.out_sample_shape = out_sample_shape
+        self.in_ndim = len(in_sample_shape) + 1
+        if len(out_sample_shape) + 1 > 32 or self.in_ndim > 32:
+            raise ShapeError("fastlazy supports at most 32 dimensions")
+        for i, dim in enumerate(in_sample_shape):
+            self.in_dims[i + 1] = dim
+        self.out_ndim = len(out_sample_shape) + 1
+        for i, dim in enumerate(out_sample_shape):
+            self.out_dims[i + 1] = dim
+        d.in_size = prod(in_sample_shape)
+        d.out_size = prod(out_sample_shape)
+        if sizes[0] != d.in_size or sizes[out_buf] != d.out_size:
+            raise RuntimeError(f"{where}: plan buffers do not match the "
+                               f"input and output shapes")
+        buf_slot, slot_size, inplace = _layout(steps, sizes, out_buf)
+        self.keep = []
+        self.weights = [None] * len(steps)
+        d.nsteps = len(steps)
+        d.nbufs = len(sizes)
+        d.nslots = len(slot_size)
+        d.copy_out = out_buf == 0 or buf_slot[out_buf] == -1
+        d.steps = <Step *>malloc(max(1, d.nsteps) * sizeof(Step))
+        d.buf_slot = <int *>malloc(max(1, d.nbufs) * sizeof(int))
+        d.slot_size = <Py_ssize_t *>malloc(max(1, d.nslots)
+                                           * sizeof(Py_ssize_t))
+        if d.steps == NULL or d.buf_slot == NULL or d.slot_size == NULL:
+            raise MemoryError()
+        for i in range(d.nbufs):
+            d.buf_slot[i] = buf_slot[i]
+        for i in range(d.nslots):
+            d.slot_size[i] = slot_size[i]
+        d.max_width = max([d.in_size, d.out_size, 1] + list(slot_size))
+        d.max_work = 0
+        d.macs = 0
+        d.dense_macs = 0
+        for i, st in enumerate(steps):
+            s = &d.steps[i]
+            _fill_step(s, st, self.dtype, self.keep)
+            if inplace[i]:
+                s.dst = s.src[0]
+            if s.in_size != sizes[st.inputs[0]] or \
+                    s.out_size != sizes[st.dst]:
+                raise RuntimeError(
+                    f"{where}: plan step {i} ({type(st).__name__}) reads "
+                    f"{s.in_size} and writes {s.out_size} values per sample; "
+                    f"its buffers hold {sizes[st.inputs[0]]} and "
+                    f"{sizes[st.dst]}")
+            d.max_work = max(d.max_work, s.work)
+            d.macs += s.macs
+            if s.kind == STEP_DENSE:
+                d.dense_macs += s.macs
+                self.weights[i] = st.weight
+        for st in steps:
+            for p in st.params():
+                (<Parameter>p)._watch(self)
+        self.config_epoch = _config_epoch
+
+    def _invalidate(self):
+        """Something this plan depends on changed: rebuild at the next call."""
+        self.stale = True
+
+    def is_current(self):
+        """False once anything that matters to this plan has changed."""
+        return not self.stale and self.config_epoch == _config_epoch
+
+    @property
+    def buffer_slots(self):
+        """(slot of each buffer: -1 input, -2 output; per-sample size of
+        each slot) -- how the plan placed its intermediates."""
+        return ([self.d.buf_slot[i] for i in range(self.d.nbufs)],
+                [self.d.slot_size[i] for i in range(self.d.nslots)])
+
+    cdef Step *_packed_steps(self, Py_ssize_t tile) except? NULL:
+        """Before a call of up to ``tile`` rows per step: NULL when no dense
+        step will run the packed kernel (the plan's own steps are used),
+        else a malloc'ed copy of the steps -- this call's own, so concurrent
+        calls never see each other's choices -- in which those steps point
+        at their weights' packed copy, packed again first if the weights
+        were written since.  While a data() view of a weight is alive its
+        values may change at any moment: that step reads the weights in
+        place instead."""
+        cdef int i
+        cdef const Step *s
+        cdef Step *steps = NULL
+        cdef Parameter w
+        for i in range(self.d.nsteps):
+            s = &self.d.steps[i]
+            if s.kind != STEP_DENSE or \
+                    not _wants_packed(&s.a.dense, tile * s.a.dense.rows):
+                continue
+            w = <Parameter>s.a.dense.wparam
+            if w._live_views or (_PACK_MAX_BYTES >= 0 and
+                                 s.a.dense.K * s.a.dense.M * s.itemsize
+                                 > _PACK_MAX_BYTES):
+                continue
+            if steps == NULL:
+                steps = <Step *>malloc(self.d.nsteps * sizeof(Step))
+                if steps == NULL:
+                    raise MemoryError()
+                memcpy(steps, self.d.steps, self.d.nsteps * sizeof(Step))
+            try:
+                steps[i].a.dense.packed = _packed_data(w)
+            except MemoryError:
+                # the copy is an optimisation: without memory for it, the
+                # step reads the weights in place
+                continue
+            except BaseException:
+                free(steps)
+                raise
+        return steps
+
+    cdef Py_ssize_t _tile_rows(self) noexcept:
+        cdef Py_ssize_t t = _TILE_BYTES // (self.d.max_width * self.d.itemsize)
+        if t < 64:
+            t = 64
+        elif t > 4096:
+            t = 4096
+        return t - t % 8
+
+    cpdef object run(self, object x):
+        """Run on ``x``; None when ``x`` does not fit this plan's shapes
+        (the caller then takes the slow path, which re-infers or raises)."""
+        cdef cnp.ndarray arr
+        cdef cnp.ndarray out
+        cdef Py_ssize_t n, i, need, off, isz = self.d.itemsize
+        cdef RunCtx c
+        cdef int nthreads = 1
+        cdef bint by_columns = False
+        cdef bint own_scratch = False
+        cdef Step *steps = NULL
+        cdef PlanData dcopy
+        cdef Py_ssize_t off_local[16]
+        cdef char *bufs_local[64]
+        # the kernels and BLAS read the input through typed pointers: it
+        # must be aligned too (a misaligned view is copied by coerce)
+        if cnp.PyArray_CheckExact(x) and \
+                cnp.PyArray_TYPE(<cnp.ndarray>x) == self.typenum and \
+                cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x) and \
+                cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>x) and \
+                cnp.PyArray_ISALIGNED(<cnp.ndarray>x):
+            arr = <cnp.ndarray>x
+        else:
+            arr = self.coerce(x)
+        if cnp.PyArray_NDIM(arr) != self.in_ndim:
+            return None
+        for i in range(1, self.in_ndim):
+            if cnp.PyArray_DIM(arr, i) != self.in_dims[i]:
+                return None
+        n = cnp.PyArray_DIM(arr, 0)
+        self.out_dims[0] = n
+        out = cnp.PyArray_EMPTY(self.out_ndim, <cnp.npy_intp *>self.out_dims,
+                                self.typenum, 0)
+        if n == 0:
+            return out
+        c.d = &self.d
+        c.x = <const char *>cnp.PyArray_DATA(arr)
+        c.out = <char *>cnp.PyArray_DATA(out)
+        c.n = n
+        c.next_tile = 0
+        c.tile = self._tile_rows()
+        if _num_threads > 1 and n * self.d.macs >= _PAR_MACS:
+            nthreads = _num_threads
+            if n < 2 * c.tile and 2 * self.d.dense_macs >= self.d.macs:
+                by_columns = True
+                c.tile = n
+            elif n < 2 * c.tile:
+                # mostly convolutions, which do not split by columns:
+                # share the samples out instead (one alone runs serially)
+                c.tile = (n + nthreads - 1) // nthreads
+                if n < nthreads:
+                    nthreads = <int>n
+        if c.tile > n:
+            c.tile = n
+        # small tables on the stack; a large graph's on the heap
+        c.slot_off = off_local
+        c.bufs = bufs_local
+        if self.d.nslots > 16:
+            c.slot_off = <Py_ssize_t *>malloc(self.d.nslots
+                                              * sizeof(Py_ssize_t))
+        if nthreads * self.d.nbufs > 64:
+            c.bufs = <char **>malloc(nthreads * self.d.nbufs
+                                     * sizeof(char *))
+        if c.slot_off == NULL or c.bufs == NULL:
+            _free_tables(&c, off_local, bufs_local)
+            raise MemoryError()
+        off = 0
+        for i in range(self.d.nslots):
+            c.slot_off[i] = off
+            off += (c.tile * self.d.slot_size[i] * isz + 63) & ~63
+        c.work_off = off
+        c.thread_bytes = off + ((self.d.max_work + 63) & ~63)
+        need = c.thread_bytes * (1 if by_columns else nthreads)
+        if self.scratch_busy or need > self.scratch_bytes:
+            c.scratch = <char *>aligned_alloc(64, max(64, need))
+            if c.scratch == NULL:
+                _free_tables(&c, off_local, bufs_local)
+                raise MemoryError(f"{self.where}: cannot allocate a "
+                                  f"{need}-byte workspace for a batch of "
+                                  f"{n}; score it in smaller chunks")
+            if self.scratch_busy:
+                own_scratch = True
+            else:
+                free(self.scratch)
+                self.scratch = c.scratch
+                self.scratch_bytes = need
+        else:
+            c.scratch = self.scratch
+        if not own_scratch:
+            self.scratch_busy = True
+        try:
+            steps = self._packed_steps(c.tile)
+        except BaseException:
+            if own_scratch:
+                free(c.scratch)
+            else:
+                self.scratch_busy = False
+            _free_tables(&c, off_local, bufs_local)
+            raise
+        if steps != NULL:
+            dcopy = self.d
+            dcopy.steps = steps
+            c.d = &dcopy
+        with nogil:
+            if by_columns:
+                _run_by_columns(&c, nthreads)
+            elif nthreads > 1:
+                fl_pool_run(_tiles_job, &c, nthreads)
+            else:
+                _tiles_job(&c, 0, 1)
+        free(steps)
+        if own_scratch:
+            free(c.scratch)
+        else:
+            self.scratch_busy = False
+        _free_tables(&c, off_local, bufs_local)
+        return out
+
+    cdef cnp.ndarray coerce(self, object x):
+        arr = as_numeric_array(x, self.where)
+        # C order, native byte order, aligned (ascontiguousarray would keep
+        # a misaligned array as it is)
+        return np.require(arr, dtype=self.dtype, requirements="CA")
+
+
+cdef inline void _free_tables(RunCtx *c, Py_ssize_t *off_local,
+                              char **bufs_local) noexcept:
+    if c.slot_off != off_local:
+        free(c.slot_off)
+    if c.bufs != bufs_local:
+        free(c.bufs)
+
+
+def block_call(self, x):
+    """``Block.__call__``: one compiled call when the block has a current
+    plan for this input; otherwise the compiler's slow path (shape
+    inference, deferred initialization, plan building, or plain Python)."""
+    cdef object plan = getattr(self, "_plan", None)
+    cdef object out
+    if plan is not None and not (<Plan>plan).stale and \
+            (<Plan>plan).config_epoch == _config_epoch:
+        out = (<Plan>plan).run(x)
+        if out is not None:
+            return out
+    return self._call_slow(x)
+
+
+# ---------------------------------------------------------------------------
+# Test twins: each kernel route on its own, checked against NumPy by tests
+
+def dense_kernel(x, wt, b, int act, route):
+    """Test twin of the dense step: ``act(x @ wt + b)``, x (n, K), wt (K, M).
+
+    ``route``: 'own' (the small kernel; also False), 'blas' (also True) or
+    'packed' (wt packed first).  Arrays must share a float dtype.  The
+    route is this call's own (a field of its step), never a global.
+    """
+    cdef Step s
+    cdef cnp.ndarray xa = np.ascontiguousarray(x)
+    cdef cnp.ndarray wa
+    cdef cnp.ndarray ba
+    cdef cnp.ndarray pk
+    cdef cnp.ndarray out
+    cdef Py_ssize_t n, nr
+    cdef char *bufs[2]
+    cdef int want
+    if route is False or route == "own":
+        want = ROUTE_SMALL
+    elif route is True or route == "blas":
+        want = ROUTE_BLAS
+    elif route == "packed":
+        want = ROUTE_PACKED
+    else:
+        raise ValueError(f"dense_kernel: route must be 'own', 'blas' or "
+                         f"'packed', got {route!r}")
+    if xa.dtype not in (np.float32, np.float64) or xa.ndim != 2:
+        raise ValueError("dense_kernel: need float x of shape (n, K)")
+    wa = np.ascontiguousarray(wt, dtype=xa.dtype)
+    if wa.ndim != 2 or wa.shape[0] != xa.shape[1]:
+        raise ValueError("dense_kernel: wt must have shape (K, M)")
+    n = xa.shape[0]
+    out = np.empty((n, wa.shape[1]), dtype=xa.dtype)
+    memset(&s, 0, sizeof(Step))
+    s.itemsize = xa.dtype.itemsize
+    s.nsrc = 1
+    s.src[0] = 0
+    s.dst = 1
+    s.a.dense.act = act
+    s.a.dense.route = want
+    s.a.dense.rows = 1
+    s.a.dense.K = wa.shape[0]
+    s.a.dense.M = wa.shape[1]
+    s.a.dense.w = <char *>cnp.PyArray_DATA(wa)
+    if b is not None:
+        ba = np.ascontiguousarray(b, dtype=xa.dtype)
+        if ba.ndim != 1 or ba.shape[0] != s.a.dense.M:
+            raise ValueError("dense_kernel: bias must have shape (M,)")
+        s.a.dense.bias = <char *>cnp.PyArray_DATA(ba)
+    if want == ROUTE_PACKED:
+        nr = fl_kt.nr_f32 if s.itemsize == 4 else fl_kt.nr_f64
+        # one spare panel after the end: reads past it would show up as
+        # wrong values in the tests rather than pass silently
+        pk = np.full(((s.a.dense.M + nr - 1) // nr + 1) * nr * s.a.dense.K,
+                     np.nan, dtype=xa.dtype)
+        if s.itemsize == 4:
+            fl_kt.pack_f32(s.a.dense.K, s.a.dense.M,
+                           <const float *>s.a.dense.w,
+                           <float *>cnp.PyArray_DATA(pk))
+        else:
+            fl_kt.pack_f64(s.a.dense.K, s.a.dense.M,
+                           <const double *>s.a.dense.w,
+                           <double *>cnp.PyArray_DATA(pk))
+        s.a.dense.packed = <char *>cnp.PyArray_DATA(pk)
+    bufs[0] = <char *>cnp.PyArray_DATA(xa)
+    bufs[1] = <char *>cnp.PyArray_DATA(out)
+    with nogil:
+        _step_dense(&s, n, bufs, NULL)
+    return out
