@@ -365,7 +365,10 @@ cdef class Parameter:
         else:
             chosen = _init.Uniform()
         chosen = _init.create(chosen)
-        key = _key if _key is not None else _random.make_key(self.name)
+        # on its own, the parameter is the whole of its call: its key must
+        # not depend on its name, which depends on how many blocks were
+        # made before
+        key = _key if _key is not None else _random.make_key("")
         if shape_complete(self._shape):
             with self._lock:
                 self._run_init(chosen, key)
