@@ -15,6 +15,8 @@ import zlib
 
 import numpy as np
 
+from ._util import is_int
+
 __all__ = ["seed", "get_seed", "make_key", "generator"]
 
 _seed = None
@@ -29,8 +31,7 @@ def seed(seed_state):
         A non-negative integer.
     """
     global _seed
-    if isinstance(seed_state, bool) or not isinstance(seed_state,
-                                                      (int, np.integer)):
+    if not is_int(seed_state):
         raise TypeError(f"fl.random.seed needs an int, got "
                         f"{type(seed_state).__name__}")
     if seed_state < 0:
