@@ -17,7 +17,7 @@ matches it.  Either way, an ``arg:``/``aux:`` prefix (of a file written by
 MXNet's ``export``) is dropped first.
 
 The MXNet modules are imported only when a file needs them, so neither
-``import fastlazy`` nor loading an ``.npz`` file pays for them.
+``import fastlazy`` nor loading a file of structural keys pays for them.
 """
 
 import os
