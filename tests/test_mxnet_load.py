@@ -546,8 +546,8 @@ def test_mxnet_code_is_imported_only_when_a_file_needs_it(tmp_path):
         from fastlazy import nn
 
         def loaded():
-            return sorted(m for m in sys.modules
-                          if m == "fastlazy.io" or m.startswith("fastlazy.mxnet"))
+            return sorted(m for m in sys.modules if m == "fastlazy.io"
+                          or m.startswith("fastlazy.mxnet"))
 
         assert loaded() == [], loaded()
         net = nn.Dense(3, in_units=2)

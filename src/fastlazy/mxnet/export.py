@@ -49,7 +49,8 @@ class Node:
     Parameters
     ----------
     raw : dict
-        The node as returned by :func:`fastlazy.mxnet.format.read_symbol_graph`.
+        The node as returned by
+        :func:`fastlazy.mxnet.format.read_symbol_graph`.
     source : str
         The ``-symbol.json`` file, for error messages.
 
