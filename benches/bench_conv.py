@@ -1,4 +1,4 @@
-"""Forward-pass latency of convolutional networks (issue 4).
+"""Forward-pass latency of convolutional networks.
 
 One pytest-benchmark group per configuration, one question each: is
 fastlazy's compiled forward (im2col + BLAS GEMM with fused epilogues) faster

@@ -1,4 +1,4 @@
-"""What every benchmark of the suite shares (issue 3).
+"""What every benchmark of the suite shares.
 
 Every benchmark answers one question in one pytest-benchmark group (e.g.
 ``C3-2t``: configuration C3 at 2 threads), checks its output against a

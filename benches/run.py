@@ -222,7 +222,7 @@ def bulk_section(benchmarks):
 
 
 def conv_section(benchmarks):
-    """benches/bench_conv.py (issue 4), at each library's default threads."""
+    """benches/bench_conv.py, at each library's default threads."""
     peers_shown = [("numpy", "NumPy im2col"), ("torch", "torch")]
     rows = []
     for peers in by_group(benchmarks, "conv").values():

@@ -28,7 +28,7 @@ def test_submodule_names():
     for name in INIT:
         assert hasattr(fl.init, name), name
     assert callable(fl.random.seed)
-    from fastlazy import init, nn  # noqa: F401  (the import form of API.md)
+    from fastlazy import init, nn  # noqa: F401  (the import form the README uses)
 
 
 def test_error_hierarchy():

@@ -58,6 +58,46 @@ def test_constant_broadcasts_array():
     np.testing.assert_array_equal(w, np.tile(np.arange(4.0), (3, 1)))
 
 
+def test_equality_and_hash_by_value():
+    assert init.Uniform(0.5) == init.Uniform(0.5)
+    assert hash(init.Uniform(0.5)) == hash(init.Uniform(0.5))
+    assert init.Uniform(0.5) != init.Uniform(0.6)
+    assert init.Uniform(0.5) != init.Normal(0.5)
+    assert init.Zero() == init.Zero() and init.Zero() != init.Constant(0.0)
+    assert len({init.Xavier(), init.Xavier(), init.Xavier("gaussian")}) == 2
+
+
+def test_constant_of_an_array_compares_and_hashes():
+    a = init.Constant(np.array([1.0, 2.0]))
+    same = init.Constant(np.array([1.0, 2.0]))
+    assert a == same and not a != same
+    assert hash(a) == hash(same)
+    assert len({a, same}) == 1
+    others = [init.Constant(np.array([1.0, 3.0])),              # values
+              init.Constant(np.array([[1.0, 2.0]])),            # shape
+              init.Constant(np.array([1.0, 2.0], np.float32)),  # dtype
+              init.Constant(1.0)]                               # a scalar
+    for other in others:
+        assert a != other and other != a
+    assert len({a, *others}) == 5
+    nan = init.Constant(np.array([np.nan]))
+    assert nan == init.Constant(np.array([np.nan]))   # a set can find it
+    assert nan in {init.Constant(np.array([np.nan]))}
+
+
+def test_initializer_with_unhashable_attribute_hashes():
+    class Table(init.Initializer):
+        def __init__(self, values):
+            self.values = list(values)
+
+        def _init_weight(self, name, data):
+            data[...] = np.resize(self.values, data.shape)
+
+    assert hash(Table([1, 2])) == hash(Table([3]))    # by type only
+    assert Table([1, 2]) == Table([1, 2]) and Table([1, 2]) != Table([3])
+    assert len({Table([1, 2]), Table([1, 2]), Table([3])}) == 2
+
+
 def test_zero_one_and_strings():
     np.testing.assert_array_equal(filled(init.Zero(), (2, 3)), 0)
     np.testing.assert_array_equal(filled(init.One(), (2, 3)), 1)

@@ -39,12 +39,19 @@ def op_repr(net, state, tmp_path, ref):
     listing = repr(net.collect_params())
     if state == "initialized":
         assert "Dense(5 -> 4, Activation(relu))" in text
-        assert "(4, 5)" in listing and "(2, 4)" in listing
+        assert "Dense(4 -> 2, linear)" in text
+        w0, w1 = (4, 5), (2, 4)
     else:
         assert "Dense(-1 -> 4, Activation(relu))" in text
         assert "Dense(-1 -> 2, linear)" in text
-        assert "(4, -1)" in listing and "(2, -1)" in listing
-    assert repr(net.collect_params).startswith("<bound method")
+        w0, w1 = (4, -1), (2, -1)
+    # the listing has one line per parameter, with its name and the shape
+    # known in this state (-1: not yet)
+    expected = [(net[0].weight, w0), (net[0].bias, (4,)),
+                (net[1].weight, w1), (net[1].bias, (2,))]
+    lines = [line.strip() for line in listing.splitlines()[1:-1]]
+    assert lines == [f"Parameter {p.name} (shape={shape}, dtype=float32)"
+                     for p, shape in expected]
     return "ok"
 
 

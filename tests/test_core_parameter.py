@@ -425,8 +425,9 @@ def test_force_reinit_seen_by_compiled_forward(ref):
 
 
 def test_initialize_positional_order_follows_the_contract():
-    """API.md: initialize(init=None, default_init=init.Uniform(),
-    force_reinit=False); ctx is keyword-only-in-practice and ignored."""
+    """Parameter.initialize takes (init, default_init, force_reinit) by
+    position; ctx (Gluon's second argument) is accepted by keyword and
+    ignored: fastlazy runs on the CPU."""
     p = fl.Parameter("w_weight", shape=(2, 3))
     p.initialize(None, init.One())
     np.testing.assert_array_equal(p.data(), np.ones((2, 3), np.float32))

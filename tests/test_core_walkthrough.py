@@ -1,4 +1,4 @@
-"""The walkthrough of API.md runs exactly as written, output included."""
+"""The README's walkthrough runs exactly as written, output included."""
 
 import re
 
@@ -55,7 +55,7 @@ def test_walkthrough_deferred(capsys, ref):
     l0, l1 = net[0].name, net[1].name
     assert rows == [(l0, "weight", (256, -1)), (l0, "bias", (256,)),
                     (l1, "weight", (10, -1)), (l1, "bias", (10,))]
-    # the exact text of API.md, up to the counters
+    # the listing exactly as Gluon 1.x prints it, up to the counters
     expected = (f"{net.prefix} (\n"
                 f"  Parameter {l0}_weight (shape=(256, -1), dtype=float32)\n"
                 f"  Parameter {l0}_bias (shape=(256,), dtype=float32)\n"

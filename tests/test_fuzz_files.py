@@ -29,7 +29,7 @@ import pytest
 
 import fastlazy as fl
 from fastlazy import nn
-from fastlazy._mxnet import read_params
+from fastlazy.mxnet.format import read_params
 from conftest import snapshot
 from test_mxnet_load import DATA, MLPS, PARAM_FILE, Target, layout
 

@@ -6,7 +6,6 @@ so recomputing ``y`` in NumPy from the loaded arrays proves the reader right.
 """
 
 import importlib
-import importlib.util
 import json
 import math
 import pathlib
@@ -26,25 +25,24 @@ DATA = pathlib.Path(__file__).parent / "data" / "mxnet"
 SRC = pathlib.Path(__file__).parents[1] / "src" / "fastlazy"
 
 
-def _load_reader():
-    """Import ``fastlazy._mxnet``, or load it by path if the package is not built."""
+def _load_modules():
+    """``fastlazy.mxnet.format`` and ``fastlazy.mxnet.names``, or the same
+    files imported by path if the package is not built (they need neither
+    the compiled core nor MXNet)."""
     try:
-        return importlib.import_module("fastlazy._mxnet")
+        return (importlib.import_module("fastlazy.mxnet.format"),
+                importlib.import_module("fastlazy.mxnet.names"))
     except ImportError:
-        package = types.ModuleType("_fastlazy_mxnet_under_test")
-        package.__path__ = [str(SRC)]
-        sys.modules[package.__name__] = package
-        for name in ("errors", "_mxnet"):
-            spec = importlib.util.spec_from_file_location(
-                f"{package.__name__}.{name}", SRC / f"{name}.py"
-            )
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[spec.name] = module
-            spec.loader.exec_module(module)
-        return module
+        root = "_fastlazy_under_test"
+        for name, path in ((root, SRC), (f"{root}.mxnet", SRC / "mxnet")):
+            package = types.ModuleType(name)
+            package.__path__ = [str(path)]
+            sys.modules[name] = package
+        return (importlib.import_module(f"{root}.mxnet.format"),
+                importlib.import_module(f"{root}.mxnet.names"))
 
 
-mx = _load_reader()
+mx, mxnames = _load_modules()
 ParameterFileError = mx.ParameterFileError
 
 
@@ -391,7 +389,7 @@ def test_forward_hybrid_mlp_from_symbol_graph(reader):
     raw = reader.read_params(DATA / "hybrid_mlp-0000.params")
     params = {}
     for key, array in raw.items():
-        kind, name = reader.strip_export_prefix(key)
+        kind, name = mxnames.strip_export_prefix(key)
         assert kind == "arg"
         params[name] = array
     x, y = io("hybrid_mlp")
@@ -605,8 +603,8 @@ def test_parse_scalar_attrs(reader):
         ("arg:", ("arg", "")),
     ],
 )
-def test_strip_export_prefix(reader, key, expected):
-    assert reader.strip_export_prefix(key) == expected
+def test_strip_export_prefix(key, expected):
+    assert mxnames.strip_export_prefix(key) == expected
 
 
 # ---------------------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""Loading MXNet Gluon models into fastlazy networks (issue 5).
+"""Loading MXNet Gluon models into fastlazy networks: ``.params`` files into
+a network built to match (``load_parameters``, keys matched by structure or
+by Gluon 1.x name), and exported graphs rebuilt by ``fl.load_mxnet_export``.
 
 The fixtures in ``tests/data/mxnet`` were written by MXNet 1.9.1 and
 ``NAME.io.npz`` holds an input ``x`` and MXNet's output ``y``: a network
@@ -16,6 +18,9 @@ import pickle
 import random
 import re
 import struct
+import subprocess
+import sys
+import textwrap
 import tracemalloc
 
 import numpy as np
@@ -23,8 +28,8 @@ import pytest
 
 import fastlazy as fl
 from fastlazy import nn
-from fastlazy._mxnet import read_params, read_symbol_graph
-from fastlazy.mxnet_compat import OPS
+from fastlazy.mxnet.export import OPS
+from fastlazy.mxnet.format import read_params, read_symbol_graph
 
 DATA = pathlib.Path(__file__).parent / "data" / "mxnet"
 F32, F64 = np.dtype("float32"), np.dtype("float64")
@@ -50,7 +55,7 @@ def snapshot(net):
 
 
 # ---------------------------------------------------------------------------
-# Writers of MXNet files (layouts as in _mxnet's docstring)
+# Writers of MXNet files (layouts as in fastlazy.mxnet.format's docstring)
 # ---------------------------------------------------------------------------
 
 V2, V3 = 0xF993FAC9, 0xF993FACA
@@ -520,11 +525,42 @@ def test_arg_and_aux_key_for_the_same_name(tmp_path):
     with pytest.raises(fl.ParameterFileError,
                        match="'arg:dense0_weight' and 'aux:dense0_weight'"):
         nn.Dense(2).load_parameters(path)
+    # load_mxnet_export applies the same rule, with the same message
+    with pytest.raises(fl.ParameterFileError,
+                       match="'arg:dense0_weight' and 'aux:dense0_weight' "
+                             "both name parameter 'dense0_weight'"):
+        fl.load_mxnet_export(None, symbol_file=DATA / "hybrid_mlp-symbol.json",
+                             param_file=path)
 
 
 # ---------------------------------------------------------------------------
 # load_mxnet_export
 # ---------------------------------------------------------------------------
+
+
+def test_mxnet_code_is_imported_only_when_a_file_needs_it(tmp_path):
+    # a fresh interpreter: this one has imported everything already
+    script = textwrap.dedent(f"""
+        import sys
+        import fastlazy as fl
+        from fastlazy import nn
+
+        def loaded():
+            return sorted(m for m in sys.modules if m == "fastlazy.io"
+                          or m.startswith("fastlazy.mxnet"))
+
+        assert loaded() == [], loaded()
+        net = nn.Dense(3, in_units=2)
+        net.initialize()
+        net.save_parameters({str(tmp_path / "own.npz")!r})
+        net.load_parameters({str(tmp_path / "own.npz")!r})
+        assert loaded() == ["fastlazy.io"], loaded()
+        fl.load_mxnet_export({str(DATA / "hybrid_mlp")!r})
+        assert "fastlazy.mxnet.export" in loaded(), loaded()
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                         text=True)
+    assert run.returncode == 0, run.stderr
 
 
 def test_export_hybrid_mlp(tmp_path):
@@ -726,7 +762,7 @@ def test_ops_table_is_the_extension_point():
 
 
 # ---------------------------------------------------------------------------
-# Models that need Conv2D, AvgPool2D and BatchNorm (issue 4)
+# Models that need Conv2D, AvgPool2D and BatchNorm
 # ---------------------------------------------------------------------------
 
 

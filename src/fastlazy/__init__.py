@@ -41,9 +41,9 @@ def load_mxnet_export(prefix, epoch=0, *, dtype=None, symbol_file=None,
                       param_file=None):
     """Rebuild a Gluon model exported with ``net.export(prefix)`` as a
     Sequential and load its weights; see
-    :func:`fastlazy.mxnet_compat.load_mxnet_export`.  (The MXNet reader is
+    :func:`fastlazy.mxnet.export.load_mxnet_export`.  (The MXNet reader is
     imported on first use, to keep ``import fastlazy`` fast.)"""
-    from .mxnet_compat import load_mxnet_export as load
+    from .mxnet.export import load_mxnet_export as load
     return load(prefix, epoch, dtype=dtype, symbol_file=symbol_file,
                 param_file=param_file)
 

@@ -30,7 +30,8 @@ __all__ = ["CONFIGS", "Config", "Comparison", "make_net", "dense_layers",
 #: as (units, activation) pairs; Dense computes ``act(x @ W.T + b)``.
 Config = namedtuple("Config", "batch in_units layers")
 
-#: The configurations of the issue-3 bar (float32).
+#: The dense configurations of the benchmark suite (float32); the bars each
+#: must meet are listed at the top of docs/benchmarks.md.
 CONFIGS = {
     "C1": Config(1, 20, ((256, "relu"), (10, None))),
     "C2": Config(2, 20, ((256, "relu"), (10, None))),

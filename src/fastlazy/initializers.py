@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from . import random as _random
+from ._util import FLOAT_DTYPES, prod
 
 __all__ = ["Initializer", "InitDesc", "Uniform", "Normal", "Constant", "Zero",
            "One", "Xavier", "MSRAPrelu", "create"]
@@ -100,16 +101,42 @@ class Initializer:
         return f"{type(self).__name__}({fields})"
 
     def __eq__(self, other):
-        return type(self) is type(other) and vars(self) == vars(other)
+        # by value, attribute by attribute: two Constant(np.array(...)) are
+        # equal when their arrays are (comparing the attribute dicts
+        # directly raised "truth value of an array is ambiguous")
+        if type(self) is not type(other):
+            return False
+        mine, theirs = vars(self), vars(other)
+        return mine.keys() == theirs.keys() and all(
+            _comparable(mine[k]) == _comparable(theirs[k]) for k in mine)
 
     def __hash__(self):
-        return hash((type(self), tuple(sorted(vars(self).items()))))
+        items = []
+        for key, value in sorted(vars(self).items()):
+            value = _comparable(value)
+            try:
+                hash(value)
+            except TypeError:
+                # an unhashable value (a list) hashes by its type only;
+                # __eq__ still tells such initializers apart
+                value = type(value)
+            items.append((key, value))
+        return hash((type(self), tuple(items)))
+
+
+def _comparable(value):
+    """``value``, or for an array a hashable tuple that is equal exactly
+    when shape, dtype and every byte are: equality and hash must agree, so
+    arrays compare by bytes (a NaN equals itself, 0.0 differs from -0.0)."""
+    if isinstance(value, np.ndarray):
+        return ("ndarray", value.shape, value.dtype.str, value.tobytes())
+    return value
 
 
 def _uniform(desc, data, low, high):
     rng = desc.rng() if isinstance(desc, InitDesc) else InitDesc(desc).rng()
     view = _fill_view(data)
-    if view is not None and data.dtype in (np.float32, np.float64):
+    if view is not None and data.dtype in FLOAT_DTYPES:
         rng.random(out=view, dtype=view.dtype)
         view *= high - low
         view += low
@@ -120,7 +147,7 @@ def _uniform(desc, data, low, high):
 def _normal(desc, data, sigma):
     rng = desc.rng() if isinstance(desc, InitDesc) else InitDesc(desc).rng()
     view = _fill_view(data)
-    if view is not None and data.dtype in (np.float32, np.float64):
+    if view is not None and data.dtype in FLOAT_DTYPES:
         rng.standard_normal(out=view, dtype=view.dtype)
         view *= sigma
     else:
@@ -190,7 +217,7 @@ def _fans(name, shape):
             f"cannot compute fan-in/fan-out of '{name}' with shape {shape}: "
             f"Xavier and MSRAPrelu need a parameter with at least 2 "
             f"dimensions; give it another initializer")
-    hw = int(np.prod(shape[2:])) if len(shape) > 2 else 1
+    hw = prod(shape[2:])
     return shape[1] * hw, shape[0] * hw
 
 

@@ -3,30 +3,23 @@
 The native format is NumPy ``.npz`` with keys such as ``'0.weight'`` and
 ``'1.bias'`` -- the block's place in the network, never a global name
 counter -- so a file does not depend on how many blocks were created before.
-MXNet Gluon ``.params`` files are read too (not written), without MXNet.
+MXNet Gluon ``.params`` files are read too (not written), without MXNet:
+:func:`load_arrays` tells the formats apart by their first bytes and hands
+MXNet's to :mod:`fastlazy.mxnet.format`.
 
-How the keys of a file are matched to a network's parameters
-(:func:`load_into`), after any ``arg:``/``aux:`` prefix of an exported file
-is dropped:
+How :func:`load_into` matches the keys of a file to a network's parameters:
+keys that are structural keys (``'0.weight'``, ``'0.1.running_mean'``: what
+``save_parameters`` writes in fastlazy and in Gluon) are used as they are.
+A file is read this way when every key is a structural key of the network
+or any key contains a ``'.'``.  Any other file is keyed the Gluon 1.x way,
+by parameter name (``'dense0_weight'``), and :mod:`fastlazy.mxnet.names`
+matches it.  Either way, an ``arg:``/``aux:`` prefix (of a file written by
+MXNet's ``export``) is dropped first.
 
-1. **Structural keys** (``'0.weight'``, ``'0.1.running_mean'``: what
-   ``save_parameters`` writes in fastlazy and in Gluon) are used as they
-   are.  A file is read this way when every key is a structural key of the
-   network or any key contains a ``'.'``.
-2. **Gluon 1.x parameter names** (``'dense0_weight'``, as written by
-   ``collect_params().save()``, ``save_params`` or ``export``): first by
-   name, as Gluon does -- a key names a parameter if it equals its name, or
-   its name without the network's prefix.
-3. If the names are those of another session (``dense8_weight`` for this
-   network's ``dense0_weight``), by **layer order**: the keys are grouped
-   by layer (``dense8_`` + ``weight``, ``bias``) and the k-th layer of the
-   file goes to the k-th layer of the network that has parameters.  This
-   is accepted only when both have the same number of such layers and each
-   pair of layers the same parameter names; shapes are then checked as
-   always.
+The MXNet modules are imported only when a file needs them, so neither
+``import fastlazy`` nor loading a file of structural keys pays for them.
 """
 
-import math
 import os
 import struct
 import tempfile
@@ -36,14 +29,13 @@ from collections import OrderedDict
 
 import numpy as np
 
-from . import _mxnet
+from ._util import FLOAT_DTYPES, prod
 from .errors import ParameterFileError, ParameterShapeError, ShapeError
 
 __all__ = ["save_arrays", "load_arrays", "load_into", "assign_arrays"]
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _MXNET_MAGIC = (0x112).to_bytes(8, "little")
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def save_arrays(filename, arrays):
@@ -105,7 +97,8 @@ def load_arrays(filename):
                 f"{filename}: not a readable .npz parameter file "
                 f"({type(exc).__name__}: {exc})") from None
     if head == _MXNET_MAGIC:
-        return OrderedDict(_mxnet.read_params(filename))
+        from .mxnet.format import read_params
+        return OrderedDict(read_params(filename))
     raise ParameterFileError(
         f"{filename}: not a parameter file: it starts with {head!r}, "
         f"neither a NumPy .npz (PK\\x03\\x04) nor an MXNet .params file "
@@ -151,7 +144,7 @@ def _read_npz(filename):
                     raise ParameterFileError(
                         f"{filename}: {key!r} has dtype {dtype}; "
                         f"parameters hold numbers")
-                claim = math.prod(shape) * dtype.itemsize
+                claim = prod(shape) * dtype.itemsize
                 if claim > min(info.file_size, room):
                     raise ParameterFileError(
                         f"{filename}: {key!r} claims shape {shape} "
@@ -162,34 +155,20 @@ def _read_npz(filename):
     return out
 
 
-def _hint(keys):
+def key_hint(keys):
+    """The first six of ``keys`` for an error message (``'a', 'b', ...``)."""
     keys = list(keys)
     return ", ".join(repr(k) for k in keys[:6]) + \
         (", ..." if len(keys) > 6 else "")
 
 
-def _unique_params(params):
+def unique_params(params):
     """``[(Parameter, [structural keys])]``: a shared parameter once, with
     every key it is reachable under, in network order."""
     out = OrderedDict()
     for key, param in params.items():
         out.setdefault(id(param), (param, []))[1].append(key)
     return list(out.values())
-
-
-def _bare_keys(keys, source):
-    """OrderedDict file key -> key without its ``arg:``/``aux:`` prefix."""
-    bare = OrderedDict()
-    seen = {}
-    for key in keys:
-        name = _mxnet.strip_export_prefix(key)[1]
-        if name in seen:
-            raise ParameterFileError(
-                f"{source}: keys {seen[name]!r} and {key!r} both name "
-                f"parameter '{name}'; a file must hold each parameter once")
-        seen[name] = key
-        bare[key] = name
-    return bare
 
 
 def _match_structural(block, params, bare, source, allow_missing,
@@ -200,111 +179,44 @@ def _match_structural(block, params, bare, source, allow_missing,
         raise ParameterFileError(
             f"{source}: the file has parameter {extra[0]!r}, which "
             f"{block.name} does not have ({len(extra)} such keys; the "
-            f"network has {_hint(params)}). The file was saved from a "
+            f"network has {key_hint(params)}). The file was saved from a "
             f"network of another structure: build the same layers with the "
             f"same nesting, or pass ignore_extra=True to skip such keys.")
     if not allow_missing:
-        missing = [keys for _, keys in _unique_params(params)
+        missing = [keys for _, keys in unique_params(params)
                    if not any(k in found for k in keys)]
         if missing:
             key = missing[0][0]
             raise ParameterFileError(
                 f"{source}: parameter {key!r} ({params[key].name}) of "
                 f"{block.name} is not in the file ({len(missing)} missing; "
-                f"the file has {_hint(bare)}). Pass allow_missing=True to "
+                f"the file has {key_hint(bare)}). Pass allow_missing=True to "
                 f"keep those parameters as they are.")
     return [(name, key) for key, name in bare.items() if name in params]
-
-
-def _match_names(block, params, bare, source, allow_missing, ignore_extra):
-    """Gluon's own rule for parameter-name files, else by layer order."""
-    unique = _unique_params(params)
-    by_name = {p.name: keys[0] for p, keys in unique}
-    named = OrderedDict(
-        (key, by_name.get(name, by_name.get(block.prefix + name)))
-        for key, name in bare.items())
-    found = {k for k in named.values() if k is not None}
-    if None not in named.values() or len(found) == len(unique):
-        extra = [key for key, k in named.items() if k is None]
-        if extra and not ignore_extra:
-            raise ParameterFileError(
-                f"{source}: the file has parameter {extra[0]!r}, which "
-                f"names no parameter of {block.name} ({len(extra)} such "
-                f"keys; the network's parameters are {_hint(by_name)}). "
-                f"Pass ignore_extra=True to skip such keys.")
-        missing = [keys[0] for _, keys in unique if keys[0] not in found]
-        if missing and not allow_missing:
-            raise ParameterFileError(
-                f"{source}: parameter {params[missing[0]].name} "
-                f"({missing[0]!r}) of {block.name} is not in the file "
-                f"({len(missing)} missing; the file has {_hint(bare)}). "
-                f"Pass allow_missing=True to keep those parameters as "
-                f"they are.")
-        return [(k, key) for key, k in named.items() if k is not None]
-    return _match_layer_order(block, unique, bare, source)
-
-
-def _match_layer_order(block, unique, bare, source):
-    """Pair the file's layers with the network's, in order (see the module
-    docstring); ParameterFileError unless the pairing is unambiguous."""
-    net_layers = OrderedDict()
-    for _, keys in unique:
-        path, _, attr = keys[0].rpartition(".")
-        net_layers.setdefault(path, OrderedDict())[attr] = keys[0]
-    attrs = {attr for layer in net_layers.values() for attr in layer}
-
-    def fail(reason):
-        return ParameterFileError(
-            f"{source}: the file names its parameters the Gluon 1.x way "
-            f"({_hint(bare)}), not by structural keys ('0.weight'), and "
-            f"the names are not those of {block.name}'s parameters "
-            f"({_hint(p.name for p, _ in unique)}). Matching them layer by "
-            f"layer, in order, failed: {reason}. Build the network with "
-            f"the same layers in the same order as the one that saved the "
-            f"file; for a model saved with export(), "
-            f"fl.load_mxnet_export(prefix) rebuilds it from its "
-            f"-symbol.json.")
-
-    file_layers = OrderedDict()
-    for key, name in bare.items():
-        attr = max((a for a in attrs if name.endswith(a)), key=len,
-                   default=None)
-        if attr is None:
-            known = ", ".join(sorted(attrs))
-            raise fail(f"key {key!r} does not end with the name of any "
-                       f"parameter of the network ({known})")
-        file_layers.setdefault(name[:-len(attr)], OrderedDict())[attr] = key
-    if len(file_layers) != len(net_layers):
-        raise fail(f"the file has parameters of {len(file_layers)} layers "
-                   f"({_hint(file_layers)}), the network of "
-                   f"{len(net_layers)}")
-    pairs = []
-    for index, ((prefix, in_file), (path, in_net)) in enumerate(
-            zip(file_layers.items(), net_layers.items())):
-        if set(in_file) != set(in_net):
-            where = f"layer '{path}'" if path else "the block itself"
-            raise fail(f"layer {index} of the file ('{prefix}') has "
-                       f"{sorted(in_file)}, but {where} of the network has "
-                       f"{sorted(in_net)}")
-        pairs += [(skey, in_file[attr]) for attr, skey in in_net.items()]
-    return pairs
 
 
 def _match_keys(block, keys, source, allow_missing, ignore_extra):
     """``[(structural key, file key)]`` for the keys of a file; see the
     module docstring for the rules."""
     params = block._collect_params_with_prefix()
-    bare = _bare_keys(keys, source)
+    if any(":" in key for key in keys):
+        # a key without a colon has no arg:/aux: prefix to drop, so
+        # fastlazy's own files never need the MXNet code
+        from .mxnet.names import bare_keys
+        bare = bare_keys(keys, source)
+    else:
+        bare = OrderedDict((key, key) for key in keys)
     names = bare.values()
     if all(n in params for n in names) or any("." in n for n in names):
         return _match_structural(block, params, bare, source, allow_missing,
                                  ignore_extra)
-    return _match_names(block, params, bare, source, allow_missing,
-                        ignore_extra)
+    from .mxnet.names import match_names
+    return match_names(block, params, bare, source, allow_missing,
+                       ignore_extra)
 
 
 def _float_name(dtype):
-    return f"'{dtype.name}'" if dtype in _FLOATS else None
+    return f"'{dtype.name}'" if dtype in FLOAT_DTYPES else None
 
 
 def assign_arrays(block, entries, source, cast_dtype=False,

@@ -23,19 +23,21 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from . import _mxnet
-from .block import Sequential
-from .errors import (FastLazyError, ParameterFileError,
-                     UnsupportedOperatorError)
-from .io import assign_arrays, load_arrays
-from .conv_layers import (AvgPool2D, BatchNorm, Conv2D, GlobalAvgPool2D,
-                          GlobalMaxPool2D, LayerNorm, MaxPool2D)
-from .layers import Activation, Dense, Dropout, Flatten
+from .._util import FLOAT_DTYPES, is_int
+from ..block import Sequential
+from ..conv_layers import (AvgPool2D, BatchNorm, Conv2D, GlobalAvgPool2D,
+                           GlobalMaxPool2D, LayerNorm, MaxPool2D)
+from ..errors import (FastLazyError, ParameterFileError,
+                      UnsupportedOperatorError)
+from ..io import assign_arrays, key_hint, load_arrays
+from ..layers import Activation, Dense, Dropout, Flatten
+from .format import (parse_attr_bool, parse_attr_float, parse_attr_int,
+                     parse_attr_tuple, read_symbol_graph)
+from .names import bare_keys
 
 __all__ = ["load_mxnet_export", "OPS", "OpRule", "Node"]
 
 _REQUIRED = object()
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 #: ``act_type`` values of MXNet's Activation operator that fastlazy has.
 _ACT_TYPES = ("relu", "sigmoid", "tanh", "softrelu", "softsign")
@@ -47,7 +49,8 @@ class Node:
     Parameters
     ----------
     raw : dict
-        The node as returned by :func:`fastlazy._mxnet.read_symbol_graph`.
+        The node as returned by
+        :func:`fastlazy.mxnet.format.read_symbol_graph`.
     source : str
         The ``-symbol.json`` file, for error messages.
 
@@ -102,19 +105,19 @@ class Node:
 
     def get_int(self, key, default=_REQUIRED):
         """Attribute ``key`` as an int (``num_hidden``)."""
-        return self._get(key, _mxnet.parse_attr_int, default)
+        return self._get(key, parse_attr_int, default)
 
     def get_float(self, key, default=_REQUIRED):
         """Attribute ``key`` as a float (``p``, ``eps``)."""
-        return self._get(key, _mxnet.parse_attr_float, default)
+        return self._get(key, parse_attr_float, default)
 
     def get_bool(self, key, default=_REQUIRED):
         """Attribute ``key`` as a bool (``no_bias``, ``flatten``)."""
-        return self._get(key, _mxnet.parse_attr_bool, default)
+        return self._get(key, parse_attr_bool, default)
 
     def get_tuple(self, key, default=_REQUIRED):
         """Attribute ``key`` as a tuple of ints (``kernel``, ``axes``)."""
-        return self._get(key, _mxnet.parse_attr_tuple, default)
+        return self._get(key, parse_attr_tuple, default)
 
     def unsupported(self, what):
         """An :class:`UnsupportedOperatorError` for this node: its operator
@@ -340,14 +343,14 @@ def _chain(graph, source):
 def _net_dtype(dtype, arrays, source):
     if dtype is not None:
         chosen = np.dtype(dtype)
-        if chosen not in _FLOATS:
+        if chosen not in FLOAT_DTYPES:
             raise TypeError(f"load_mxnet_export: dtype must be 'float32' or "
                             f"'float64', got {chosen.name}")
         return chosen
     found = {arr.dtype for arr in arrays}
     if not found:
-        return _FLOATS[0]
-    if len(found) == 1 and found <= set(_FLOATS):
+        return FLOAT_DTYPES[0]
+    if len(found) == 1 and found <= set(FLOAT_DTYPES):
         return found.pop()
     raise ParameterFileError(
         f"{source}: the parameters are "
@@ -419,8 +422,7 @@ def load_mxnet_export(prefix, epoch=0, *, dtype=None, symbol_file=None,
         if prefix is None:
             raise TypeError("load_mxnet_export: give a prefix, or both "
                             "symbol_file and param_file")
-        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer))\
-                or epoch < 0:
+        if not is_int(epoch) or epoch < 0:
             raise TypeError(f"load_mxnet_export: epoch must be a "
                             f"non-negative int, got {epoch!r}")
         stem = os.fsdecode(prefix)
@@ -428,17 +430,10 @@ def load_mxnet_export(prefix, epoch=0, *, dtype=None, symbol_file=None,
         param_file = param_file or f"{stem}-{int(epoch):04d}.params"
     sym_name = os.fsdecode(symbol_file)
     par_name = os.fsdecode(param_file)
-    layers = _chain(_mxnet.read_symbol_graph(symbol_file), sym_name)
+    layers = _chain(read_symbol_graph(symbol_file), sym_name)
 
     arrays = load_arrays(param_file)
-    by_var = {}
-    for key in arrays:
-        var = _mxnet.strip_export_prefix(key)[1]
-        if var in by_var:
-            raise ParameterFileError(
-                f"{par_name}: keys {by_var[var]!r} and {key!r} both name "
-                f"variable '{var}'")
-        by_var[var] = key
+    by_var = {var: key for key, var in bare_keys(arrays, par_name).items()}
     plan = []
     used = set()
     for node, act in layers:
@@ -453,9 +448,8 @@ def load_mxnet_export(prefix, epoch=0, *, dtype=None, symbol_file=None,
                 raise ParameterFileError(
                     f"{par_name}: there is no array for '{var}', the {role} "
                     f"of node '{node.name}' ({node.op}) in {sym_name}; the "
-                    f"file has {', '.join(map(repr, list(arrays)[:6]))}"
-                    f"{', ...' if len(arrays) > 6 else ''}. Is it the "
-                    f"parameter file that goes with this graph?")
+                    f"file has {key_hint(arrays)}. Is it the parameter file "
+                    f"that goes with this graph?")
             used.add(key)
             inputs.append((attr, role, key))
         plan.append((node, act, inputs))

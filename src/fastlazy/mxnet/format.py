@@ -1,4 +1,8 @@
-"""Readers for Apache MXNet parameter files and exported symbol graphs.
+"""Decoding Apache MXNet's files: ``.params`` parameter files and exported
+``-symbol.json`` graphs, into NumPy arrays and plain operator nodes.
+
+What the keys of a ``.params`` file mean is :mod:`fastlazy.mxnet.names`'s
+business; turning a graph into a network is :mod:`fastlazy.mxnet.export`'s.
 
 Nothing here imports :mod:`mxnet`; the binary layout is decoded with
 :mod:`struct` and :mod:`numpy` under explicit bounds checks, so a damaged or
@@ -35,14 +39,14 @@ id), the ``int32`` mshadow type flag and the row-major payload.
 from __future__ import annotations
 
 import json
-import math
 import os
 import struct
 from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ParameterFileError
+from .._util import is_int, prod
+from ..errors import ParameterFileError
 
 __all__ = [
     "SymbolGraph",
@@ -53,7 +57,6 @@ __all__ = [
     "read_params",
     "read_symbol",
     "read_symbol_graph",
-    "strip_export_prefix",
 ]
 
 _LIST_MAGIC = 0x112
@@ -93,8 +96,6 @@ _BFLOAT16_FLAG = 12
 _STORAGE_TYPES = {-1: "undefined", 0: "default", 1: "row_sparse", 2: "csr"}
 #: MXNet device types: cpu, gpu, cpu_pinned, cpu_shared.
 _DEVICE_TYPES = frozenset({1, 2, 3, 5})
-
-_EXPORT_PREFIXES = ("arg", "aux")
 
 
 @dataclass(frozen=True)
@@ -330,7 +331,7 @@ def _read_record(cur, index):
             f"unknown type flag {flag}; expected one of {sorted(_TYPE_FLAGS)}", flag_at
         )
     dtype = _TYPE_FLAGS[flag]
-    size = dtype.itemsize * math.prod(shape)
+    size = dtype.itemsize * prod(shape)
     data_offset = cur.skip(size, f"the {dtype.name} payload of shape {shape}")
     return _Record(index, start, shape, dtype, data_offset)
 
@@ -352,7 +353,7 @@ def _read_key(cur, keys):
 
 def _to_array(data, record):
     """Copy a record's payload into an owned, native-order, C-contiguous array."""
-    count = math.prod(record.shape)
+    count = prod(record.shape)
     if record.dtype.kind == "b":
         raw = np.frombuffer(data, np.uint8, count, record.data_offset)
         return raw.reshape(record.shape) != 0
@@ -378,8 +379,8 @@ def read_params(source):
     dict of str to numpy.ndarray
         Arrays by key, in file order.  Keys are exactly as stored, including
         any ``arg:``/``aux:`` prefix of exported files (see
-        :func:`strip_export_prefix`).  Every array owns its memory, is
-        writable, C-contiguous and in native byte order.
+        :func:`fastlazy.mxnet.names.strip_export_prefix`).  Every array owns
+        its memory, is writable, C-contiguous and in native byte order.
 
     Raises
     ------
@@ -449,34 +450,6 @@ def read_params(source):
     return {key: _to_array(data, record) for key, record in keys.items()}
 
 
-def strip_export_prefix(key):
-    """Split the ``arg:``/``aux:`` prefix off a key of an exported file.
-
-    Parameters
-    ----------
-    key : str
-        A key as returned by :func:`read_params`.
-
-    Returns
-    -------
-    kind : str or None
-        ``"arg"`` or ``"aux"``, or ``None`` if ``key`` has no such prefix.
-    name : str
-        The parameter name without the prefix.
-
-    Examples
-    --------
-    >>> strip_export_prefix("aux:bn0_running_mean")
-    ('aux', 'bn0_running_mean')
-    >>> strip_export_prefix("0.weight")
-    (None, '0.weight')
-    """
-    kind, sep, name = key.partition(":")
-    if sep and kind in _EXPORT_PREFIXES:
-        return kind, name
-    return None, key
-
-
 # --------------------------------------------------------------------------
 # Exported symbol graphs
 # --------------------------------------------------------------------------
@@ -541,7 +514,7 @@ def _node_ref(entry, limit, fail, what):
     if (
         not isinstance(entry, list)
         or len(entry) not in (2, 3)
-        or not all(type(v) is int for v in entry)
+        or not all(is_int(v) for v in entry)
     ):
         raise fail(f"{what} {entry!r} is not a [node, output, version] entry")
     node_id, output = entry[0], entry[1]
@@ -675,7 +648,7 @@ def read_symbol_graph(source):
 
     arg_nodes = graph.get("arg_nodes", [])
     if not isinstance(arg_nodes, list) or not all(
-        type(i) is int and i in variables for i in arg_nodes
+        is_int(i) and i in variables for i in arg_nodes
     ):
         raise error("'arg_nodes' must list the indices of variable nodes")
     outputs = [
