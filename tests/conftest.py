@@ -263,6 +263,19 @@ def isa_restore():
     _plan.set_isa(None)
 
 
+def require_isa(level):
+    """Switch the kernels to instruction-set ``level``; skip the test when
+    this CPU lacks it (set_isa then falls back to a lower level, which
+    would test that one under the wrong name)."""
+    from fastlazy import _plan
+    got = _plan.set_isa(level)
+    if level is not None and got != level:
+        _plan.set_isa(None)
+        pytest.skip(f"this CPU has no instruction-set level {level} "
+                    f"(best: {got})")
+    return got
+
+
 def conv2d_ref(x, w, b=None, stride=(1, 1), pad=(0, 0), dil=(1, 1),
                groups=1):
     """NCHW convolution as a sum over kernel taps of strided slices."""

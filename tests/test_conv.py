@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import fastlazy as fl
 from fastlazy import _compile, _plan, _steps, init, nn
 from fastlazy._steps import ConvStep
-from conftest import conv2d_ref, pool_ref
+from conftest import conv2d_ref, pool_ref, require_isa
 
 DATA = pathlib.Path(__file__).parent / "data" / "mxnet"
 TOL = {np.float32: dict(rtol=2e-4, atol=2e-5),
@@ -160,7 +160,7 @@ def test_large_conv_on_the_batched_kernel(route, level, schedule, dtype,
     channels per group, ~1M multiply-adds per product): every schedule,
     groups, ragged output widths, row groups of 12 + 8, against NumPy and
     against OpenBLAS."""
-    isa_restore.set_isa(level)
+    require_isa(level)
     rng = np.random.default_rng(7)
     for groups, x_shape, act in ((1, (3, 16, 20, 23), "relu"),
                                  (2, (2, 32, 30, 29), "tanh")):

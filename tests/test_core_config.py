@@ -60,6 +60,45 @@ def test_show_config_prints_and_returns(capsys):
     assert "kernels" in cfg
 
 
+def test_show_config_threads_are_each_pools_own():
+    """blas_threads is OpenBLAS's own count (read from the library itself,
+    kept at 1), threads is fastlazy's pool: setting one never shows up as
+    the other."""
+    import ctypes
+    n = fl.get_num_threads()
+    try:
+        fl.set_num_threads(3)
+        cfg = fl.show_config(file=io.StringIO())
+        assert cfg["threads"] == 3
+        lib = ctypes.CDLL(fl._BLAS_PATH)
+        assert cfg["blas_threads"] == lib.scipy_openblas_get_num_threads() \
+            == 1
+    finally:
+        fl.set_num_threads(n)
+
+
+def test_no_source_file_overrides_the_debug_switch():
+    """setup.py turns Cython's bounds, wraparound and initialization checks
+    on with FASTLAZY_DEBUG=1; a ``# cython:`` header in a source file would
+    override it for that file."""
+    import pathlib
+    pkg = pathlib.Path(fl.__file__).parent
+    checks = ("boundscheck", "wraparound", "initializedcheck")
+    sources = [p for ext in ("*.pyx", "*.pxi", "*.pxd")
+               for p in pkg.glob(ext)]
+    if not sources:
+        pytest.skip("the installed package ships no Cython sources")
+    for src in sources:
+        for line in src.read_text().splitlines():
+            if line.startswith("# cython:"):
+                assert not any(c in line for c in checks), (src.name, line)
+    setup = pkg.parent.parent / "setup.py"
+    if setup.exists():
+        text = setup.read_text()
+        for c in checks:
+            assert f'"{c}": debug' in text
+
+
 def test_show_config_to_file(capsys):
     buf = io.StringIO()
     fl.show_config(file=buf)

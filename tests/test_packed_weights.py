@@ -154,7 +154,8 @@ def test_cast_packs_in_the_new_dtype(net, x, ref):
 def test_isa_switch_repacks_for_the_new_layout(net, x, ref, isa_restore):
     out = []
     for level in (0, 3, 4, None):
-        isa_restore.set_isa(level)
+        if isa_restore.set_isa(level) != level and level is not None:
+            continue                     # this CPU lacks that level
         out.append(net(x))
         out.append(net(x))                        # packed copy reused
         assert packed(net[0].weight)

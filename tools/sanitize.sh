@@ -26,7 +26,7 @@ FASTLAZY_DEBUG=1 FASTLAZY_SANITIZE=1 python setup.py -q build_ext \
     --force --build-lib "$OUT/lib" --build-temp "$OUT/tmp" \
     > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 cp src/fastlazy/*.py "$OUT/lib/fastlazy/"
-ls "$OUT"/lib/fastlazy/_core*.so
+ls "$OUT"/lib/fastlazy/_*.so
 
 LIBASAN=$(gcc -print-file-name=libasan.so)
 [ -f "$LIBASAN" ] || { echo "libasan.so not found (gcc: $LIBASAN)"; exit 1; }
@@ -39,11 +39,12 @@ export FASTLAZY_SANITIZER=1       # tests/test_leaks.py: RSS is not meaningful
 
 echo "== the extension is the sanitized build"
 python - <<PY
-import fastlazy._core as c
-assert c.__file__.startswith("$PWD/$OUT/lib/"), c.__file__
-print("fastlazy._core from", c.__file__)
+import fastlazy._parameter, fastlazy._plan
+for c in (fastlazy._parameter, fastlazy._plan):
+    assert c.__file__.startswith("$PWD/$OUT/lib/"), c.__file__
+    print(c.__name__, "from", c.__file__)
 PY
-objdump -d "$OUT"/lib/fastlazy/_core*.so > "$OUT/disasm.txt"
+objdump -d "$OUT"/lib/fastlazy/_*.so > "$OUT/disasm.txt"
 echo "ASan checks compiled in: $(grep -c 'call.*__asan_report' "$OUT/disasm.txt")"
 echo "UBSan checks compiled in: $(grep -c 'call.*__ubsan_handle' "$OUT/disasm.txt")"
 
