@@ -367,3 +367,14 @@ def test_absurd_input_width():
     d.initialize()
     with pytest.raises((MemoryError, ValueError)):
         d(np.broadcast_to(np.float32(1), (1, 10 ** 13)))
+
+
+def test_impossible_allocation_names_the_parameter_and_shape():
+    layer = nn.Dense(2 ** 31, in_units=2 ** 31)
+    with pytest.raises((MemoryError, ValueError)) as info:
+        layer.initialize()
+    msg = str(info.value)
+    assert layer.weight.name in msg
+    assert str((2 ** 31, 2 ** 31)) in msg
+    assert "float32" in msg and "EiB" in msg
+    assert layer.weight.state == "unset"
