@@ -332,9 +332,10 @@ def test_activation_block(act, ref):
     for dt in (np.float32, np.float64):
         xd = x.astype(dt)
         y = a(xd)
-        assert y.shape == x.shape and y.dtype == np.float32
-        r = ref.act(act, xd.astype(np.float32))
-        e = ref.eps(np.float32)
+        # a layer without parameters keeps the input's float dtype
+        assert y.shape == x.shape and y.dtype == dt
+        r = ref.act(act, xd)
+        e = ref.eps(dt)
         ref.close(y, r, 4 * e * (np.abs(x) + 1), act)
 
 
@@ -358,12 +359,15 @@ def test_dropout_is_identity_and_flatten(ref):
     x = np.random.default_rng(0).standard_normal((2, 3, 4))
     for rate in (0.0, 0.5, 0.99):
         y = nn.Dropout(rate)(x)
-        np.testing.assert_array_equal(y, x.astype(np.float32))
+        # a layer without parameters keeps the input's float dtype
+        assert y.dtype == np.float64
+        np.testing.assert_array_equal(y, x)
+        assert nn.Dropout(rate)(x.astype(np.float32)).dtype == np.float32
     with pytest.raises(ValueError):
         nn.Dropout(1.5)
     f = nn.Flatten()
     assert repr(f) == "Flatten"
-    np.testing.assert_array_equal(f(x), x.reshape(2, 12).astype(np.float32))
+    np.testing.assert_array_equal(f(x), x.reshape(2, 12))
     net = nn.Sequential()
     net.add(nn.Flatten(), nn.Dropout(0.3), nn.Dense(5, flatten=False,
                                                     activation="relu"),

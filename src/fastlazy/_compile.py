@@ -1,13 +1,25 @@
-"""From a block to a compiled plan: shape inference, deferred
-initialization as one transaction, tracing layers into typed steps.
+"""From a block to a compiled plan: tracing, shape inference, deferred
+initialization as one transaction.
 
 The slow path of ``block(x)`` and ``block.build(shape)`` live here; the fast
-path is :func:`fastlazy._plan.block_call`.  Every network has its own lock:
-one network's first forward (shape inference, millions of weights to draw,
-packing) never waits for another's, and a parameter shared by two networks
-is initialized once (its own lock, see ``Parameter._finish_deferred_init``).
-Long work runs in NumPy's and fastlazy's compiled code, which release the
-GIL, so a network already compiled keeps serving meanwhile.
+path is :func:`fastlazy._plan.block_call`.  A network is *traced*: its
+inputs become :class:`fastlazy.ops.Sym` values, every layer states its
+output shape and adds typed steps, a ``HybridBlock`` runs its
+``hybrid_forward`` on the traced values, and nothing changes until the
+whole trace succeeded.  Then the shapes it inferred are filled in and the
+deferred initializers run, as one transaction, and the plan is built.
+
+A block whose code cannot be traced (Python control flow on values, NumPy
+calls, a child with a plain Python ``forward``) runs on the eager path
+instead: ``hybrid_forward`` on NumPy arrays, its children still compiled
+on their own.  The reason is kept; :func:`explain` shows it.
+
+Every network has its own lock: one network's first forward (shape
+inference, millions of weights to draw, packing) never waits for another's,
+and a parameter shared by two networks is initialized once (its own lock,
+see ``Parameter._finish_deferred_init``).  Long work runs in NumPy's and
+fastlazy's compiled code, which release the GIL, so a network already
+compiled keeps serving meanwhile.
 """
 
 from collections import OrderedDict
@@ -17,17 +29,30 @@ import numpy as np
 from ._parameter import as_numeric_array
 from ._plan import Plan
 from ._steps import StepBuilder, fuse
-from .errors import DeferredInitializationError, ShapeError
+from .errors import FastLazyError, ShapeError
+from .ops import Sym, TraceContext
 
-__all__ = ["call_slow", "prepare", "compile_plan", "net_dtype"]
+__all__ = ["call_slow", "prepare", "compile_plan", "net_dtype", "explain",
+           "fused_steps", "TraceFailed"]
+
+
+class TraceFailed(Exception):
+    """A block's code could not be traced: ``block`` is the innermost block
+    whose code failed, ``reason`` what happened."""
+
+    def __init__(self, block, reason):
+        super().__init__(f"{_where(block)}: {reason}")
+        self.block = block
+        self.reason = reason
 
 
 def _where(block):
     return f"{type(block).__name__} '{block.name}'"
 
 
-def net_dtype(block):
-    """The dtype every parameter of ``block`` shares (float32 if none)."""
+def net_dtype(block, inputs=()):
+    """The dtype every parameter of ``block`` shares; for a network without
+    parameters the first input's float dtype (else float32)."""
     dtypes = OrderedDict()
     for p in block.collect_params().values():
         dtypes.setdefault(p.dtype, p.name)
@@ -35,17 +60,49 @@ def net_dtype(block):
         desc = ", ".join(f"{n} is {d.name}" for d, n in dtypes.items())
         raise TypeError(f"{block.name}: parameters mix dtypes ({desc}); "
                         f"call net.cast('float32') or net.cast('float64')")
-    return next(iter(dtypes), np.dtype(np.float32))
+    if dtypes:
+        return next(iter(dtypes))
+    for x in inputs:
+        if x.dtype.kind == "f" and x.dtype.itemsize in (4, 8):
+            return np.dtype(f"f{x.dtype.itemsize}")     # native order
+    return np.dtype(np.float32)
 
 
-def _trace(block, in_shape):
-    """Infer every shape for inputs of ``in_shape`` and collect the steps,
-    changing nothing.  Returns (builder, output buffer, output shape,
-    pending parameter shapes)."""
-    builder = StepBuilder(in_shape[1:])
+def trace_block(block, *syms):
+    """``block`` applied to traced values: its steps are added to their
+    trace.  Errors in a block's own code become TraceFailed naming it;
+    fastlazy's own errors (a wrong shape, a parameter not initialized)
+    propagate as they are."""
+    try:
+        return block._trace_sym(*syms)
+    except (TraceFailed, FastLazyError):
+        raise
+    except Exception as exc:
+        raise TraceFailed(block, f"{type(exc).__name__}: {exc}") from exc
+
+
+def _trace(block, in_shapes):
+    """Trace ``block`` for inputs of ``in_shapes`` (with the batch axis),
+    changing nothing.  Returns (builder, outputs, output shapes, pending
+    parameter shapes)."""
+    builder = StepBuilder()
     pending = {}
-    out_buf, out_shape = block._trace(builder, 0, tuple(in_shape), pending)
-    return builder, out_buf, tuple(out_shape), pending
+    ctx = TraceContext(builder, pending)
+    syms = [Sym(ctx, builder.input(tuple(s[1:])), tuple(s))
+            for s in in_shapes]
+    out = trace_block(block, *syms)
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    for o in outs:
+        if not isinstance(o, Sym) or o.param is not None:
+            raise TraceFailed(block, f"returned {type(o).__name__}, not a "
+                              f"value computed from its inputs")
+        if o.ctx is not ctx:
+            raise TraceFailed(block, "returned a value of another trace")
+        if o.shape[0] != in_shapes[0][0]:
+            raise TraceFailed(block, f"an output of shape {o.shape} lost "
+                              f"the batch axis")
+    return builder, [o.buf for o in outs], [tuple(o.shape) for o in outs], \
+        pending, isinstance(out, (tuple, list))
 
 
 def _finish(block, pending):
@@ -55,6 +112,7 @@ def _finish(block, pending):
     params = list(block.collect_params().values())
     for p in params:
         if p.state == "unset":
+            from .errors import DeferredInitializationError
             raise DeferredInitializationError(p._not_ready_message())
     if not pending and all(p.is_initialized for p in params):
         return
@@ -71,49 +129,71 @@ def _finish(block, pending):
         raise
 
 
-def prepare(block, in_shape):
-    """Infer shapes for ``in_shape``, then complete shapes and finish
-    deferred initialization as one transaction; returns the output shape."""
-    _, _, out_shape, pending = _trace(block, in_shape)
+def prepare(block, in_shapes):
+    """Trace ``block`` for ``in_shapes``, then complete shapes and finish
+    deferred initialization as one transaction; returns the output shapes."""
+    _, _, out_shapes, pending, _ = _trace(block, in_shapes)
     _finish(block, pending)
-    return out_shape
+    return out_shapes
 
 
-def compile_plan(block, in_shape, dtype):
-    """Prepare ``block`` for ``in_shape`` and build its plan."""
-    builder, out_buf, out_shape, pending = _trace(block, in_shape)
+def compile_plan(block, in_shapes, dtype):
+    """Prepare ``block`` for ``in_shapes`` and build its plan."""
+    builder, outs, out_shapes, pending, multi = _trace(block, in_shapes)
     _finish(block, pending)
-    steps, (out_buf,) = fuse(builder.steps, [out_buf])
-    plan = Plan(steps, builder.sizes, out_buf, tuple(in_shape[1:]),
-                out_shape[1:], dtype, _where(block))
+    steps, outs = fuse(builder.steps, outs)
+    plan = Plan(steps, builder.sizes, builder.inputs, outs,
+                builder.in_shapes, [s[1:] for s in out_shapes], dtype,
+                builder.params, _where(block), multi)
+    if not block.collect_params():
+        # no parameters: the network computes in its input's float dtype
+        plan.follow_input_dtype()
     block.apply(lambda b: b._watch_plan(plan))
     return plan
 
 
-def call_slow(block, x):
-    """``block(x)`` when no current plan fits ``x``."""
+def _arrays(block, xs):
+    arrs = []
+    for x in xs:
+        arr = as_numeric_array(x, _where(block))
+        # checked before the conversion: np.ascontiguousarray turns a 0-d
+        # value into shape (1,), which would hide the mistake
+        if arr.ndim == 0:
+            raise ShapeError(f"{_where(block)}: expected an array with a "
+                             f"batch axis, got a 0-d value; for one sample "
+                             f"of one feature use np.reshape(x, (1, 1))")
+        arrs.append(arr)
+    return arrs
+
+
+def call_slow(block, x, *more):
+    """``block(x, ...)`` when no current plan fits."""
+    if isinstance(x, Sym) or any(isinstance(m, Sym) for m in more):
+        # a child called inside a network being traced
+        return trace_block(block, x, *more)
     if not block._is_plannable():
-        return block.forward(x)
-    arr = as_numeric_array(x, _where(block))
-    # checked before the conversion: np.ascontiguousarray turns a 0-d value
-    # into shape (1,), which would hide the mistake
-    if arr.ndim == 0:
-        raise ShapeError(f"{_where(block)}: expected an array with a batch "
-                         f"axis, got a 0-d value; for one sample of one "
-                         f"feature use np.reshape(x, (1, 1))")
+        return block.forward(x, *more)
+    arrs = _arrays(block, (x,) + more)
     with block._lock:
         plan = block._plan
         if plan is not None and plan.is_current():
             # another thread compiled it while this one waited
-            out = plan.run(arr)
+            out = plan.run(arrs[0]) if not more else plan.run_many(*arrs)
             if out is not None:
                 return out
-        dtype = net_dtype(block)
-        arr = np.ascontiguousarray(arr, dtype=dtype)
-        plan = compile_plan(block, tuple(arr.shape), dtype)
-        object.__setattr__(block, "_plan", plan)
-    out = plan.run(arr)
-    if out is None:  # pragma: no cover - plan built for this shape
+        dtype = net_dtype(block, arrs)
+        arrs = [np.ascontiguousarray(a, dtype=dtype) for a in arrs]
+        try:
+            plan = compile_plan(block, [tuple(a.shape) for a in arrs], dtype)
+        except TraceFailed as failed:
+            block._fell_back(failed)
+            plan = None
+        if plan is not None:
+            object.__setattr__(block, "_plan", plan)
+    if plan is None:
+        return block.forward(*arrs)
+    out = plan.run(arrs[0]) if not more else plan.run_many(*arrs)
+    if out is None:  # pragma: no cover - plan built for these shapes
         raise RuntimeError("forward plan rejected its own input shape")
     return out
 
@@ -121,5 +201,40 @@ def call_slow(block, x):
 def fused_steps(block, in_shape):
     """The typed steps ``block`` compiles to for inputs of ``in_shape``,
     after fusion; nothing is initialized or changed."""
-    builder, out_buf, _, _ = _trace(block, tuple(in_shape))
-    return fuse(builder.steps, [out_buf])[0]
+    builder, outs, _, _, _ = _trace(block, [tuple(in_shape)])
+    return fuse(builder.steps, outs)[0]
+
+
+def explain(block, *inputs, file=None):
+    """Say how ``block`` runs on ``inputs`` (arrays, or shapes with None
+    for the batch): compiled as one plan (its steps, after fusion), or on
+    the eager path, and then which block's code could not be traced and
+    why.  Nothing is changed.  Prints the report and returns it."""
+    import sys
+    shapes = []
+    for x in inputs:
+        if isinstance(x, tuple) and all(d is None or isinstance(d, int)
+                                        for d in x):
+            shapes.append(tuple(1 if d is None else d for d in x))
+        else:
+            shapes.append(tuple(np.shape(x)))
+    lines = [f"{_where(block)}:"]
+    if not block._is_plannable() and block._eager_reason is None:
+        lines.append(f"  eager: {type(block).__name__} has a Python "
+                     f"forward(); only HybridBlocks and built-in layers are "
+                     f"compiled")
+    else:
+        try:
+            steps = fused_steps(block, shapes[0]) if len(shapes) == 1 \
+                else fuse(*(lambda t: (t[0].steps, t[1]))(
+                    _trace(block, shapes)))[0]
+        except TraceFailed as failed:
+            lines.append(f"  eager: the code of {_where(failed.block)} "
+                         f"cannot be compiled: {failed.reason}")
+        else:
+            lines.append(f"  compiled: one plan of {len(steps)} steps")
+            for st in steps:
+                lines.append(f"    {type(st).__name__}")
+    report = "\n".join(lines)
+    print(report, file=file if file is not None else sys.stdout)
+    return report

@@ -11,7 +11,8 @@
 cimport numpy as cnp
 
 cdef enum:
-    FL_MAX_SRC = 8            # inputs of one step
+    FL_MAX_SRC = 16           # inputs of one step
+    FL_MAX_IO = 16            # inputs, and outputs, of one plan
 
 cdef enum StepKind:
     STEP_DENSE = 0
@@ -20,6 +21,14 @@ cdef enum StepKind:
     STEP_POOL2D = 3
     STEP_BATCHNORM = 4
     STEP_LAYERNORM = 5
+    STEP_BINARY = 6
+    STEP_SCALAR = 7
+    STEP_CONCAT = 8
+    STEP_SLICE = 9
+    STEP_REDUCE = 10
+    STEP_SOFTMAX = 11
+    STEP_PRELU = 12
+    STEP_COPY = 13
 
 
 cdef struct Step
@@ -89,7 +98,54 @@ cdef struct NormArgs:
 
 
 cdef struct ActArgs:
-    int act
+    int act             # a kernel code, or one of the coded ACT_* in _plan
+    double alpha        # slope (leaky), alpha (elu), low bound (clip), beta (swish)
+    double beta         # high bound (clip)
+
+
+cdef struct BinaryArgs:
+    # y = a op b over a per-sample shape of at most 4 dimensions, each
+    # operand read with its own strides (0 along a broadcast dimension);
+    # stride index 0 is the batch (0 for a parameter operand)
+    int op
+    Py_ssize_t dims[4]
+    Py_ssize_t sa[5]
+    Py_ssize_t sb[5]
+
+
+cdef struct ScalarArgs:
+    int op              # y = x op value, or value op x for the reversed ops
+    double value
+
+
+cdef struct ConcatArgs:
+    # per sample: outer chunks; input k gives part[k] values to each chunk
+    Py_ssize_t outer
+    Py_ssize_t part[FL_MAX_SRC]
+
+
+cdef struct SliceArgs:
+    # per sample: outer chunks of in_chunk values; keep [begin, begin + out_chunk)
+    Py_ssize_t outer, in_chunk, begin, out_chunk
+
+
+cdef struct ReduceArgs:
+    # per sample: (outer, mid, inner) -> (outer, inner) over mid
+    int op
+    Py_ssize_t outer, mid, inner
+
+
+cdef struct SoftmaxArgs:
+    # per sample: softmax over C at each (outer, inner) position
+    int log
+    Py_ssize_t outer, C, inner
+
+
+cdef struct PreluArgs:
+    # y = x > 0 ? x : alpha[c] * x, c the channel of (outer, C, inner)
+    char *alpha
+    Py_ssize_t alpha_n  # 1 (one slope) or C
+    Py_ssize_t outer, C, inner
 
 
 cdef union StepArgs:
@@ -98,6 +154,13 @@ cdef union StepArgs:
     PoolArgs pool
     NormArgs norm
     ActArgs act
+    BinaryArgs binary
+    ScalarArgs scalar
+    ConcatArgs concat
+    SliceArgs slice
+    ReduceArgs reduce
+    SoftmaxArgs softmax
+    PreluArgs prelu
 
 
 cdef struct Step:
@@ -109,10 +172,16 @@ cdef struct Step:
     Py_ssize_t itemsize
     Py_ssize_t in_size      # elements per sample read from src[0]
     Py_ssize_t out_size     # elements per sample written
-    Py_ssize_t work         # workspace elements per sample
-    Py_ssize_t work_fixed   # workspace elements per call
+    Py_ssize_t work         # workspace bytes per call (64-byte aligned)
     Py_ssize_t macs         # multiply-adds per sample (decides threading)
     StepArgs a
+
+
+cdef enum BufKind:
+    BUF_SCRATCH = 0         # a workspace slot (buf_index: the slot)
+    BUF_INPUT = 1           # the plan's input buf_index
+    BUF_OUTPUT = 2          # the plan's output buf_index
+    BUF_PARAM = 3           # a parameter's storage, the same for every sample
 
 
 cdef struct PlanData:
@@ -120,17 +189,41 @@ cdef struct PlanData:
     int nsteps
     int nbufs
     int nslots
-    int *buf_slot           # per buffer: slot, or -1 input, -2 output
+    int *buf_kind           # per buffer: a BufKind
+    int *buf_index          # per buffer: slot, input or output number
+    char **buf_param        # per buffer: a BUF_PARAM's storage, else NULL
     Py_ssize_t *slot_size   # per slot: elements per sample
     Py_ssize_t itemsize
-    Py_ssize_t in_size      # elements per sample
-    Py_ssize_t out_size
+    int nin
+    int nout
+    Py_ssize_t in_sizes[FL_MAX_IO]    # elements per sample of each input
+    Py_ssize_t out_sizes[FL_MAX_IO]
+    # outputs no step writes (an input, a parameter or another output's
+    # buffer passed straight through): copied from that buffer after a tile
+    int ncopies
+    int copy_out[FL_MAX_IO]           # output number
+    int copy_from[FL_MAX_IO]          # buffer
     Py_ssize_t max_width    # widest per-sample buffer (row-tile size)
-    Py_ssize_t max_work     # largest per-sample workspace of a step
-    Py_ssize_t fixed_work   # largest per-call workspace of a step
+    Py_ssize_t max_work     # largest workspace of a step, bytes per call
     Py_ssize_t macs         # multiply-adds per sample
     Py_ssize_t dense_macs   # of which in dense steps
-    bint copy_out           # the output is the input (no step writes it)
+
+
+cdef struct RunCtx:
+    const PlanData *d
+    const char *xs[FL_MAX_IO]
+    char *outs[FL_MAX_IO]
+    Py_ssize_t n
+    Py_ssize_t tile
+    char *scratch           # per thread: the slots, then the step workspace
+    Py_ssize_t *slot_off    # byte offset of each slot in a thread's scratch
+    Py_ssize_t work_off
+    Py_ssize_t thread_bytes
+    char **bufs             # per thread: nbufs buffer pointers
+    long next_tile
+    const Step *step        # column-parallel: the dense step
+    const char *src
+    char *dst
 
 
 cdef class Plan:
@@ -138,8 +231,12 @@ cdef class Plan:
     cdef int typenum
     cdef unsigned long long config_epoch
     cdef bint stale
-    cdef readonly tuple in_sample_shape
-    cdef readonly tuple out_sample_shape
+    cdef readonly tuple in_sample_shape     # of the first input
+    cdef readonly tuple out_sample_shape    # of the first output
+    cdef readonly tuple in_shapes           # per-sample shape of each input
+    cdef readonly tuple out_shapes
+    cdef readonly bint multi_output         # returns a tuple
+    cdef bint follows_input_dtype           # rebuilt for another float input
     cdef int in_ndim
     cdef Py_ssize_t in_dims[32]
     cdef Py_ssize_t out_dims[32]
@@ -155,6 +252,8 @@ cdef class Plan:
     cdef object __weakref__
 
     cpdef object run(self, object x)
+    cdef object _run(self, tuple arrs)
+    cdef int _execute(self, RunCtx *c, Py_ssize_t n) except -1
     cdef Step *_packed_steps(self, Py_ssize_t tile) except? NULL
     cdef Py_ssize_t _tile_rows(self) noexcept
     cdef cnp.ndarray coerce(self, object x)

@@ -489,6 +489,7 @@ def packed_state(Parameter w):
 
 
 include "_plan_conv.pxi"
+include "_plan_graph.pxi"
 
 
 # ---------------------------------------------------------------------------
@@ -542,9 +543,11 @@ cdef int _fill_dense(Step *s, object st, object dtype, list keep) except -1:
 
 
 cdef int _fill_act(Step *s, object st, object dtype, list keep) except -1:
-    s.run = _step_act
+    s.run = _step_act_extra if st.act >= ACT_LEAKY else _step_act
     s.kind = STEP_ACT
     s.a.act.act = st.act
+    s.a.act.alpha = st.alpha
+    s.a.act.beta = st.beta
     s.in_size = s.out_size = st.size
     return 0
 
@@ -575,21 +578,40 @@ cdef int _fill_step(Step *s, object st, object dtype, list keep) except -1:
         _fill_batchnorm(s, st, dtype, keep)
     elif kind is _steps.LayerNormStep:
         _fill_layernorm(s, st, dtype, keep)
+    elif kind is _steps.BinaryStep:
+        _fill_binary(s, st, dtype, keep)
+    elif kind is _steps.ScalarStep:
+        _fill_scalar(s, st, dtype, keep)
+    elif kind is _steps.ConcatStep:
+        _fill_concat(s, st, dtype, keep)
+    elif kind is _steps.SliceStep:
+        _fill_slice(s, st, dtype, keep)
+    elif kind is _steps.ReduceStep:
+        _fill_reduce(s, st, dtype, keep)
+    elif kind is _steps.SoftmaxStep:
+        _fill_softmax(s, st, dtype, keep)
+    elif kind is _steps.PReluStep:
+        _fill_prelu(s, st, dtype, keep)
+    elif kind is _steps.CopyStep:
+        _fill_copy(s, st, dtype, keep)
     else:
         raise TypeError(f"the plan has no step kind {kind.__name__}")
     return 0
 
 
-def _layout(steps, sizes, out_buf):
-    """Place the buffers: returns (slot per buffer, per-sample size per
-    slot, in-place flag per step).
+def _layout(steps, sizes, inputs, outputs, params):
+    """Place the buffers.  Returns (kind and index of each buffer, per-sample
+    size of each slot, in-place flag per step, copies as (output, buffer)).
 
-    Buffer 0 is the input (slot -1); the class of ``out_buf`` is the output
-    array (slot -2).  An element-wise step runs in place when its input is
-    an intermediate read by no later step: its output then shares the
-    input's memory.  Every other class gets the first slot whose occupant's
-    last reader ran before the class is first written (first fit), so a
-    chain ping-pongs between two slots."""
+    ``inputs`` and ``outputs`` are the plan's buffers in order, ``params``
+    the buffers that are a parameter's storage.  An element-wise step runs
+    in place when its input is an intermediate read by no later step: its
+    output then shares the input's memory (the same *class*).  The class
+    of an output is that output's array; an output whose class is an input,
+    a parameter or an earlier output is copied from it after each tile.
+    Every other class gets the first slot whose occupant's last reader ran
+    before the class is first written (first fit), so a chain ping-pongs
+    between two slots and a DAG reuses a buffer once it is dead."""
     n = len(sizes)
     last = [-1] * n
     first = [-1] * n
@@ -598,7 +620,8 @@ def _layout(steps, sizes, out_buf):
             last[b] = i
         if first[st.dst] < 0:
             first[st.dst] = i
-    last[out_buf] = len(steps)
+    for b in outputs:
+        last[b] = len(steps)
     alias = list(range(n))
 
     def root(b):
@@ -606,33 +629,42 @@ def _layout(steps, sizes, out_buf):
             b = alias[b]
         return b
 
+    fixed = set(inputs) | set(params)     # never written, never aliased
     inplace = []
     for i, st in enumerate(steps):
         src = st.inputs[0] if st.inputs else -1
-        ok = (st.elementwise and src > 0 and root(src) != 0
+        ok = (st.elementwise and src >= 0 and root(src) not in fixed
               and last[src] == i and sizes[src] == sizes[st.dst]
               and first[st.dst] == i)
         if ok:
             alias[st.dst] = root(src)
         inplace.append(ok)
-    # liveness of each class
+    kind = [BUF_SCRATCH] * n
+    index = [-1] * n
+    by_root = {}
+    for k, b in enumerate(inputs):
+        by_root[b] = (BUF_INPUT, k)
+    for b in params:
+        by_root[b] = (BUF_PARAM, -1)
+    copies = []
+    for k, b in enumerate(outputs):
+        r = root(b)
+        if r in by_root:
+            copies.append((k, b))
+        else:
+            by_root[r] = (BUF_OUTPUT, k)
+    # liveness of each scratch class
     start = {}
     end = {}
-    for b in range(1, n):
-        if first[b] < 0 and b != out_buf:
-            continue
+    for b in range(n):
         r = root(b)
+        if r in by_root or first[b] < 0:
+            continue
         start[r] = min(start.get(r, first[b]), first[b])
         end[r] = max(end.get(r, last[b]), last[b])
-    out_root = root(out_buf)
-    slot_of_root = {0: -1}
-    if out_root != 0:
-        slot_of_root[out_root] = -2
     slot_size = []
     slot_free_after = []
     for r in sorted(start, key=lambda r: (start[r], r)):
-        if r in slot_of_root:
-            continue
         size = max(sizes[b] for b in range(n) if root(b) == r)
         chosen = -1
         for k in range(len(slot_size)):
@@ -645,44 +677,40 @@ def _layout(steps, sizes, out_buf):
             slot_free_after.append(-1)
         slot_size[chosen] = max(slot_size[chosen], size)
         slot_free_after[chosen] = end[r]
-        slot_of_root[r] = chosen
-    buf_slot = [slot_of_root.get(root(b), -1) for b in range(n)]
-    return buf_slot, slot_size, inplace
+        by_root[r] = (BUF_SCRATCH, chosen)
+    for b in range(n):
+        kind[b], index[b] = by_root.get(root(b), (BUF_SCRATCH, -1))
+    return kind, index, slot_size, inplace, copies
 
 
 # ---------------------------------------------------------------------------
 # Running
 
-cdef struct RunCtx:
-    const PlanData *d
-    const char *x
-    char *out
-    Py_ssize_t n
-    Py_ssize_t tile
-    char *scratch           # per thread: the slots, then the step workspace
-    Py_ssize_t *slot_off    # byte offset of each slot in a thread's scratch
-    Py_ssize_t work_off
-    Py_ssize_t thread_bytes
-    char **bufs             # per thread: nbufs buffer pointers
-    long next_tile
-    const Step *step        # column-parallel: the dense step
-    const char *src
-    char *dst
-
-
 cdef inline void _point_bufs(const PlanData *d, const RunCtx *c,
                              Py_ssize_t t0, char *scratch,
                              char **bufs) noexcept nogil:
     """bufs[i]: where buffer i's samples of the tile starting at t0 are."""
-    cdef int i, slot
+    cdef int i, k
     for i in range(d.nbufs):
-        slot = d.buf_slot[i]
-        if slot == -1:
-            bufs[i] = <char *>c.x + t0 * d.in_size * d.itemsize
-        elif slot == -2:
-            bufs[i] = c.out + t0 * d.out_size * d.itemsize
+        k = d.buf_index[i]
+        if d.buf_kind[i] == BUF_SCRATCH:
+            bufs[i] = scratch + c.slot_off[k]
+        elif d.buf_kind[i] == BUF_INPUT:
+            bufs[i] = <char *>c.xs[k] + t0 * d.in_sizes[k] * d.itemsize
+        elif d.buf_kind[i] == BUF_OUTPUT:
+            bufs[i] = c.outs[k] + t0 * d.out_sizes[k] * d.itemsize
         else:
-            bufs[i] = scratch + c.slot_off[slot]
+            bufs[i] = d.buf_param[i]
+
+
+cdef inline void _copies(const PlanData *d, const RunCtx *c, Py_ssize_t t0,
+                         Py_ssize_t b, char **bufs) noexcept nogil:
+    """Outputs that pass another buffer straight through."""
+    cdef int j, k
+    for j in range(d.ncopies):
+        k = d.copy_out[j]
+        memcpy(c.outs[k] + t0 * d.out_sizes[k] * d.itemsize,
+               bufs[d.copy_from[j]], b * d.out_sizes[k] * d.itemsize)
 
 
 cdef void _run_tile(const PlanData *d, const RunCtx *c, Py_ssize_t t0,
@@ -693,9 +721,7 @@ cdef void _run_tile(const PlanData *d, const RunCtx *c, Py_ssize_t t0,
     for i in range(d.nsteps):
         s = &d.steps[i]
         s.run(s, b, bufs, scratch + c.work_off)
-    if d.copy_out:
-        memcpy(c.out + t0 * d.out_size * d.itemsize,
-               c.x + t0 * d.in_size * d.itemsize, b * d.out_size * d.itemsize)
+    _copies(d, c, t0, b, bufs)
 
 
 cdef void _tiles_job(void *vctx, int tid, int nthreads) noexcept nogil:
@@ -763,12 +789,11 @@ cdef void _run_by_columns(RunCtx *c, int nthreads) noexcept nogil:
             fl_pool_run(_columns_job, c, nthreads)
         else:
             s.run(s, c.n, bufs, work)
-    if d.copy_out:
-        memcpy(c.out, c.x, c.n * d.out_size * d.itemsize)
+    _copies(d, c, 0, c.n, bufs)
 
 
 cdef class Plan:
-    """A compiled forward pass for one network, dtype and sample shape.
+    """A compiled forward pass for one network, dtype and sample shapes.
 
     Built by the compiler (:mod:`fastlazy._compile`) from typed steps; holds
     raw pointers into parameter storage (and references that keep it
@@ -778,66 +803,113 @@ cdef class Plan:
 
     def __cinit__(self):
         self.d.steps = NULL
-        self.d.buf_slot = NULL
+        self.d.buf_kind = NULL
+        self.d.buf_index = NULL
+        self.d.buf_param = NULL
         self.d.slot_size = NULL
         self.scratch = NULL
         self.scratch_bytes = 0
         self.scratch_busy = False
         self.stale = False
+        self.follows_input_dtype = False
 
     def __dealloc__(self):
         free(self.d.steps)
-        free(self.d.buf_slot)
+        free(self.d.buf_kind)
+        free(self.d.buf_index)
+        free(self.d.buf_param)
         free(self.d.slot_size)
         free(self.scratch)
 
-    def __init__(self, list steps, list sizes, int out_buf,
-                 tuple in_sample_shape, tuple out_sample_shape, dtype,
-                 str where="forward"):
+    def __init__(self, list steps, list sizes, list inputs, list outputs,
+                 list in_shapes, list out_shapes, dtype, dict params=None,
+                 str where="forward", bint as_tuple=False):
         """``steps``: typed steps (fastlazy._steps) in execution order,
-        already fused; ``sizes``: elements per sample of each buffer
-        (buffer 0 is the input); ``out_buf``: the buffer holding the
-        output; ``where`` names the network in error messages."""
+        already fused; ``sizes``: elements per sample of each buffer;
+        ``inputs``/``outputs``: the buffers of the network's inputs and
+        outputs, with their per-sample shapes in ``in_shapes`` and
+        ``out_shapes``; ``params``: buffer -> Parameter for buffers that
+        are a parameter's storage; ``where`` names the network in error
+        messages."""
         cdef Step *s
         cdef int i
         cdef PlanData *d = &self.d
+        cdef Parameter p
+        params = params or {}
         self.dtype = np.dtype(dtype)
         self.where = where
         self.typenum = self.dtype.num
         d.itemsize = self.dtype.itemsize
-        self.in_sample_shape = in_sample_shape
-        self.out_sample_shape = out_sample_shape
-        self.in_ndim = len(in_sample_shape) + 1
-        if len(out_sample_shape) + 1 > 32 or self.in_ndim > 32:
+        if not 1 <= len(inputs) <= FL_MAX_IO or \
+                not 1 <= len(outputs) <= FL_MAX_IO:
+            raise ShapeError(f"{where}: a compiled network takes 1 to "
+                             f"{FL_MAX_IO} inputs and outputs, got "
+                             f"{len(inputs)} and {len(outputs)}")
+        self.in_shapes = tuple(tuple(int(v) for v in t) for t in in_shapes)
+        self.out_shapes = tuple(tuple(int(v) for v in t) for t in out_shapes)
+        # a tuple back for several outputs, or for one returned as a tuple
+        self.multi_output = len(outputs) > 1 or as_tuple
+        self.in_sample_shape = self.in_shapes[0]
+        self.out_sample_shape = self.out_shapes[0]
+        self.in_ndim = len(self.in_sample_shape) + 1
+        if max(len(t) for t in self.in_shapes + self.out_shapes) + 1 > 32:
             raise ShapeError("fastlazy supports at most 32 dimensions")
-        for i, dim in enumerate(in_sample_shape):
+        for i, dim in enumerate(self.in_sample_shape):
             self.in_dims[i + 1] = dim
-        self.out_ndim = len(out_sample_shape) + 1
-        for i, dim in enumerate(out_sample_shape):
+        self.out_ndim = len(self.out_sample_shape) + 1
+        for i, dim in enumerate(self.out_sample_shape):
             self.out_dims[i + 1] = dim
-        d.in_size = prod(in_sample_shape)
-        d.out_size = prod(out_sample_shape)
-        if sizes[0] != d.in_size or sizes[out_buf] != d.out_size:
-            raise RuntimeError(f"{where}: plan buffers do not match the "
-                               f"input and output shapes")
-        buf_slot, slot_size, inplace = _layout(steps, sizes, out_buf)
+        d.nin = len(inputs)
+        d.nout = len(outputs)
+        for i in range(d.nin):
+            d.in_sizes[i] = prod(self.in_shapes[i])
+            if sizes[inputs[i]] != d.in_sizes[i]:
+                raise RuntimeError(f"{where}: input {i} does not match its "
+                                   f"buffer")
+        for i in range(d.nout):
+            d.out_sizes[i] = prod(self.out_shapes[i])
+            if sizes[outputs[i]] != d.out_sizes[i]:
+                raise RuntimeError(f"{where}: output {i} does not match its "
+                                   f"buffer")
+        kind, index, slot_size, inplace, copies = _layout(
+            steps, sizes, inputs, outputs, params)
         self.keep = []
         self.weights = [None] * len(steps)
         d.nsteps = len(steps)
         d.nbufs = len(sizes)
         d.nslots = len(slot_size)
-        d.copy_out = out_buf == 0 or buf_slot[out_buf] == -1
+        d.ncopies = len(copies)
+        for i, (k, b) in enumerate(copies):
+            if b in params:
+                raise ShapeError(f"{where}: output {k} is a parameter, not "
+                                 f"a function of the input")
+            d.copy_out[i] = k
+            d.copy_from[i] = b
         d.steps = <Step *>malloc(max(1, d.nsteps) * sizeof(Step))
-        d.buf_slot = <int *>malloc(max(1, d.nbufs) * sizeof(int))
+        d.buf_kind = <int *>malloc(max(1, d.nbufs) * sizeof(int))
+        d.buf_index = <int *>malloc(max(1, d.nbufs) * sizeof(int))
+        d.buf_param = <char **>malloc(max(1, d.nbufs) * sizeof(char *))
         d.slot_size = <Py_ssize_t *>malloc(max(1, d.nslots)
                                            * sizeof(Py_ssize_t))
-        if d.steps == NULL or d.buf_slot == NULL or d.slot_size == NULL:
+        if d.steps == NULL or d.buf_kind == NULL or d.buf_index == NULL or \
+                d.buf_param == NULL or d.slot_size == NULL:
             raise MemoryError()
         for i in range(d.nbufs):
-            d.buf_slot[i] = buf_slot[i]
+            d.buf_kind[i] = kind[i]
+            d.buf_index[i] = index[i]
+            d.buf_param[i] = NULL
+        for b, param in params.items():
+            p = param
+            if p._transposed:
+                raise ShapeError(f"{where}: parameter {p.name} is stored "
+                                 f"transposed (a Dense weight) and cannot be "
+                                 f"read as an array operand")
+            d.buf_param[b] = _param_ptr(p, self.dtype, self.keep)
         for i in range(d.nslots):
             d.slot_size[i] = slot_size[i]
-        d.max_width = max([d.in_size, d.out_size, 1] + list(slot_size))
+        d.max_width = max([1] + list(slot_size)
+                          + [d.in_sizes[i] for i in range(d.nin)]
+                          + [d.out_sizes[i] for i in range(d.nout)])
         d.max_work = 0
         d.macs = 0
         d.dense_macs = 0
@@ -859,23 +931,36 @@ cdef class Plan:
                 d.dense_macs += s.macs
                 self.weights[i] = st.weight
         for st in steps:
-            for p in st.params():
-                (<Parameter>p)._watch(self)
+            for param in st.params():
+                (<Parameter>param)._watch(self)
+        for param in params.values():
+            (<Parameter>param)._watch(self)
         self.config_epoch = _config_epoch
 
     def _invalidate(self):
         """Something this plan depends on changed: rebuild at the next call."""
         self.stale = True
 
+    def follow_input_dtype(self):
+        """A network without parameters: an input of the other float dtype
+        does not fit this plan (the network is compiled for it anew)."""
+        self.follows_input_dtype = True
+
     def is_current(self):
         """False once anything that matters to this plan has changed."""
         return not self.stale and self.config_epoch == _config_epoch
 
     @property
+    def n_inputs(self):
+        return self.d.nin
+
+    @property
     def buffer_slots(self):
-        """(slot of each buffer: -1 input, -2 output; per-sample size of
-        each slot) -- how the plan placed its intermediates."""
-        return ([self.d.buf_slot[i] for i in range(self.d.nbufs)],
+        """(slot of each scratch buffer, -1 for inputs, outputs and
+        parameters; per-sample size of each slot) -- how the plan placed
+        its intermediates."""
+        return ([self.d.buf_index[i] if self.d.buf_kind[i] == BUF_SCRATCH
+                 else -1 for i in range(self.d.nbufs)],
                 [self.d.slot_size[i] for i in range(self.d.nslots)])
 
     cdef Step *_packed_steps(self, Py_ssize_t tile) except? NULL:
@@ -926,19 +1011,14 @@ cdef class Plan:
         return t - t % 8
 
     cpdef object run(self, object x):
-        """Run on ``x``; None when ``x`` does not fit this plan's shapes
+        """Run on one input ``x``; None when ``x`` does not fit this plan
         (the caller then takes the slow path, which re-infers or raises)."""
         cdef cnp.ndarray arr
         cdef cnp.ndarray out
-        cdef Py_ssize_t n, i, need, off, isz = self.d.itemsize
+        cdef Py_ssize_t n, i
         cdef RunCtx c
-        cdef int nthreads = 1
-        cdef bint by_columns = False
-        cdef bint own_scratch = False
-        cdef Step *steps = NULL
-        cdef PlanData dcopy
-        cdef Py_ssize_t off_local[16]
-        cdef char *bufs_local[64]
+        if self.d.nin != 1:
+            return None
         # the kernels and BLAS read the input through typed pointers: it
         # must be aligned too (a misaligned view is copied by coerce)
         if cnp.PyArray_CheckExact(x) and \
@@ -948,21 +1028,76 @@ cdef class Plan:
                 cnp.PyArray_ISALIGNED(<cnp.ndarray>x):
             arr = <cnp.ndarray>x
         else:
+            if self.follows_input_dtype and \
+                    _input_float_dtype(x) != self.dtype:
+                return None
             arr = self.coerce(x)
+            if arr is None:
+                return None
         if cnp.PyArray_NDIM(arr) != self.in_ndim:
             return None
         for i in range(1, self.in_ndim):
             if cnp.PyArray_DIM(arr, i) != self.in_dims[i]:
                 return None
+        if self.multi_output:
+            return self._run((arr,))
         n = cnp.PyArray_DIM(arr, 0)
         self.out_dims[0] = n
         out = cnp.PyArray_EMPTY(self.out_ndim, <cnp.npy_intp *>self.out_dims,
                                 self.typenum, 0)
         if n == 0:
             return out
+        c.xs[0] = <const char *>cnp.PyArray_DATA(arr)
+        c.outs[0] = <char *>cnp.PyArray_DATA(out)
+        self._execute(&c, n)
+        return out
+
+    cdef object _run(self, tuple args):
+        """Run on one array per input; None when they do not fit."""
+        cdef RunCtx c
+        cdef Py_ssize_t n = -1, i
+        cdef cnp.ndarray arr
+        if len(args) != self.d.nin:
+            return None
+        arrs = []
+        for k, x in enumerate(args):
+            arr = self.coerce(x)
+            if arr is None or arr.ndim != len(self.in_shapes[k]) + 1 or \
+                    tuple((<object>arr).shape[1:]) != self.in_shapes[k]:
+                return None
+            if n < 0:
+                n = cnp.PyArray_DIM(arr, 0)
+            elif cnp.PyArray_DIM(arr, 0) != n:
+                raise ShapeError(
+                    f"{self.where}: the inputs must share their batch size; "
+                    f"input 0 has {n} rows, input {k} has "
+                    f"{cnp.PyArray_DIM(arr, 0)}")
+            arrs.append(arr)
+            c.xs[k] = <const char *>cnp.PyArray_DATA(arr)
+        outs = [np.empty((n,) + shape, dtype=self.dtype)
+                for shape in self.out_shapes]
+        for i in range(self.d.nout):
+            c.outs[i] = <char *>cnp.PyArray_DATA(<cnp.ndarray>outs[i])
+        if n > 0:
+            self._execute(&c, n)
+        return tuple(outs) if self.multi_output else outs[0]
+
+    def run_many(self, *args):
+        """Run on one array per input (``net(x, y)``); a tuple when the
+        network has several outputs.  None when the inputs do not fit."""
+        return self._run(args)
+
+    cdef int _execute(self, RunCtx *c, Py_ssize_t n) except -1:
+        """Run every step on ``n`` samples of c.xs into c.outs."""
+        cdef Py_ssize_t i, need, off, isz = self.d.itemsize
+        cdef int nthreads = 1
+        cdef bint by_columns = False
+        cdef bint own_scratch = False
+        cdef Step *steps = NULL
+        cdef PlanData dcopy
+        cdef Py_ssize_t off_local[16]
+        cdef char *bufs_local[64]
         c.d = &self.d
-        c.x = <const char *>cnp.PyArray_DATA(arr)
-        c.out = <char *>cnp.PyArray_DATA(out)
         c.n = n
         c.next_tile = 0
         c.tile = self._tile_rows()
@@ -989,7 +1124,7 @@ cdef class Plan:
             c.bufs = <char **>malloc(nthreads * self.d.nbufs
                                      * sizeof(char *))
         if c.slot_off == NULL or c.bufs == NULL:
-            _free_tables(&c, off_local, bufs_local)
+            _free_tables(c, off_local, bufs_local)
             raise MemoryError()
         off = 0
         for i in range(self.d.nslots):
@@ -1001,7 +1136,7 @@ cdef class Plan:
         if self.scratch_busy or need > self.scratch_bytes:
             c.scratch = <char *>aligned_alloc(64, max(64, need))
             if c.scratch == NULL:
-                _free_tables(&c, off_local, bufs_local)
+                _free_tables(c, off_local, bufs_local)
                 raise MemoryError(f"{self.where}: cannot allocate a "
                                   f"{need}-byte workspace for a batch of "
                                   f"{n}; score it in smaller chunks")
@@ -1022,7 +1157,7 @@ cdef class Plan:
                 free(c.scratch)
             else:
                 self.scratch_busy = False
-            _free_tables(&c, off_local, bufs_local)
+            _free_tables(c, off_local, bufs_local)
             raise
         if steps != NULL:
             dcopy = self.d
@@ -1030,24 +1165,41 @@ cdef class Plan:
             c.d = &dcopy
         with nogil:
             if by_columns:
-                _run_by_columns(&c, nthreads)
+                _run_by_columns(c, nthreads)
             elif nthreads > 1:
-                fl_pool_run(_tiles_job, &c, nthreads)
+                fl_pool_run(_tiles_job, c, nthreads)
             else:
-                _tiles_job(&c, 0, 1)
+                _tiles_job(c, 0, 1)
         free(steps)
         if own_scratch:
             free(c.scratch)
         else:
             self.scratch_busy = False
-        _free_tables(&c, off_local, bufs_local)
-        return out
+        _free_tables(c, off_local, bufs_local)
+        return 0
 
     cdef cnp.ndarray coerce(self, object x):
+        """``x`` as a C-ordered, aligned, native array of the plan's dtype,
+        or None for what the plan cannot take (a traced value)."""
+        if isinstance(x, _Traced):
+            return None
         arr = as_numeric_array(x, self.where)
         # C order, native byte order, aligned (ascontiguousarray would keep
         # a misaligned array as it is)
         return np.require(arr, dtype=self.dtype, requirements="CA")
+
+
+cdef object _input_float_dtype(object x):
+    """The dtype a network without parameters computes ``x`` in: its own
+    float32/float64 (native order), float32 for other arrays, None for
+    what is not an array yet (the slow path converts it first)."""
+    if not cnp.PyArray_Check(x):
+        return None
+    dt = (<cnp.ndarray>x).dtype
+    if dt.kind == "f" and dt.itemsize in (4, 8):
+        return np.dtype(np.float32) if dt.itemsize == 4 \
+            else np.dtype(np.float64)
+    return np.dtype(np.float32)
 
 
 cdef inline void _free_tables(RunCtx *c, Py_ssize_t *off_local,
@@ -1058,18 +1210,33 @@ cdef inline void _free_tables(RunCtx *c, Py_ssize_t *off_local,
         free(c.bufs)
 
 
-def block_call(self, x):
+# Values being traced through a network (fastlazy.ops.Sym) are not arrays:
+# a plan never runs on them, the slow path traces the block instead.
+_Traced = ()
+
+
+def set_traced_type(cls):
+    """Register the class of traced values (called by fastlazy.ops)."""
+    global _Traced
+    _Traced = cls
+
+
+def block_call(self, x, *more):
     """``Block.__call__``: one compiled call when the block has a current
     plan for this input; otherwise the compiler's slow path (shape
-    inference, deferred initialization, plan building, or plain Python)."""
+    inference, deferred initialization, plan building, tracing, or plain
+    Python)."""
     cdef object plan = getattr(self, "_plan", None)
     cdef object out
     if plan is not None and not (<Plan>plan).stale and \
             (<Plan>plan).config_epoch == _config_epoch:
-        out = (<Plan>plan).run(x)
+        if not more:
+            out = (<Plan>plan).run(x)
+        else:
+            out = (<Plan>plan)._run((x,) + more)
         if out is not None:
             return out
-    return self._call_slow(x)
+    return self._call_slow(x, *more)
 
 
 # ---------------------------------------------------------------------------

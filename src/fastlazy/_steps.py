@@ -21,7 +21,9 @@ from ._util import prod
 
 __all__ = ["DenseStep", "ActStep", "ConvGeometry", "FoldedBatchNorm",
            "ConvStep", "PoolGeometry", "PoolStep", "BatchNormStep",
-           "LayerNormStep", "StepBuilder", "fuse", "set_batchnorm_fusion",
+           "LayerNormStep", "BinaryStep", "ScalarStep", "ConcatStep",
+           "SliceStep", "ReduceStep", "SoftmaxStep", "PReluStep", "CopyStep",
+           "StepBuilder", "fuse", "set_batchnorm_fusion",
            "batchnorm_fusion"]
 
 # Activation codes are the kernels' (fastlazy._plan.ACTIVATIONS); 0 is none.
@@ -75,6 +77,8 @@ class _ActStepFields(NamedTuple):
     dst: int
     act: int
     size: int
+    alpha: float = 0.0      # leaky slope, elu alpha, clip low, swish beta
+    beta: float = 0.0       # clip high
 
 
 class ActStep(_ActStepFields, _Step):
@@ -213,14 +217,178 @@ class LayerNormStep(_LayerNormStepFields, _Step):
         return (self.gamma, self.beta)
 
 
-class StepBuilder:
-    """Collects the steps of one network: ``buffer(size)`` names a new
-    buffer of ``size`` values per sample; ``add(step)`` appends a step and
-    returns the buffer it writes.  Buffer 0 is the input."""
+# ---------------------------------------------------------------------------
+# Graph steps
 
-    def __init__(self, in_sample_shape):
-        self.sizes = [prod(in_sample_shape)]
+
+class _BinaryStepFields(NamedTuple):
+    src: int
+    src2: int
+    dst: int
+    op: str                 # 'add', 'sub', 'mul', 'div', 'max', 'min'
+    dims: tuple             # output per sample, 4 dimensions
+    a_strides: tuple        # (batch, d0, d1, d2, d3) in elements, 0: broadcast
+    b_strides: tuple
+    a_size: int             # values per sample of the first operand
+
+
+class BinaryStep(_BinaryStepFields, _Step):
+    """``dst = src op src2`` with NumPy broadcasting, by strides (a
+    parameter operand has batch stride 0)."""
+
+    __slots__ = ()
+
+    @property
+    def elementwise(self):
+        # in place over the first operand when it is read element by
+        # element in output order (not broadcast)
+        return self.a_size == prod(self.dims) and self.a_strides[0] != 0 \
+            and all(s != 0 or d == 1
+                    for s, d in zip(self.a_strides[1:], self.dims))
+
+    @property
+    def inputs(self):
+        return (self.src, self.src2)
+
+
+class _ScalarStepFields(NamedTuple):
+    src: int
+    dst: int
+    op: str                 # also 'rsub', 'rdiv' (value op x) and 'pow'
+    value: float
+    size: int
+
+
+class ScalarStep(_ScalarStepFields, _Step):
+    """``dst = src op value``, element-wise."""
+
+    __slots__ = ()
+    elementwise = True
+
+
+class _ConcatStepFields(NamedTuple):
+    srcs: tuple
+    dst: int
+    outer: int              # chunks per sample (the axes before the axis)
+    parts: tuple            # values of each input per chunk
+
+
+class ConcatStep(_ConcatStepFields, _Step):
+    """Concatenation along an axis: per chunk, each input's part in turn."""
+
+    __slots__ = ()
+
+    @property
+    def inputs(self):
+        return tuple(self.srcs)
+
+
+class _SliceStepFields(NamedTuple):
+    src: int
+    dst: int
+    outer: int
+    in_chunk: int
+    begin: int
+    out_chunk: int
+
+
+class SliceStep(_SliceStepFields, _Step):
+    """Per chunk of ``in_chunk`` values keep ``[begin, begin + out_chunk)``."""
+
+    __slots__ = ()
+
+
+class _ReduceStepFields(NamedTuple):
+    src: int
+    dst: int
+    op: str                 # 'sum', 'mean', 'max'
+    outer: int
+    mid: int
+    inner: int
+
+
+class ReduceStep(_ReduceStepFields, _Step):
+    """``(outer, mid, inner) -> (outer, inner)`` per sample."""
+
+    __slots__ = ()
+
+
+class _SoftmaxStepFields(NamedTuple):
+    src: int
+    dst: int
+    log: bool
+    outer: int
+    C: int
+    inner: int
+
+
+class SoftmaxStep(_SoftmaxStepFields, _Step):
+    """(log-)softmax over C at each of ``outer x inner`` positions."""
+
+    __slots__ = ()
+    elementwise = True
+
+
+class _PReluStepFields(NamedTuple):
+    src: int
+    dst: int
+    alpha: object           # Parameter: one slope, or one per channel
+    outer: int
+    C: int
+    inner: int
+
+
+class PReluStep(_PReluStepFields, _Step):
+    """``x if x > 0 else alpha[c] * x``."""
+
+    __slots__ = ()
+    elementwise = True
+
+    def _param_fields(self):
+        return (self.alpha,)
+
+
+class _CopyStepFields(NamedTuple):
+    src: int
+    dst: int
+    size: int
+
+
+class CopyStep(_CopyStepFields, _Step):
+    """``dst = src`` (a buffer passed on where a new one is needed)."""
+
+    __slots__ = ()
+
+
+class StepBuilder:
+    """Collects the steps of one network.  ``input(shape)`` names an input
+    buffer, ``param(p)`` a buffer that is parameter ``p``'s storage,
+    ``buffer(size)`` a new intermediate of ``size`` values per sample;
+    ``add(step)`` appends a step and returns the buffer it writes."""
+
+    def __init__(self, in_sample_shape=None):
+        self.sizes = []
         self.steps = []
+        self.inputs = []
+        self.in_shapes = []
+        self.params = {}            # buffer -> Parameter
+        self._param_bufs = {}       # id(Parameter) -> buffer
+        if in_sample_shape is not None:
+            self.input(in_sample_shape)
+
+    def input(self, sample_shape):
+        b = self.buffer(prod(sample_shape))
+        self.inputs.append(b)
+        self.in_shapes.append(tuple(sample_shape))
+        return b
+
+    def param(self, p):
+        b = self._param_bufs.get(id(p))
+        if b is None:
+            b = self.buffer(prod(p.shape))
+            self.params[b] = p
+            self._param_bufs[id(p)] = b
+        return b
 
     def buffer(self, size):
         self.sizes.append(int(size))
@@ -258,8 +426,9 @@ def _merge(prev, step):
     """``prev`` with ``step`` folded into it, or None.  ``step`` reads only
     ``prev``'s output, which nothing else reads."""
     if isinstance(step, ActStep):
+        # only the kernels' activations (codes below 16) run in epilogues
         if isinstance(prev, (DenseStep, ConvStep, BatchNormStep)) \
-                and prev.act == NO_ACT:
+                and prev.act == NO_ACT and step.act < 16:
             return prev._replace(act=step.act, dst=step.dst)
         return None
     if isinstance(step, BatchNormStep) and isinstance(prev, ConvStep) \
@@ -298,9 +467,11 @@ def fuse(steps, outputs):
             st = _renamed(st, rename)
         if isinstance(st, ActStep) and st.act == NO_ACT:
             rename[st.dst] = st.src
+            readers[st.src] = readers.get(st.src, 0) - 1 \
+                + readers.get(st.dst, 0)
             continue
-        i = producer.get(st.src) if len(st.inputs) == 1 else None
-        if i is not None and readers.get(st.src) == 1:
+        i = producer.get(st.inputs[0]) if len(st.inputs) == 1 else None
+        if i is not None and readers.get(st.inputs[0]) == 1:
             merged = _merge(out[i], st)
             if merged is not None:
                 out[i] = merged
@@ -313,5 +484,12 @@ def fuse(steps, outputs):
 
 
 def _renamed(st, rename):
-    src = rename.get(st.src, st.src)
-    return st if src == st.src else st._replace(src=src)
+    if isinstance(st, ConcatStep):
+        srcs = tuple(rename.get(b, b) for b in st.srcs)
+        return st if srcs == st.srcs else st._replace(srcs=srcs)
+    changes = {}
+    for field in ("src", "src2"):
+        b = getattr(st, field, None)
+        if b is not None and b in rename:
+            changes[field] = rename[b]
+    return st._replace(**changes) if changes else st

@@ -101,6 +101,8 @@ class Block:
         object.__setattr__(self, "_plan", None)
         # plans of this block or of a block containing it (see _watch_plan)
         object.__setattr__(self, "_plans", None)
+        # why the compiler runs this block eagerly, if it does
+        object.__setattr__(self, "_eager_reason", None)
         # this network's own lock: its first forward never waits for
         # another network's
         object.__setattr__(self, "_lock", threading.RLock())
@@ -165,6 +167,7 @@ class Block:
             for plan in list(plans):
                 plan._invalidate()
             plans.clear()
+        object.__setattr__(self, "_eager_reason", None)
 
     def register_child(self, block, name=None):
         """Add ``block`` as a child, under ``name`` (default: its index)."""
@@ -310,18 +313,33 @@ class Block:
 
     __call__ = block_call
 
-    def forward(self, x):
-        """Compute the output for ``x``; custom blocks override this."""
+    def forward(self, x, *args):
+        """Compute the output for ``x``; custom blocks override this.  A
+        built-in layer's forward is its compiled plan."""
+        if type(self)._plannable and self._eager_reason is None:
+            return self(x, *args)
         raise NotImplementedError(
-            f"{type(self).__name__} must implement forward(x)")
+            f"{type(self).__name__} must implement forward(x) (or derive "
+            f"from HybridBlock and implement hybrid_forward(F, x))")
 
     def _is_plannable(self):
-        if not type(self)._plannable:
+        """Whether the compiler traces this block (else: eager forward)."""
+        if self._eager_reason is not None:
             return False
-        return all(c._is_plannable() for c in self._children.values())
+        if type(self)._plannable:
+            return True
+        # a plain Block: compiled only if it is a container that keeps
+        # Block's own forward
+        return False
 
-    def _call_slow(self, x):
-        return _compile.call_slow(self, x)
+    def _fell_back(self, failed):
+        """Tracing failed (``failed``: fastlazy._compile.TraceFailed): run
+        eagerly until this block's structure changes."""
+        object.__setattr__(self, "_eager_reason",
+                           (failed.block.name, failed.reason))
+
+    def _call_slow(self, x, *more):
+        return _compile.call_slow(self, x, *more)
 
     def _infer(self, shape, pending):
         """The shape rule: output shape for input ``shape``, recording
@@ -339,15 +357,23 @@ class Block:
         (Dropout, Flatten: a buffer is flat per sample)."""
         return x
 
-    def _trace(self, builder, x, shape, pending):
-        """Infer shapes and emit steps for this block; returns
-        ``(output buffer, output shape)``."""
-        if self._children:
-            for child in self._children.values():
-                x, shape = child._trace(builder, x, shape, pending)
-            return x, shape
-        out = self._infer(shape, pending)
-        return self._emit(builder, x, shape, out), out
+    def _trace_sym(self, x, *more):
+        """This layer applied to traced values (fastlazy.ops.Sym): its
+        shape rule, then its steps.  Containers and HybridBlocks override
+        it."""
+        if self._eager_reason is not None:
+            raise _compile.TraceFailed(self, self._eager_reason[1])
+        if not type(self)._plannable:
+            raise _compile.TraceFailed(
+                self, "its forward() is Python code; derive from "
+                "HybridBlock and write hybrid_forward(F, x) to compile it")
+        if more:
+            raise TypeError(f"{type(self).__name__} '{self.name}' takes one "
+                            f"input, got {1 + len(more)}")
+        from .ops import Sym
+        out = self._infer(x.shape, x.ctx.pending)
+        buf = self._emit(x.ctx.builder, x.buf, x.shape, out)
+        return Sym(x.ctx, buf, out)
 
     def build(self, input_shape):
         """Finish deferred initialization for inputs of ``input_shape``
@@ -371,8 +397,10 @@ class Block:
                             f"built-in layers can be built from a shape; "
                             f"call it on an example input instead")
         with self._lock:
-            out = _compile.prepare(self, tuple(shape))
-        return (input_shape[0],) + tuple(out[1:])
+            out = _compile.prepare(self, [tuple(shape)])
+        if len(out) == 1:
+            return (input_shape[0],) + tuple(out[0][1:])
+        return tuple((input_shape[0],) + tuple(o[1:]) for o in out)
 
     # -- persistence -------------------------------------------------------
 
@@ -465,7 +493,51 @@ class Block:
         return summary(self, x)
 
 
-HybridBlock = Block
+class HybridBlock(Block):
+    """A block whose computation is ``hybrid_forward(F, x, *args,
+    **params)``, as in Gluon 1.x: ``F`` is :mod:`fastlazy.ops` and the
+    block's own registered parameters arrive as keyword arguments.
+
+    The first call for an input shape *traces* ``hybrid_forward`` into the
+    network's compiled plan (residuals, concatenations and children
+    included); later calls are one compiled call.  Code that cannot be
+    traced (Python control flow on values, NumPy functions) runs on the
+    eager path -- ``hybrid_forward`` on NumPy arrays, children still
+    compiled -- and ``fl.explain(net, x)`` says why.  ``hybridize()`` is
+    accepted and changes nothing.
+    """
+
+    _plannable = True
+
+    def hybrid_forward(self, F, x, *args, **kwargs):
+        """Override: compute the output from ``x`` with the operators of
+        ``F``; parameters registered on this block come as keywords."""
+        if self._children and type(self).hybrid_forward is \
+                HybridBlock.hybrid_forward:
+            raise NotImplementedError(
+                f"{type(self).__name__} '{self.name}' has children but no "
+                f"hybrid_forward(F, x); use HybridSequential to chain them")
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement hybrid_forward(F, x)")
+
+    def forward(self, x, *args):
+        """The eager path: ``hybrid_forward`` on NumPy arrays, with this
+        block's parameters' values."""
+        from . import ops
+        params = {}
+        for name, p in self._reg_params.items():
+            params[name] = p.data()
+        return self.hybrid_forward(ops, x, *args, **params)
+
+    def _trace_sym(self, x, *more):
+        from . import ops
+        params = {name: ops.Sym(x.ctx, None, None, param=p)
+                  for name, p in self._reg_params.items()}
+        return self.hybrid_forward(ops, x, *more, **params)
+
+    def _infer(self, shape, pending):
+        raise TypeError(f"{type(self).__name__} '{self.name}': shapes come "
+                        f"from tracing hybrid_forward")
 
 
 # ---------------------------------------------------------------------------
@@ -487,15 +559,31 @@ class Sequential(Block):
             self.register_child(block)
         return self
 
-    def forward(self, x):
+    def forward(self, x, *more):
         for block in self._children.values():
-            x = block(x)
+            x = block(x, *more)
+            more = ()
         return x
 
     def _is_plannable(self):
         if type(self).forward is not Sequential.forward:
             return False
         return super()._is_plannable()
+
+    def _trace_sym(self, x, *more):
+        if not self._is_plannable():
+            if self._eager_reason is not None:
+                raise _compile.TraceFailed(self, self._eager_reason[1])
+            raise _compile.TraceFailed(self, "its forward() is Python code")
+        for block in self._children.values():
+            x = _compile.trace_block(block, x, *more)
+            more = ()
+        return x
+
+    def _infer(self, shape, pending):
+        for child in self._children.values():
+            shape = child._infer(shape, pending)
+        return shape
 
     def __getitem__(self, key):
         layers = list(self._children.values())[key]
@@ -512,5 +600,12 @@ class Sequential(Block):
         return iter(self._children.values())
 
 
-class HybridSequential(Sequential):
-    """Gluon's HybridSequential: the same as :class:`Sequential` here."""
+class HybridSequential(Sequential, HybridBlock):
+    """Gluon's HybridSequential: a :class:`Sequential` that is also a
+    :class:`HybridBlock` (every fastlazy network is compiled)."""
+
+    def hybrid_forward(self, F, x, *more):
+        for block in self._children.values():
+            x = block(x, *more)
+            more = ()
+        return x

@@ -6,7 +6,8 @@ from ._util import is_int, prod
 from .block import Block
 from .errors import ShapeError
 
-__all__ = ["Dense", "Activation", "Dropout", "Flatten"]
+__all__ = ["Dense", "Activation", "Dropout", "Flatten", "LeakyReLU", "PReLU",
+           "ELU", "SELU", "GELU", "Swish"]
 
 
 class Dense(Block):
@@ -179,3 +180,98 @@ class Flatten(Block):
 
     def __repr__(self):
         return "Flatten"
+
+
+# ---------------------------------------------------------------------------
+# Activation layers with arguments (Gluon's nn.LeakyReLU, PReLU, ELU, SELU,
+# GELU, Swish): HybridBlocks over F's operators, as in Gluon, so they
+# compile through the same trace as any user block.
+
+from .block import HybridBlock  # noqa: E402  (after Block's layers)
+
+
+class LeakyReLU(HybridBlock):
+    """``x if x > 0 else alpha * x``."""
+
+    def __init__(self, alpha, prefix=None, params=None):
+        if float(alpha) < 0:
+            raise ValueError(f"LeakyReLU: alpha must be >= 0, got {alpha!r}")
+        super().__init__(prefix=prefix, params=params)
+        self._alpha = float(alpha)
+
+    def hybrid_forward(self, F, x):
+        return F.LeakyReLU(x, act_type="leaky", slope=self._alpha)
+
+    def __repr__(self):
+        return f"LeakyReLU({self._alpha})"
+
+
+class PReLU(HybridBlock):
+    """``x if x > 0 else alpha * x`` with a learned ``alpha``: one slope
+    (``in_channels=1``, Gluon's default) or one per channel of axis 1."""
+
+    def __init__(self, alpha_initializer=None, in_channels=1, prefix=None,
+                 params=None):
+        super().__init__(prefix=prefix, params=params)
+        from .initializers import Constant
+        if not is_int(in_channels) or in_channels < 0:
+            raise ValueError(f"PReLU: in_channels must be a non-negative "
+                             f"int, got {in_channels!r}")
+        self.alpha = self.params.get(
+            "alpha", shape=(in_channels,),
+            init=alpha_initializer if alpha_initializer is not None
+            else Constant(0.25), allow_deferred_init=True)
+
+    def hybrid_forward(self, F, x, alpha):
+        return F.LeakyReLU(x, gamma=alpha, act_type="prelu")
+
+    def __repr__(self):
+        return f"PReLU(in_channels={self.alpha.shape[0]})"
+
+
+class ELU(HybridBlock):
+    """``x if x > 0 else alpha * (exp(x) - 1)``."""
+
+    def __init__(self, alpha=1.0, prefix=None, params=None):
+        super().__init__(prefix=prefix, params=params)
+        self._alpha = float(alpha)
+
+    def hybrid_forward(self, F, x):
+        return F.LeakyReLU(x, act_type="elu", slope=self._alpha)
+
+    def __repr__(self):
+        return f"ELU({self._alpha})"
+
+
+class SELU(HybridBlock):
+    """Scaled ELU with the self-normalizing constants."""
+
+    def hybrid_forward(self, F, x):
+        return F.LeakyReLU(x, act_type="selu")
+
+    def __repr__(self):
+        return "SELU()"
+
+
+class GELU(HybridBlock):
+    """``0.5 * x * (1 + erf(x / sqrt(2)))``."""
+
+    def hybrid_forward(self, F, x):
+        return F.LeakyReLU(x, act_type="gelu")
+
+    def __repr__(self):
+        return "GELU()"
+
+
+class Swish(HybridBlock):
+    """``x * sigmoid(beta * x)``, one compiled step."""
+
+    def __init__(self, beta=1.0, prefix=None, params=None):
+        super().__init__(prefix=prefix, params=params)
+        self._beta = float(beta)
+
+    def hybrid_forward(self, F, x):
+        return F.swish(x, beta=self._beta)
+
+    def __repr__(self):
+        return f"Swish({self._beta})"

@@ -1,0 +1,1 @@
+"""Where MXNet 1.x keeps some of Gluon: ``fl.contrib.nn``."""
