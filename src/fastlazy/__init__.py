@@ -20,7 +20,8 @@ from . import _load_blas
 
 _BLAS_PATH = _load_blas.load()
 
-from . import init, nn, random
+from . import init, nn, ops, random
+from . import ops as F
 from ._parameter import Parameter
 from ._plan import get_num_threads, set_num_threads
 from .errors import (DeferredInitializationError, FastLazyError,
@@ -33,7 +34,8 @@ __version__ = "0.1.0"
 __all__ = ["Parameter", "ParameterDict", "FastLazyError",
            "DeferredInitializationError", "ShapeError", "ParameterFileError",
            "ParameterShapeError", "UnsupportedOperatorError",
-           "load_mxnet_export", "nn", "init", "random", "show_config",
+           "load_mxnet_export", "nn", "init", "random", "ops", "F",
+           "explain", "show_config",
            "set_num_threads", "get_num_threads", "__version__"]
 
 
@@ -46,6 +48,15 @@ def load_mxnet_export(prefix, epoch=0, *, dtype=None, symbol_file=None,
     from .mxnet.export import load_mxnet_export as load
     return load(prefix, epoch, dtype=dtype, symbol_file=symbol_file,
                 param_file=param_file)
+
+
+def explain(net, *inputs, file=None):
+    """Say how ``net`` runs on ``inputs`` (arrays, or shapes with None for
+    the batch): as one compiled plan, with its steps, or on the eager path,
+    naming the block whose code could not be compiled and why.  Changes
+    nothing; prints the report and returns it."""
+    from ._compile import explain as _explain
+    return _explain(net, *inputs, file=file)
 
 
 def show_config(file=None):
