@@ -35,7 +35,7 @@ from ._steps import (ActStep, BatchNormStep, BinaryStep, ConcatStep,
                      PoolGeometry, PoolStep, PReluStep, ReduceStep,
                      ScalarStep, SliceStep, SoftmaxStep)
 from ._util import is_int, prod
-from .errors import DeferredInitializationError, FastLazyError, ShapeError
+from .errors import DeferredInitializationError, ShapeError
 
 __all__ = [
     "Sym", "TraceError", "FullyConnected", "Convolution", "Pooling",
@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 
-class TraceError(FastLazyError, TypeError):
+class TraceError(TypeError):
     """A value being compiled was used in a way the plan cannot express
     (Python control flow on it, a NumPy function, an unsupported
     argument).  The block runs on the eager path instead."""
@@ -404,11 +404,11 @@ def LeakyReLU(data, gamma=None, act_type="leaky", slope=0.25,
         if act_type == "gelu":
             return _act_step(x, _plan.ACTIVATIONS["gelu"])
         if act_type == "leaky":
-            return _act_step(x, _plan.ACT_LEAKY, float(slope))
+            return _act_step(x, _plan.EXTRA_ACTIVATIONS["leaky"], float(slope))
         if act_type == "elu":
-            return _act_step(x, _plan.ACT_ELU, float(slope))
+            return _act_step(x, _plan.EXTRA_ACTIVATIONS["elu"], float(slope))
         if act_type == "selu":
-            return _act_step(x, _plan.ACT_SELU)
+            return _act_step(x, _plan.EXTRA_ACTIVATIONS["selu"])
         alpha = _param(gamma, "LeakyReLU(prelu): gamma")
         shape = x.shape
         c = shape[1] if len(shape) > 1 else 1
@@ -443,7 +443,7 @@ def LeakyReLU(data, gamma=None, act_type="leaky", slope=0.25,
 def swish(data, beta=1.0, **kwargs):
     """``x * sigmoid(beta * x)`` (one step when compiled)."""
     if isinstance(data, Sym):
-        return _act_step(data, _plan.ACT_SWISH, float(beta))
+        return _act_step(data, _plan.EXTRA_ACTIVATIONS["swish"], float(beta))
     z = _np_float(data)
     v = z.astype(np.float64)
     return (v * _np_act(beta * v, "sigmoid")).astype(z.dtype)
@@ -453,7 +453,7 @@ def clip(data, a_min, a_max, **kwargs):
     """Values clipped to [a_min, a_max] (relu6 is ``clip(x, 0, 6)``)."""
     lo, hi = float(a_min), float(a_max)
     if isinstance(data, Sym):
-        return _act_step(data, _plan.ACT_CLIP, lo, hi)
+        return _act_step(data, _plan.EXTRA_ACTIVATIONS["clip"], lo, hi)
     z = _np_float(data)
     return np.clip(z, lo, hi).astype(z.dtype)
 
