@@ -548,3 +548,106 @@ def test_random_dags_match_numpy(prog, k, n, seed):
     assert compiled(net), net._eager_reason
     eager = nn.HybridBlock.forward(net, x.astype(np.float32))
     np.testing.assert_allclose(y, eager, rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# BatchNorm folded into the Dense or Conv2D before it, wherever it alone
+# reads that layer's output
+
+
+def bn_ref(bn, z, axis=1):
+    shape = [1] * z.ndim
+    shape[axis] = -1
+    g = bn.gamma.data().astype(np.float64).reshape(shape)
+    b = bn.beta.data().astype(np.float64).reshape(shape)
+    m = bn.running_mean.data().astype(np.float64).reshape(shape)
+    v = bn.running_var.data().astype(np.float64).reshape(shape)
+    return (z - m) / np.sqrt(v + bn._eps) * g + b
+
+
+def randomize_bn(bn, rng):
+    c = bn.gamma.shape[0]
+    bn.gamma.set_data(rng.uniform(0.5, 1.5, c))
+    bn.beta.set_data(rng.uniform(-0.2, 0.2, c))
+    bn.running_mean.set_data(rng.uniform(-0.2, 0.2, c))
+    bn.running_var.set_data(rng.uniform(0.5, 1.5, c))
+
+
+@pytest.mark.parametrize("route", ["auto", "own", "blas", "packed"])
+@pytest.mark.parametrize("batch", [1, 3, 64])
+@pytest.mark.parametrize("act", [None, "relu", "sigmoid"])
+def test_dense_batchnorm_folds(route, batch, act):
+    from fastlazy import _compile, _plan, _steps
+    net = nn.HybridSequential()
+    net.add(nn.Dense(96), nn.BatchNorm())
+    if act:
+        net.add(nn.Activation(act))
+    net.initialize(init=init.Xavier())
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((batch, 40)).astype(np.float32)
+    net(x)
+    randomize_bn(net[1], rng)
+    old = _plan.set_tuning(kernel_route=route)
+    try:
+        y = net(x)
+        kinds = [type(s).__name__ for s in
+                 _compile.fused_steps(net, x.shape)]
+        assert kinds == ["DenseStep"]
+        z = bn_ref(net[1], dense_ref(net[0], x))
+        if act == "relu":
+            z = relu(z)
+        elif act == "sigmoid":
+            z = 1 / (1 + np.exp(-z))
+        np.testing.assert_allclose(y, z, rtol=1e-4, atol=1e-5)
+        # writes to the BatchNorm are seen at the next call
+        net[1].running_mean.set_data(np.zeros(96))
+        z2 = bn_ref(net[1], dense_ref(net[0], x))
+        if act == "relu":
+            z2 = relu(z2)
+        elif act == "sigmoid":
+            z2 = 1 / (1 + np.exp(-z2))
+        np.testing.assert_allclose(net(x), z2, rtol=1e-4, atol=1e-5)
+        off = _steps.set_batchnorm_fusion(False)
+        try:
+            np.testing.assert_allclose(net(x), z2, rtol=1e-4, atol=1e-5)
+        finally:
+            _steps.set_batchnorm_fusion(off)
+    finally:
+        _plan.set_tuning(kernel_route=old[0])
+
+
+def test_batchnorm_folds_inside_a_graph_not_when_shared():
+    from fastlazy import _compile
+
+    class Branchy(nn.HybridBlock):
+        def __init__(self, share):
+            super().__init__()
+            self.share = share
+            with self.name_scope():
+                self.conv = nn.Conv2D(4, 3, padding=1)
+                self.bn = nn.BatchNorm()
+                self.other = nn.Conv2D(4, 1)
+
+        def hybrid_forward(self, F, x):
+            c = self.conv(x)
+            y = F.relu(self.bn(c))
+            if self.share:          # the conv's output read twice
+                return y + c
+            return y + self.other(x)
+
+    x = np.random.default_rng(14).standard_normal((2, 3, 6, 6))
+    for share, expect in ((False, ["ConvStep", "ConvStep", "BinaryStep"]),
+                          (True, ["ConvStep", "BatchNormStep",
+                                  "BinaryStep"])):
+        net = Branchy(share)
+        net.initialize()
+        y = net(x)
+        assert compiled(net)
+        randomize_bn(net.bn, np.random.default_rng(15))
+        y = net(x)
+        kinds = [type(s).__name__ for s in _compile.fused_steps(net, x.shape)]
+        assert kinds == expect
+        c = net.conv(x).astype(np.float64)
+        ref = relu(bn_ref(net.bn, c))
+        ref = ref + (c if share else net.other(x))
+        np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-5)

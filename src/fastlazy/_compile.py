@@ -105,23 +105,35 @@ def _trace(block, in_shapes):
         pending, isinstance(out, (tuple, list))
 
 
-def _finish(block, pending):
-    """Complete the shapes in ``pending`` and run every deferred
-    initializer, as one transaction: on any error every parameter is
-    restored as it was."""
+def _used_params(builder):
+    """The parameters the traced steps read (a child the network never
+    calls keeps its deferred parameters deferred, as in Gluon)."""
+    used = {id(p): p for st in builder.steps for p in st.params()}
+    used.update((id(p), p) for p in builder.params.values())
+    return used
+
+
+def _finish(block, pending, used):
+    """Complete the shapes in ``pending`` and run the deferred initializer
+    of every parameter the network reads (``used``: id -> Parameter), as
+    one transaction: on any error every parameter is restored as it was."""
+    from .errors import DeferredInitializationError
     params = list(block.collect_params().values())
+    params += [p for p in used.values()
+               if not any(p is q for q in params)]
     for p in params:
-        if p.state == "unset":
-            from .errors import DeferredInitializationError
+        if p.state == "unset" and id(p) in used:
             raise DeferredInitializationError(p._not_ready_message())
-    if not pending and all(p.is_initialized for p in params):
+    if not pending and all(p.is_initialized for p in params
+                           if id(p) in used):
         return
     snaps = [(p, p._snapshot()) for p in params]
     try:
         for p, shape in pending.items():
             p.shape = shape
         for p in params:
-            if p.state == "deferred":
+            if p.state == "deferred" and (id(p) in used
+                                          or p.shape_is_known()):
                 p._finish_deferred_init()
     except BaseException:
         for p, snap in snaps:
@@ -132,15 +144,15 @@ def _finish(block, pending):
 def prepare(block, in_shapes):
     """Trace ``block`` for ``in_shapes``, then complete shapes and finish
     deferred initialization as one transaction; returns the output shapes."""
-    _, _, out_shapes, pending, _ = _trace(block, in_shapes)
-    _finish(block, pending)
+    builder, _, out_shapes, pending, _ = _trace(block, in_shapes)
+    _finish(block, pending, _used_params(builder))
     return out_shapes
 
 
 def compile_plan(block, in_shapes, dtype):
     """Prepare ``block`` for ``in_shapes`` and build its plan."""
     builder, outs, out_shapes, pending, multi = _trace(block, in_shapes)
-    _finish(block, pending)
+    _finish(block, pending, _used_params(builder))
     steps, outs = fuse(builder.steps, outs)
     plan = Plan(steps, builder.sizes, builder.inputs, outs,
                 builder.in_shapes, [s[1:] for s in out_shapes], dtype,

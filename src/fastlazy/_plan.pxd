@@ -43,6 +43,14 @@ cdef struct DenseArgs:
     void *wparam        # the weight's Parameter (kept alive by the plan)
     int act
     int route           # -1: by shape; else a DenseRoute (test twins)
+    # a BatchNorm over the output features folded into the output pass
+    # (bn_mean NULL when none): y = act((x @ w) * scale + shift), scale and
+    # shift from gamma, beta, the running statistics and the bias
+    char *bn_gamma
+    char *bn_beta
+    char *bn_mean
+    char *bn_var
+    double bn_eps
     Py_ssize_t rows     # matrix rows per sample (flatten=False: several)
     Py_ssize_t K        # input features
     Py_ssize_t M        # output features

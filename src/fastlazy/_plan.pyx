@@ -23,6 +23,7 @@ instruction set, tuning: :func:`invalidate_all`).
 import numpy as np
 
 cimport numpy as cnp
+from cython cimport floating
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
@@ -356,6 +357,54 @@ cdef inline void _bias_act(Py_ssize_t itemsize, Py_ssize_t rows,
                            act)
 
 
+cdef inline void _dense_bn_typed(const DenseArgs *a, Py_ssize_t rows,
+                                 floating *y, Py_ssize_t m0,
+                                 Py_ssize_t mc) noexcept nogil:
+    """Columns [m0, m0 + mc) of y (rows x M): the folded BatchNorm (with
+    the bias) and the activation, 64 columns of coefficients at a time."""
+    cdef floating scale[64]
+    cdef floating shift[64]
+    cdef Py_ssize_t c0, cn, r, j, M = a.M
+    cdef const floating *bias = <const floating *>a.bias
+    cdef floating *row
+    c0 = 0
+    while c0 < mc:
+        cn = mc - c0 if mc - c0 < 64 else 64
+        if floating is float:
+            fl_bn_coeffs_f32(cn, NULL if a.bn_gamma == NULL
+                             else <const float *>a.bn_gamma + m0 + c0,
+                             NULL if a.bn_beta == NULL
+                             else <const float *>a.bn_beta + m0 + c0,
+                             <const float *>a.bn_mean + m0 + c0,
+                             <const float *>a.bn_var + m0 + c0,
+                             NULL if bias == NULL else bias + m0 + c0,
+                             a.bn_eps, scale, shift)
+        else:
+            fl_bn_coeffs_f64(cn, NULL if a.bn_gamma == NULL
+                             else <const double *>a.bn_gamma + m0 + c0,
+                             NULL if a.bn_beta == NULL
+                             else <const double *>a.bn_beta + m0 + c0,
+                             <const double *>a.bn_mean + m0 + c0,
+                             <const double *>a.bn_var + m0 + c0,
+                             NULL if bias == NULL else bias + m0 + c0,
+                             a.bn_eps, scale, shift)
+        for r in range(rows):
+            row = y + r * M + m0 + c0
+            for j in range(cn):
+                row[j] = row[j] * scale[j] + shift[j]
+            if a.act != FL_ACT_NONE:
+                _act(sizeof(floating), <char *>row, cn, a.act)
+        c0 += cn
+
+
+cdef inline void _dense_bn(const Step *s, Py_ssize_t rows, char *y,
+                           Py_ssize_t m0, Py_ssize_t mc) noexcept nogil:
+    if s.itemsize == 4:
+        _dense_bn_typed(&s.a.dense, rows, <float *>y, m0, mc)
+    else:
+        _dense_bn_typed(&s.a.dense, rows, <double *>y, m0, mc)
+
+
 cdef void _dense_columns(const Step *s, Py_ssize_t rows, const char *x,
                          char *y, Py_ssize_t m0, Py_ssize_t mc) noexcept nogil:
     """Output columns [m0, m0 + mc) of a dense step over ``rows`` rows,
@@ -365,6 +414,11 @@ cdef void _dense_columns(const Step *s, Py_ssize_t rows, const char *x,
     cdef Py_ssize_t isz = s.itemsize, M = a.M
     cdef const char *b = NULL if a.bias == NULL else a.bias + m0 * isz
     cdef int act = a.act
+    cdef bint bn = a.bn_mean != NULL
+    if bn:
+        # bias and activation come after the BatchNorm
+        b = NULL
+        act = FL_ACT_NONE
     if _dense_route(a, rows) == ROUTE_SMALL and m0 == 0 and mc == M:
         if isz == 4:
             fl_kt.dense_f32(rows, a.K, M, <const float *>x, a.K,
@@ -377,9 +431,12 @@ cdef void _dense_columns(const Step *s, Py_ssize_t rows, const char *x,
             fl_kt.dense_f64(rows, a.K, M, <const double *>x, a.K,
                             <const double *>a.w, <const double *>b,
                             <double *>y, M, act)
-        return
-    _gemv_gemm(isz, rows, a.K, mc, x, a.w + m0 * isz, M, y + m0 * isz, M)
-    _bias_act(isz, rows, mc, y + m0 * isz, M, b, act)
+    else:
+        _gemv_gemm(isz, rows, a.K, mc, x, a.w + m0 * isz, M, y + m0 * isz,
+                   M)
+        _bias_act(isz, rows, mc, y + m0 * isz, M, b, act)
+    if bn:
+        _dense_bn(s, rows, y, m0, mc)
 
 
 cdef void _dense_panels(const Step *s, Py_ssize_t rows, const char *x,
@@ -387,21 +444,27 @@ cdef void _dense_panels(const Step *s, Py_ssize_t rows, const char *x,
     """Panels [p0, p1) of a dense step on its packed weights."""
     cdef const DenseArgs *a = &s.a.dense
     cdef Py_ssize_t M = a.M, m0, mc, r
+    cdef int nr = fl_kt.nr_f32 if s.itemsize == 4 else fl_kt.nr_f64
+    cdef bint bn = a.bn_mean != NULL
+    cdef const char *bias = NULL if bn else a.bias
+    cdef int act = FL_ACT_NONE if bn else a.act
+    m0 = p0 * nr
+    mc = (M if p1 * nr > M else p1 * nr) - m0
     if s.itemsize == 4:
         fl_kt.gemm_packed_f32(rows, a.K, M, <const float *>x, a.K,
                               <const float *>a.packed, p0, p1,
-                              <const float *>a.bias, <float *>y, M,
-                              FL_ACT_NONE if a.act == FL_ACT_SIGMOID
-                              else a.act)
-        if a.act == FL_ACT_SIGMOID:
-            m0 = p0 * fl_kt.nr_f32
-            mc = (M if p1 * fl_kt.nr_f32 > M else p1 * fl_kt.nr_f32) - m0
+                              <const float *>bias, <float *>y, M,
+                              FL_ACT_NONE if act == FL_ACT_SIGMOID
+                              else act)
+        if act == FL_ACT_SIGMOID:
             for r in range(rows):
                 fl_vsigmoid_f32(<float *>y + r * M + m0, mc)
     else:
         fl_kt.gemm_packed_f64(rows, a.K, M, <const double *>x, a.K,
                               <const double *>a.packed, p0, p1,
-                              <const double *>a.bias, <double *>y, M, a.act)
+                              <const double *>bias, <double *>y, M, act)
+    if bn:
+        _dense_bn(s, rows, y, m0, mc)
 
 
 cdef inline Py_ssize_t _npanels(const Step *s) noexcept nogil:
@@ -537,6 +600,12 @@ cdef int _fill_dense(Step *s, object st, object dtype, list keep) except -1:
     s.macs = st.rows * st.K * st.M
     a.w = _param_ptr(st.weight, dtype, keep, True)
     a.bias = _opt_ptr(st.bias, dtype, keep)
+    if st.bn is not None:
+        a.bn_gamma = _opt_ptr(st.bn.gamma, dtype, keep)
+        a.bn_beta = _opt_ptr(st.bn.beta, dtype, keep)
+        a.bn_mean = _param_ptr(st.bn.mean, dtype, keep)
+        a.bn_var = _param_ptr(st.bn.var, dtype, keep)
+        a.bn_eps = st.bn.eps
     keep.append(st.weight)
     a.wparam = <void *>st.weight
     return 0

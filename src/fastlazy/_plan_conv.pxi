@@ -14,7 +14,6 @@
 # convolution), so writes through ``Parameter.data()`` are seen at once, as
 # for every other parameter; no folded copy of the weights is kept.
 
-from cython cimport floating
 
 cdef extern from "fl_conv.h" nogil:
     void fl_im2col_f32(const float *x, Py_ssize_t Cg, Py_ssize_t H,

@@ -61,6 +61,7 @@ class _DenseStepFields(NamedTuple):
     rows: int               # matrix rows per sample (flatten=False: many)
     K: int                  # input features
     M: int                  # output features
+    bn: Optional["FoldedBatchNorm"] = None   # over the M output features
 
 
 class DenseStep(_DenseStepFields, _Step):
@@ -69,7 +70,8 @@ class DenseStep(_DenseStepFields, _Step):
     __slots__ = ()
 
     def _param_fields(self):
-        return (self.weight, self.bias)
+        bn = self.bn
+        return (self.weight, self.bias) + (tuple(bn[:4]) if bn else ())
 
 
 class _ActStepFields(NamedTuple):
@@ -431,10 +433,18 @@ def _merge(prev, step):
                 and prev.act == NO_ACT and step.act < 16:
             return prev._replace(act=step.act, dst=step.dst)
         return None
-    if isinstance(step, BatchNormStep) and isinstance(prev, ConvStep) \
-            and _fuse_batchnorm and prev.act == NO_ACT and prev.bn is None:
-        g = prev.geom
-        if step.outer == 1 and step.C == g.O and step.inner == g.OH * g.OW:
+    if isinstance(step, BatchNormStep) and _fuse_batchnorm and \
+            isinstance(prev, (ConvStep, DenseStep)) and \
+            prev.act == NO_ACT and prev.bn is None:
+        if isinstance(prev, ConvStep):
+            g = prev.geom
+            fits = step.outer == 1 and step.C == g.O and \
+                step.inner == g.OH * g.OW
+        else:
+            # per output feature: (rows, M) per sample, normalized over M
+            fits = step.outer == prev.rows and step.C == prev.M and \
+                step.inner == 1
+        if fits:
             bn = FoldedBatchNorm(step.gamma, step.beta, step.mean, step.var,
                                  step.eps)
             return prev._replace(bn=bn, act=step.act, dst=step.dst)
@@ -447,8 +457,10 @@ def fuse(steps, outputs):
     renamed where a fold removed them.
 
     * an activation into a Dense, Conv2D or BatchNorm step without one;
-    * a BatchNorm over a convolution's output channels into the
-      convolution (``set_batchnorm_fusion``), with its activation;
+    * a BatchNorm over a convolution's output channels, or over a Dense
+      layer's output features, into that step (``set_batchnorm_fusion``),
+      with its activation -- wherever the BatchNorm alone reads the
+      layer's output, in a chain or a graph;
     * an activation ``None`` disappears.
 
     A step is folded only when it alone reads its producer's output.
