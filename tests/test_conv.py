@@ -846,3 +846,49 @@ def test_vectorised_sigmoid_of_the_epilogue(level):
         np.testing.assert_allclose(net(x), ref, **TOL[np.float32])
     finally:
         _plan.set_isa(None)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k,s,p,d", [(3, 1, 1, 1), (3, 2, 1, 1), (5, 1, 2, 1),
+                                     (3, 1, 2, 2), (3, 2, 0, 1), (1, 1, 0, 1),
+                                     (4, 3, 1, 1), (3, 1, 0, 3)])
+@pytest.mark.parametrize("act", [None, "relu", "sigmoid"])
+def test_depthwise_direct_kernel(dtype, k, s, p, d, act):
+    """Depthwise convolutions (groups == channels, MobileNet's) run a
+    direct kernel: against NumPy and against the im2col + GEMM route, with
+    a BatchNorm folded in."""
+    c = 6
+    net = nn.Sequential()
+    net.add(nn.Conv2D(c, k, strides=s, padding=p, dilation=d, groups=c,
+                      dtype=dtype),
+            nn.BatchNorm(dtype=dtype))
+    if act:
+        net.add(nn.Activation(act))
+    net.initialize()
+    rng = np.random.default_rng(k * 100 + s * 10 + p + d)
+    x = rng.standard_normal((3, c, 11, 9)).astype(dtype)
+    net(x)
+    fill(net[0], seed=3, dtype=dtype)
+    bn = net[1]
+    bn.running_mean.set_data(rng.uniform(-0.2, 0.2, c))
+    bn.running_var.set_data(rng.uniform(0.5, 1.5, c))
+    bn.gamma.set_data(rng.uniform(0.5, 1.5, c))
+    direct = net(x)
+    old = _plan.set_conv_tuning(depthwise=False)
+    try:
+        gemm = net(x)
+    finally:
+        _plan.set_conv_tuning(*old)
+    w = net[0].weight.data()
+    ref = conv2d_ref(x, w, net[0].bias.data(), (s, s), (p, p), (d, d), c)
+    shape = (1, c, 1, 1)
+    ref = (ref - bn.running_mean.data().reshape(shape)) / np.sqrt(
+        bn.running_var.data().reshape(shape) + 1e-5) * \
+        bn.gamma.data().reshape(shape) + bn.beta.data().reshape(shape)
+    if act == "relu":
+        ref = np.maximum(ref, 0)
+    elif act == "sigmoid":
+        ref = 1 / (1 + np.exp(-ref))
+    tol = TOL[dtype]
+    np.testing.assert_allclose(direct, ref, **tol)
+    np.testing.assert_allclose(direct, gemm, **tol)

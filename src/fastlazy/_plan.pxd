@@ -79,6 +79,7 @@ cdef struct ConvArgs:
     # packing); < 0 -(samples packed side by side per GEMM)
     Py_ssize_t block_rows
     Py_ssize_t slots    # im2col slots in the workspace (threads of a big one)
+    bint depthwise      # groups == channels: the direct kernel, no im2col
 
 
 cdef struct PoolGeometry:

@@ -97,19 +97,24 @@ cdef Py_ssize_t _CONV_COL_BYTES = 1 << 19
 # channel pack several whole samples side by side, so that one GEMM is about
 # this wide (BLAS runs narrow products poorly); 0 turns batching off.
 cdef Py_ssize_t _CONV_BATCH_COLS = 1024
+# Depthwise convolutions (groups == channels) run the direct kernel
+cdef bint _CONV_DEPTHWISE = True
 
 
-def set_conv_tuning(col_bytes=None, batch_cols=None):
-    """Set the target size in bytes of one im2col block, and the GEMM width
-    that batching samples aims at (0: never batch).  For benches and tests;
-    returns the previous ``(col_bytes, batch_cols)``.  Plans are rebuilt on
-    their next call."""
-    global _CONV_COL_BYTES, _CONV_BATCH_COLS
-    old = (_CONV_COL_BYTES, _CONV_BATCH_COLS)
+def set_conv_tuning(col_bytes=None, batch_cols=None, depthwise=None):
+    """Set the target size in bytes of one im2col block, the GEMM width
+    that batching samples aims at (0: never batch), and whether depthwise
+    convolutions run the direct kernel (else im2col + GEMM per group).
+    For benches and tests; returns the previous ``(col_bytes, batch_cols,
+    depthwise)``.  Plans are rebuilt on their next call."""
+    global _CONV_COL_BYTES, _CONV_BATCH_COLS, _CONV_DEPTHWISE
+    old = (_CONV_COL_BYTES, _CONV_BATCH_COLS, bool(_CONV_DEPTHWISE))
     if col_bytes is not None:
         _CONV_COL_BYTES = max(1, int(col_bytes))
     if batch_cols is not None:
         _CONV_BATCH_COLS = max(0, int(batch_cols))
+    if depthwise is not None:
+        _CONV_DEPTHWISE = bool(depthwise)
     invalidate_all()
     return old
 
@@ -197,6 +202,48 @@ cdef inline floating *_conv_panel(const Step *s, char *slot,
                                             * s.a.conv.g.kh * s.a.conv.g.kw))
 
 
+cdef inline void _depthwise(const ConvGeometry *g, const floating *xn,
+                            const floating *w, floating *yn) noexcept nogil:
+    """One sample of a depthwise convolution (groups == channels, one
+    output channel each): each output row is a sum of shifted input rows
+    scaled by one tap, so the inner loop runs along the output width with
+    unit stride when the stride is 1 (vectorised by the compiler).  Taps
+    whose input column falls in the padding are skipped by range, not by a
+    test per value."""
+    cdef Py_ssize_t c, oh, i, j, ow, ih, lo, hi, off
+    cdef Py_ssize_t H = g.H, W = g.W, OH = g.OH, OW = g.OW
+    cdef Py_ssize_t kh = g.kh, kw = g.kw, sh = g.sh, sw = g.sw
+    cdef const floating *xc
+    cdef const floating *xr
+    cdef floating *yr
+    cdef floating t
+    for c in range(g.C):
+        xc = xn + c * H * W
+        for oh in range(OH):
+            yr = yn + (c * OH + oh) * OW
+            for ow in range(OW):
+                yr[ow] = 0
+            for i in range(kh):
+                ih = oh * sh - g.ph + i * g.dh
+                if ih < 0 or ih >= H:
+                    continue
+                xr = xc + ih * W
+                for j in range(kw):
+                    t = w[(c * kh + i) * kw + j]
+                    off = j * g.dw - g.pw
+                    # valid ow: 0 <= ow*sw + off < W
+                    lo = 0 if off >= 0 else (-off + sw - 1) // sw
+                    hi = (W - off + sw - 1) // sw if W - off > 0 else 0
+                    if hi > OW:
+                        hi = OW
+                    if sw == 1:
+                        for ow in range(lo, hi):
+                            yr[ow] += t * xr[ow + off]
+                    else:
+                        for ow in range(lo, hi):
+                            yr[ow] += t * xr[ow * sw + off]
+
+
 cdef inline void _conv2d_run(const Step *s, Py_ssize_t nb, const floating *x,
                              floating *y, char *work) noexcept nogil:
     """Convolve ``nb`` samples.  ``work``: 2*O epilogue coefficients, then
@@ -250,6 +297,12 @@ cdef inline void _conv2d_run(const Step *s, Py_ssize_t nb, const floating *x,
                              <const double *>a.bias, a.bn_eps, scale,
                              coeff + O)
         shift = coeff + O
+    if a.depthwise:
+        for n in range(nb):
+            yn = y + n * O * P
+            _depthwise(g, x + n * C * HW, w, yn)
+            _epilogue(O, P, yn, P, yn, P, scale, shift, a.act)
+        return
     if rows < 0:
         sb = -rows
         n = 0
@@ -462,7 +515,13 @@ cdef int _fill_conv(Step *s, object st, object dtype, list keep) except -1:
               and g.ph == 0 and g.pw == 0)
     per_row = Kg * g.OW
     rows = _CONV_COL_BYTES // (per_row * s.itemsize)
-    if 2 * P <= _CONV_BATCH_COLS:
+    a.depthwise = g.groups == g.C and g.O == g.C and g.groups > 1 and \
+        _CONV_DEPTHWISE
+    if a.depthwise:
+        # direct: no im2col, no GEMM of one output channel per group
+        a.block_rows = 0
+        col_bytes = 0
+    elif 2 * P <= _CONV_BATCH_COLS:
         # small outputs: several whole samples per GEMM; the slot holds
         # their packed inputs and their GEMM output
         batch = (_CONV_BATCH_COLS + P - 1) // P
