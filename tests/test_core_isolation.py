@@ -120,8 +120,11 @@ def test_next_call_after_building_a_layer_is_a_steady_call():
 
 def test_first_forward_of_one_network_does_not_stall_another():
     """A thread serves the textbook network while another runs the first
-    forward of a wide network (Xavier on ~12M weights): the served calls'
-    slowest stays far below that first forward's time."""
+    forward of a wide network (Xavier on ~12M weights): the server keeps
+    completing calls all through that first forward, and its slowest call
+    stays well below the first forward's time (measured as a ratio in one
+    run; a network lock or the GIL held across the initialization would
+    make the slowest call as long as the whole first forward)."""
     net, x = served()
     big = nn.Sequential()
     big.add(nn.Dense(2048, activation="relu"), nn.Dense(2048),
@@ -129,16 +132,15 @@ def test_first_forward_of_one_network_does_not_stall_another():
     big.initialize(init=init.Xavier())
     started = threading.Event()
     done = threading.Event()
-    worst = [0.0]
-    calls = [0]
+    finished = []          # (end time, duration) of every served call
 
     def serve():
         started.set()
         while not done.is_set():
             t = time.perf_counter()
             net(x)
-            worst[0] = max(worst[0], time.perf_counter() - t)
-            calls[0] += 1
+            end = time.perf_counter()
+            finished.append((end, end - t))
 
     server = threading.Thread(target=serve)
     server.start()
@@ -146,11 +148,19 @@ def test_first_forward_of_one_network_does_not_stall_another():
     time.sleep(0.01)
     t0 = time.perf_counter()
     big(np.ones((1, 2048), dtype=np.float32))
-    first_forward = time.perf_counter() - t0
+    t1 = time.perf_counter()
     done.set()
     server.join()
-    assert calls[0] > 10
-    assert worst[0] < 0.25 * first_forward, (worst[0], first_forward)
+    first_forward = t1 - t0
+    during = [d for end, d in finished if t0 < end <= t1]
+    # calls completed in each half of the first forward: the server was
+    # never held for the whole of it
+    mid = (t0 + t1) / 2
+    assert any(t0 < end <= mid for end, _ in finished)
+    assert any(mid < end <= t1 for end, _ in finished)
+    assert len(during) > 10
+    assert max(d for _, d in finished) < 0.5 * first_forward, \
+        (max(d for _, d in finished), first_forward)
 
 
 def test_two_first_forwards_run_at_once():
