@@ -261,6 +261,24 @@ def test_own_parameters_broadcast():
                                atol=1e-6)
 
 
+def test_parameter_with_a_batch_axis_of_one_broadcasts_compiled():
+    class Scale(nn.HybridBlock):
+        def __init__(self):
+            super().__init__()
+            self.s = self.params.get("s", shape=(1, 4, 1, 1),
+                                     init=init.Normal(1.0))
+
+        def hybrid_forward(self, F, x, s):
+            return F.broadcast_mul(x, s)
+
+    net = Scale()
+    net.initialize()
+    x = np.random.default_rng(16).random((2, 4, 3, 3))
+    y = net(x)
+    assert compiled(net), net._eager_reason
+    np.testing.assert_allclose(y, x * net.s.data(), rtol=1e-6)
+
+
 def test_untraceable_block_runs_eagerly_and_says_why(capsys):
     net = Eager()
     net.initialize()

@@ -20,8 +20,7 @@ from . import _load_blas
 
 _BLAS_PATH = _load_blas.load()
 
-from . import init, nn, ops, random
-from . import ops as F
+from . import init, nn, random
 from ._parameter import Parameter
 from ._plan import get_num_threads, set_num_threads
 from .errors import (DeferredInitializationError, FastLazyError,
@@ -48,6 +47,15 @@ def load_mxnet_export(prefix, epoch=0, *, dtype=None, symbol_file=None,
     from .mxnet.export import load_mxnet_export as load
     return load(prefix, epoch, dtype=dtype, symbol_file=symbol_file,
                 param_file=param_file)
+
+
+def __getattr__(name):
+    # fl.F / fl.ops: the operator namespace, imported on first use (it is
+    # only needed to trace or to write hybrid_forward code)
+    if name in ("F", "ops"):
+        from . import ops
+        return ops
+    raise AttributeError(f"module 'fastlazy' has no attribute {name!r}")
 
 
 def explain(net, *inputs, file=None):

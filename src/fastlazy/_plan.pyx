@@ -39,7 +39,6 @@ from fastlazy._kernels cimport (
 )
 from fastlazy._parameter cimport INITIALIZED, Parameter
 
-from . import _steps
 from ._parameter import as_numeric_array
 from ._util import prod
 from .errors import DeferredInitializationError, ShapeError
@@ -635,6 +634,7 @@ cdef int _fill_step(Step *s, object st, object dtype, list keep) except -1:
         s.src[i] = srcs[i]
     s.dst = st.dst
     kind = type(st)
+    from . import _steps
     if kind is _steps.DenseStep:
         _fill_dense(s, st, dtype, keep)
     elif kind is _steps.ActStep:

@@ -17,7 +17,6 @@ from collections import OrderedDict
 
 import numpy as np
 
-from . import _compile
 from ._plan import block_call
 from ._parameter import Parameter, _float_dtype
 from ._util import is_int
@@ -26,6 +25,13 @@ from .initializers import Uniform
 from .parameter_dict import ParameterDict
 
 __all__ = ["Block", "HybridBlock", "Sequential", "HybridSequential"]
+
+
+def _compiler():
+    """fastlazy._compile, imported at the first compilation (it brings the
+    tracer and the step kinds, which ``import fastlazy`` does not need)."""
+    from . import _compile
+    return _compile
 
 
 # ---------------------------------------------------------------------------
@@ -339,7 +345,7 @@ class Block:
                            (failed.block.name, failed.reason))
 
     def _call_slow(self, x, *more):
-        return _compile.call_slow(self, x, *more)
+        return _compiler().call_slow(self, x, *more)
 
     def _infer(self, shape, pending):
         """The shape rule: output shape for input ``shape``, recording
@@ -362,9 +368,9 @@ class Block:
         shape rule, then its steps.  Containers and HybridBlocks override
         it."""
         if self._eager_reason is not None:
-            raise _compile.TraceFailed(self, self._eager_reason[1])
+            raise _compiler().TraceFailed(self, self._eager_reason[1])
         if not type(self)._plannable:
-            raise _compile.TraceFailed(
+            raise _compiler().TraceFailed(
                 self, "its forward() is Python code; derive from "
                 "HybridBlock and write hybrid_forward(F, x) to compile it")
         if more:
@@ -397,7 +403,7 @@ class Block:
                             f"built-in layers can be built from a shape; "
                             f"call it on an example input instead")
         with self._lock:
-            out = _compile.prepare(self, [tuple(shape)])
+            out = _compiler().prepare(self, [tuple(shape)])
         if len(out) == 1:
             return (input_shape[0],) + tuple(out[0][1:])
         return tuple((input_shape[0],) + tuple(o[1:]) for o in out)
@@ -573,10 +579,10 @@ class Sequential(Block):
     def _trace_sym(self, x, *more):
         if not self._is_plannable():
             if self._eager_reason is not None:
-                raise _compile.TraceFailed(self, self._eager_reason[1])
-            raise _compile.TraceFailed(self, "its forward() is Python code")
+                raise _compiler().TraceFailed(self, self._eager_reason[1])
+            raise _compiler().TraceFailed(self, "its forward() is Python code")
         for block in self._children.values():
-            x = _compile.trace_block(block, x, *more)
+            x = _compiler().trace_block(block, x, *more)
             more = ()
         return x
 

@@ -4,7 +4,6 @@ concatenate), ``Identity``, ``HybridLambda``/``Lambda``.  MXNet 1.x keeps
 the first three in ``gluon.contrib.nn``; fastlazy has them in ``fl.nn`` and
 ``fl.contrib.nn``."""
 
-from . import ops
 from .block import Block, HybridBlock, Sequential
 
 __all__ = ["HybridConcurrent", "Concurrent", "Identity", "HybridLambda",
@@ -62,6 +61,7 @@ class HybridLambda(HybridBlock):
 
     def __init__(self, function, prefix=None):
         super().__init__(prefix=prefix)
+        from . import ops
         if isinstance(function, str):
             if not hasattr(ops, function):
                 raise ValueError(f"HybridLambda: F has no operator "
@@ -100,6 +100,7 @@ class Lambda(Block):
 
     def __init__(self, function, prefix=None):
         super().__init__(prefix=prefix)
+        from . import ops
         if isinstance(function, str):
             if not hasattr(ops, function):
                 raise ValueError(f"Lambda: no operator {function!r}")
@@ -114,6 +115,7 @@ class Lambda(Block):
 
     def forward(self, x, *args):
         if self._func is None:
+            from . import ops
             return getattr(ops, self._func_name)(x, *args)
         return self._func(x, *args)
 

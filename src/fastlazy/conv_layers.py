@@ -14,8 +14,6 @@ normalization as ``nogil`` loops.
 """
 
 from ._plan import activation_code
-from ._steps import (BatchNormStep, ConvGeometry, ConvStep, LayerNormStep,
-                     PoolGeometry, PoolStep)
 from ._util import is_int as _is_int
 from ._util import prod as _prod
 from .block import Block
@@ -254,6 +252,7 @@ class Conv2D(_ShapeLayer):
         return (shape[0], self._channels, oh, ow)
 
     def _emit(self, builder, x, in_shape, out_shape):
+        from ._steps import ConvGeometry, ConvStep
         _, o, oh, ow = out_shape
         geom = ConvGeometry(int(in_shape[1]), int(in_shape[2]),
                             int(in_shape[3]), o, *self._kernel,
@@ -335,6 +334,7 @@ class _Pool2D(_ShapeLayer):
         return (shape[0], shape[1]) + tuple(out)
 
     def _emit(self, builder, x, in_shape, out_shape):
+        from ._steps import PoolGeometry, PoolStep
         k, s, p = self._window(in_shape)
         _, c, oh, ow = out_shape
         geom = PoolGeometry(int(c), int(in_shape[2]), int(in_shape[3]), *k,
@@ -520,6 +520,7 @@ class BatchNorm(_ShapeLayer):
         return shape
 
     def _emit(self, builder, x, in_shape, out_shape):
+        from ._steps import BatchNormStep
         ax = _norm_axis(self._axis, in_shape, self._where())
         y = builder.buffer(_prod(in_shape[1:]))
         return builder.add(BatchNormStep(
@@ -591,6 +592,7 @@ class LayerNorm(_ShapeLayer):
         return shape
 
     def _emit(self, builder, x, in_shape, out_shape):
+        from ._steps import LayerNormStep
         ax = _norm_axis(self._axis, in_shape, self._where())
         y = builder.buffer(_prod(in_shape[1:]))
         return builder.add(LayerNormStep(

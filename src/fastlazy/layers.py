@@ -1,7 +1,6 @@
 """Built-in layers: Dense, Activation, Dropout, Flatten."""
 
 from ._plan import activation_code
-from ._steps import ActStep, DenseStep
 from ._util import is_int, prod
 from .block import Block
 from .errors import ShapeError
@@ -104,6 +103,7 @@ class Dense(Block):
         return tuple(shape[:-1]) + (self._units,)
 
     def _emit(self, builder, x, in_shape, out_shape):
+        from ._steps import DenseStep
         k = self._features(in_shape)
         rows = 1 if self._flatten else prod(in_shape[1:-1])
         y = builder.buffer(rows * self._units)
@@ -140,6 +140,7 @@ class Activation(Block):
         return tuple(shape)
 
     def _emit(self, builder, x, in_shape, out_shape):
+        from ._steps import ActStep
         size = prod(in_shape[1:])
         return builder.add(ActStep(x, builder.buffer(size), self._act_code,
                                    size))

@@ -739,12 +739,14 @@ def _arith(op, a, b):
 
 
 def _operand_shape(x, ndim):
-    """(per-sample shape aligned to ``ndim`` output dimensions, batch
-    stride is zero)."""
+    """(per-sample shape, batch stride is zero) of an operand against data
+    of ``ndim`` dimensions (the batch axis included): a parameter with as
+    many dimensions as the data, (1, C, 1, 1) against (N, C, H, W), has a
+    leading 1 for the batch axis."""
     if x.param is None:
         return tuple(x.shape[1:]), False
     s = tuple(x.shape)
-    if len(s) > ndim:
+    if len(s) >= ndim:
         if s[0] != 1:
             raise TraceError(f"parameter {x.param.name} of shape {s} would "
                              f"broadcast over the batch axis")
