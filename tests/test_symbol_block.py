@@ -257,15 +257,17 @@ def test_two_inputs_in_gluon_order(tmp_path):
     rng = np.random.default_rng(3)
     g = Graph()
     d1 = g.var("data1")
+    r1 = g.op("relu", "relu1", d1)
     d0 = g.var("data0")
     h = g.op("FullyConnected", "fc_fwd", d0, g.var("fc_weight"),
              g.var("fc_bias"), num_hidden=4)
-    g.op("broadcast_sub", "sub0", h, d1)
+    g.op("broadcast_sub", "sub0", h, r1)
     arrays = {"arg:fc_weight": rand(rng, 4, 3), "arg:fc_bias": rand(rng, 4)}
     prefix = export(tmp_path, g.json(), arrays)
     net = fl.load_mxnet_export(prefix)
     x0, x1 = rand(rng, 2, 3), rand(rng, 2, 4)
-    expected = fc_np(x0, arrays["arg:fc_weight"], arrays["arg:fc_bias"]) - x1
+    expected = fc_np(x0, arrays["arg:fc_weight"], arrays["arg:fc_bias"]) - \
+        np.maximum(x1, 0)
     check(net, (x0, x1), expected)
     # imports takes the order it is given
     swapped = fl.SymbolBlock.imports(f"{prefix}-symbol.json",
