@@ -437,6 +437,20 @@ def test_norms_conv_pool_and_parameter_operand(tmp_path):
     check(net, x, expected, dict(rtol=1e-4, atol=1e-5))
 
 
+def test_graph_mixing_samples_runs_eagerly_with_the_reason():
+    g = Graph()
+    data = g.var("data")
+    g.op("Concat", "cat0", data, g.op("relu", "relu0", data), dim=0,
+         num_args=2)
+    net = fl.SymbolBlock(g.json(), "data")
+    x = np.linspace(-1, 1, 6, dtype=F32).reshape(2, 3)
+    report = fl.explain(net, x, file=open("/dev/null", "w"))
+    assert "eager" in report and "concat along the batch axis" in report
+    np.testing.assert_array_equal(net(x), np.concatenate([x, np.maximum(
+        x, 0)]))
+    assert net._eager_reason is not None
+
+
 def scale_graph(tmp_path, shape):
     g = Graph()
     g.op("broadcast_mul", "scale0", g.var("data"), g.var("scale0_s"))
