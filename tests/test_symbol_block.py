@@ -653,3 +653,52 @@ def test_input_names_are_checked(tmp_path):
         fl.SymbolBlock(g.json(), ["data", "dense0_weight"])
     with pytest.raises(TypeError, match="input_names"):
         fl.SymbolBlock.imports(export(tmp_path, g.json(), {}), [])
+
+
+def test_mutated_graphs_load_or_fail_cleanly(tmp_path):
+    """Damaged attributes, inputs, operators and heads of a real export:
+    loading raises ParameterFileError (or ParameterShapeError) or
+    UnsupportedOperatorError, never anything else; what loads runs or
+    raises a fastlazy, ValueError or TypeError naming the problem."""
+    import random
+    base = json.loads((GRAPHS / "concat_cnn-symbol.json").read_text())
+    params = GRAPHS / "concat_cnn-0000.params"
+    x, _ = mxnet_io("concat_cnn")
+    values = ["0", "-1", "(0, 0)", "()", "None", "True", "abc", "1e400",
+              "(3,)", "(1, 1, 1)", "2", "nan", "-5", "(2, 2)"]
+    ops = ["Concat", "relu", "FullyConnected", "null", "elemwise_add",
+           "SliceChannel", "Pooling"]
+    rng = random.Random(3)
+    path = tmp_path / "fuzz-symbol.json"
+    loaded = rejected = 0
+    for _ in range(250):
+        g = copy.deepcopy(base)
+        for _ in range(rng.randint(1, 3)):
+            node = rng.choice(g["nodes"])
+            r = rng.random()
+            if r < 0.5 and node.get("attrs"):
+                node["attrs"][rng.choice(list(node["attrs"]))] = \
+                    rng.choice(values)
+            elif r < 0.7 and node["inputs"]:
+                rng.choice(node["inputs"])[rng.randint(0, 1)] = \
+                    rng.randint(0, 25)
+            elif r < 0.8:
+                node["op"] = rng.choice(ops)
+            elif r < 0.9:
+                g["heads"] = [[rng.randint(0, 20), rng.randint(0, 2), 0]]
+            elif node["inputs"]:
+                node["inputs"].pop()
+        path.write_text(json.dumps(g))
+        try:
+            net = fl.load_mxnet_export(None, symbol_file=path,
+                                       param_file=params)
+        except (fl.ParameterFileError, fl.UnsupportedOperatorError) as exc:
+            assert str(path) in str(exc)
+            rejected += 1
+            continue
+        loaded += 1
+        try:
+            net(x)
+        except (fl.FastLazyError, ValueError, TypeError):
+            pass
+    assert loaded > 20 and rejected > 100, (loaded, rejected)

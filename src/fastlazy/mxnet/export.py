@@ -628,6 +628,10 @@ def _shape_hint(raw, source):
                                  f"attribute '__shape__': {exc}") from None
     if not dims:
         return None
+    if any(d < 0 for d in dims):
+        raise ParameterFileError(f"{source}: variable '{raw['name']}': "
+                                 f"attribute '__shape__' {text!r} has a "
+                                 f"negative size")
     return tuple(-1 if d == 0 else d for d in dims)
 
 
