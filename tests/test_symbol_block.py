@@ -128,6 +128,34 @@ def test_real_export_reproduces_mxnet_in_one_plan(name):
     np.testing.assert_array_equal(again(x), out)
 
 
+def test_real_export_in_float64_and_from_threads():
+    import threading
+    x, y = mxnet_io("concat_cnn")
+    net64 = fl.load_mxnet_export(GRAPHS / "concat_cnn", dtype="float64")
+    assert {p.dtype for p in net64.collect_params().values()} == \
+        {np.dtype("float64")}
+    out = compiled(net64, x.astype(np.float64))
+    assert out.dtype == np.float64
+    np.testing.assert_allclose(out, y, **TOL)
+    # the first call from several threads at once: one plan, same results
+    net = fl.load_mxnet_export(GRAPHS / "concat_cnn")
+    outs = [None] * 4
+    start = threading.Barrier(4)
+
+    def run(i):
+        start.wait()
+        outs[i] = net(x)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for o in outs:
+        np.testing.assert_array_equal(o, outs[0])
+    np.testing.assert_allclose(outs[0], y, **TOL)
+
+
 def test_mobilenet_parameters_keep_mxnet_names():
     net = fl.load_mxnet_export(GRAPHS / "mobilenetv2_0.25")
     params = net.collect_params()
@@ -164,6 +192,12 @@ def test_concat_cnn_lifecycle(tmp_path):
     for clone in (copy.deepcopy(net), pickle.loads(pickle.dumps(net)),
                   pickle.loads(pickle.dumps(fresh))):
         np.testing.assert_array_equal(compiled(clone, x), ref)
+    # share_parameters: the very same objects, matched by name
+    shared = fl.SymbolBlock.imports(GRAPHS / f"{name}-symbol.json", "data")
+    shared.share_parameters(net.collect_params())
+    assert shared.collect_params()["concatcnn0_dense0_weight"] is \
+        net.collect_params()["concatcnn0_dense0_weight"]
+    np.testing.assert_array_equal(shared(x), ref)
     # a clone is independent
     clone = copy.deepcopy(net)
     clone.collect_params()["concatcnn0_dense0_bias"].set_data(

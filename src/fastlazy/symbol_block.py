@@ -216,7 +216,7 @@ class SymbolBlock(HybridBlock):
         outs = tuple(values[h] for h in program.heads)
         return outs[0] if len(outs) == 1 else outs
 
-    # -- Block hooks -------------------------------------------------------------
+    # -- Block hooks ---------------------------------------------------------
 
     def _replace_param(self, path, old, new):
         # parameter names are not attribute names here (one could be
