@@ -659,6 +659,15 @@ def test_wrong_shapes_in_the_file(tmp_path):
                        match=r"node 'dense0_fwd'.*bias 'dense0_bias'.*\(4,\)"
                              r".*\(3,\)"):
         fl.load_mxnet_export(export(tmp_path, g.json(), small_arrays()))
+    # NumPy-mode exports write -1 for an unknown size, as 0 in classic mode
+    g = small_graph()
+    g.nodes[1]["attrs"] = {"__shape__": "(3, -1)"}
+    net = fl.load_mxnet_export(export(tmp_path, g.json(), small_arrays()))
+    assert net.collect_params()["dense0_weight"].shape == (3, 4)
+    g.nodes[1]["attrs"] = {"__shape__": "(3, -2)"}
+    with pytest.raises(fl.ParameterFileError, match=r"dense0_weight.*"
+                                                    r"'\(3, -2\)'"):
+        fl.load_mxnet_export(export(tmp_path, g.json(), small_arrays()))
     # the same array for two nodes that need other shapes
     g = small_graph()
     g.op("FullyConnected", "dense1_fwd", 4, 1, num_hidden=2, no_bias=True)

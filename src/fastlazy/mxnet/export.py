@@ -617,7 +617,8 @@ def _merge(shape, other):
 
 
 def _shape_hint(raw, source):
-    """A variable's ``__shape__`` attribute (Gluon's: 0 is unknown)."""
+    """A variable's ``__shape__`` attribute (0, or -1 in NumPy mode, is
+    unknown)."""
     text = raw["attrs"].get("__shape__")
     if text is None:
         return None
@@ -628,11 +629,11 @@ def _shape_hint(raw, source):
                                  f"attribute '__shape__': {exc}") from None
     if not dims:
         return None
-    if any(d < 0 for d in dims):
+    if any(d < -1 for d in dims):
         raise ParameterFileError(f"{source}: variable '{raw['name']}': "
                                  f"attribute '__shape__' {text!r} has a "
                                  f"negative size")
-    return tuple(-1 if d == 0 else d for d in dims)
+    return tuple(-1 if d in (0, -1) else d for d in dims)
 
 
 def _input_order(names):
