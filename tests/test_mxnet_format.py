@@ -440,6 +440,41 @@ def test_read_symbol_accepts_path_text_and_bytes(reader):
     assert expected == reader.read_symbol_graph(SYMBOL).nodes
 
 
+def test_read_symbol_dag_keeps_variables_and_output_indexes(reader):
+    path = DATA.parent / "mxnet_graphs" / "concat_cnn-symbol.json"
+    dag = reader.read_symbol_dag(path)
+    assert dag.source == str(path)
+    assert dag.heads == [("concatcnn0_dense0_fwd", 0)]
+    assert len(dag.nodes) == 19 and dag.nodes[0]["op"] == "null"
+    by_name = {n["name"]: n for n in dag.nodes}
+    assert by_name["concatcnn0_concat0"]["inputs"] == [
+        ("concatcnn0_conv0_fwd", 0), ("concatcnn0_conv1_fwd", 0)]
+    assert by_name["concatcnn0_conv0_weight"]["attrs"]["__shape__"] == \
+        "(8, 0, 3, 3)"
+    text = path.read_text()
+    assert reader.read_symbol_dag(text).nodes == dag.nodes
+    assert reader.read_symbol_dag(text.encode()).heads == dag.heads
+
+
+def test_read_symbol_dag_names_cycles(reader):
+    graph = {"nodes": [{"op": "null", "name": "data", "inputs": []},
+                       {"op": "relu", "name": "a", "inputs": [[2, 0, 0]]},
+                       {"op": "relu", "name": "b", "inputs": [[1, 0, 0]]}],
+             "heads": [[2, 0, 0]]}
+    with pytest.raises(ParameterFileError,
+                       match=r"node 1 \('a'\): input 0 is the output of "
+                             r"node 2 \('b'\), which comes after it: the "
+                             r"graph has a cycle"):
+        reader.read_symbol_dag(json.dumps(graph))
+    graph["nodes"][1]["inputs"] = [[1, 0, 0]]
+    with pytest.raises(ParameterFileError, match="own output"):
+        reader.read_symbol_dag(json.dumps(graph))
+    graph["nodes"][1]["inputs"] = [[0, 0, 0]]
+    graph["nodes"][0]["inputs"] = [[0, 0, 0]]
+    with pytest.raises(ParameterFileError, match="node 0.*cycle"):
+        reader.read_symbol_dag(json.dumps(graph))
+
+
 def bn_graph():
     """A Conv -> BatchNorm graph with aux variables, as MXNet exports it."""
 

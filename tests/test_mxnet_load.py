@@ -566,13 +566,15 @@ def test_mxnet_code_is_imported_only_when_a_file_needs_it(tmp_path):
 def test_export_hybrid_mlp(tmp_path):
     net = fl.load_mxnet_export(DATA / "hybrid_mlp")
     check_output(net, "hybrid_mlp")
-    assert repr(net) == ("Sequential(\n"
-                         "  (0): Dense(30 -> 64, Activation(relu))\n"
-                         "  (1): Dense(64 -> 64, Activation(tanh))\n"
-                         "  (2): Dense(64 -> 4, linear)\n)")
+    assert isinstance(net, fl.SymbolBlock)
+    assert repr(net) == ("SymbolBlock(\n"
+                         "  inputs: data\n"
+                         "  outputs: dense10_fwd\n"
+                         "  5 operators: FullyConnected x3, Activation x2\n"
+                         "  6 parameters\n)")
     assert [p.name for p in net.collect_params().values()] == HYBRID_NAMES
-    # a Dense exported with its activation is one layer again, so the
-    # rebuilt network's files fit the original network
+    assert list(net._collect_params_with_prefix()) == HYBRID_NAMES
+    # the saved names fit the original network, matched layer by layer
     path = tmp_path / "rebuilt.npz"
     net.save_parameters(path)
     original = mlp("hybrid_mlp")
@@ -614,11 +616,9 @@ def test_export_every_supported_layer(tmp_path):
                                             "arg:dense1_weight": w1,
                                             "arg:dense1_bias": b1})
     net = fl.load_mxnet_export(prefix)
-    assert [type(b).__name__ for b in net] == \
-        ["Dense", "Activation", "Activation", "Flatten", "Dropout",
-         "Activation", "Dense"]
-    assert repr(net[6]) == "Dense(18 -> 2, Activation(sigmoid))"
-    assert net[0].bias is None and net[1].name == "softsign0"
+    assert list(net.collect_params()) == ["dense0_weight", "dense1_weight",
+                                          "dense1_bias"]
+    assert net.collect_params()["dense0_weight"].shape == (6, 5)
     x = rng.normal(size=(4, 3, 5)).astype(F32)
     h = x @ w0.T
     h = h / (1 + np.abs(h))
@@ -664,7 +664,7 @@ def hybrid_export(tmp_path, layers=None, arrays=None, heads=None):
 
 
 @pytest.mark.parametrize("op, name, attrs, words", [
-    ("SoftmaxOutput", "softmaxoutput0", {}, ["'SoftmaxOutput'"]),
+    ("Embedding", "embedding0_fwd", {}, ["'Embedding'"]),
     ("Deconvolution", "conv0_fwd", {"kernel": "(3, 3)", "num_filter": "2"},
      ["'Deconvolution'"]),
     ("Pooling", "pool0_fwd", {"kernel": "(2, 2)", "pool_type": "lp"},
@@ -672,7 +672,11 @@ def hybrid_export(tmp_path, layers=None, arrays=None, heads=None):
     ("Convolution", "conv0_fwd", {"kernel": "(3,)", "num_filter": "2"},
      ["kernel=(3,)"]),
     ("Activation", "mish0_fwd", {"act_type": "mish"}, ["'mish'"]),
-    ("LeakyReLU", "leakyrelu0_fwd", {"act_type": "elu"}, ["'elu'"]),
+    ("LeakyReLU", "leakyrelu0_fwd", {"act_type": "swish"}, ["'swish'"]),
+    ("Activation", "logsig0_fwd", {"act_type": "log_sigmoid"},
+     ["'log_sigmoid'"]),
+    ("Pooling", "pool0_fwd", {"kernel": "(2, 2)", "pooling_convention":
+                              "same"}, ["'same'"]),
     ("Dropout", "dropout0_fwd", {"p": "0.5", "mode": "always"},
      ["'always'"]),
 ])
@@ -691,27 +695,33 @@ def test_export_unsupported_operator(tmp_path, op, name, attrs, words):
 
 
 def test_unsupported_operator_is_reported_before_file_problems(tmp_path):
-    layers = [fc("dense8", 64), ("SoftmaxOutput", "softmax", {}, [])]
+    layers = [fc("dense8", 64), ("Embedding", "embedding0", {}, [])]
     prefix = hybrid_export(tmp_path, layers, arrays={})
-    with pytest.raises(fl.UnsupportedOperatorError, match="SoftmaxOutput"):
+    with pytest.raises(fl.UnsupportedOperatorError, match="Embedding"):
+        fl.load_mxnet_export(prefix)
+    (tmp_path / "model-0000.params").write_bytes(b"damaged")
+    with pytest.raises(fl.UnsupportedOperatorError, match="Embedding"):
         fl.load_mxnet_export(prefix)
 
 
 def test_export_graph_that_is_not_a_chain(tmp_path):
-    graph = mx_graph([fc("dense8", 64)])
+    """Branches and several outputs load now (more in test_symbol_block):
+    an Activation of the input beside the Dense, both outputs."""
+    rng = np.random.default_rng(5)
+    w = rng.normal(size=(3, 4)).astype(F32)
+    b = rng.normal(size=3).astype(F32)
+    graph = mx_graph([fc("dense8", 3)])
     graph["nodes"].append({"op": "Activation", "name": "relu0_fwd",
                            "attrs": {"act_type": "relu"},
                            "inputs": [[0, 0, 0]]})
-    graph["heads"] = [[len(graph["nodes"]) - 1, 0, 0]]
-    prefix = write_export(tmp_path, graph, {})
-    with pytest.raises(fl.UnsupportedOperatorError,
-                       match=r"node 'relu0_fwd'.*\['data'\].*'dense8_fwd'"):
-        fl.load_mxnet_export(prefix)
-    graph = mx_graph([fc("dense8", 64), act("relu0", "relu")],
-                     heads=[[3, 0, 0], [4, 0, 0]])
-    prefix = write_export(tmp_path, graph, {})
-    with pytest.raises(fl.UnsupportedOperatorError, match="one output"):
-        fl.load_mxnet_export(prefix)
+    graph["heads"] = [[3, 0, 0], [len(graph["nodes"]) - 1, 0, 0]]
+    prefix = write_export(tmp_path, graph, {"arg:dense8_weight": w,
+                                            "arg:dense8_bias": b})
+    net = fl.load_mxnet_export(prefix)
+    x = rng.normal(size=(2, 4)).astype(F32)
+    dense, relu = net(x)
+    np.testing.assert_allclose(dense, x @ w.T + b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(relu, np.maximum(x, 0))
 
 
 def test_export_parameter_file_errors(tmp_path):
@@ -756,9 +766,8 @@ def test_export_parameter_file_errors(tmp_path):
 
 def test_ops_table_is_the_extension_point():
     assert {"FullyConnected", "Activation", "Flatten", "Dropout"} <= set(OPS)
-    assert OPS["FullyConnected"].params == {"weight": "weight",
-                                            "bias": "bias"}
-    assert OPS["FullyConnected"].takes_activation
+    assert OPS["FullyConnected"].roles == ("data", "weight", "bias")
+    assert OPS["elemwise_add"].roles is None
 
 
 # ---------------------------------------------------------------------------

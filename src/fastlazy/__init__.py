@@ -27,10 +27,11 @@ from .errors import (DeferredInitializationError, FastLazyError,
                      ParameterFileError, ParameterShapeError, ShapeError,
                      UnsupportedOperatorError)
 from .parameter_dict import ParameterDict
+from .symbol_block import SymbolBlock
 
 __version__ = "0.1.0"
 
-__all__ = ["Parameter", "ParameterDict", "FastLazyError",
+__all__ = ["Parameter", "ParameterDict", "SymbolBlock", "FastLazyError",
            "DeferredInitializationError", "ShapeError", "ParameterFileError",
            "ParameterShapeError", "UnsupportedOperatorError",
            "load_mxnet_export", "nn", "init", "random", "ops", "F",
@@ -41,7 +42,7 @@ __all__ = ["Parameter", "ParameterDict", "FastLazyError",
 def load_mxnet_export(prefix, epoch=0, *, dtype=None, symbol_file=None,
                       param_file=None):
     """Rebuild a Gluon model exported with ``net.export(prefix)`` as a
-    Sequential and load its weights; see
+    compiled :class:`SymbolBlock` and load its weights; see
     :func:`fastlazy.mxnet.export.load_mxnet_export`.  (The MXNet reader is
     imported on first use, to keep ``import fastlazy`` fast.)"""
     from .mxnet.export import load_mxnet_export as load

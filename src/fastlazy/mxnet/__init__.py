@@ -4,8 +4,9 @@
   ``-symbol.json`` graphs;
 - :mod:`fastlazy.mxnet.names` matches Gluon 1.x parameter names
   (``dense0_weight``, ``arg:``/``aux:`` keys) to a network's parameters;
-- :mod:`fastlazy.mxnet.export` rebuilds an exported graph as a
-  :class:`~fastlazy.nn.Sequential` (``fl.load_mxnet_export``).
+- :mod:`fastlazy.mxnet.export` checks an exported graph and rebuilds it as
+  a :class:`~fastlazy.SymbolBlock` (``fl.load_mxnet_export``,
+  ``fl.SymbolBlock.imports``).
 
 Nothing is imported here: ``import fastlazy`` stays fast, and each module
 is loaded when a file first needs it.

@@ -49,6 +49,7 @@ from .._util import is_int, prod
 from ..errors import ParameterFileError
 
 __all__ = [
+    "SymbolDAG",
     "SymbolGraph",
     "parse_attr_bool",
     "parse_attr_float",
@@ -56,6 +57,7 @@ __all__ = [
     "parse_attr_tuple",
     "read_params",
     "read_symbol",
+    "read_symbol_dag",
     "read_symbol_graph",
 ]
 
@@ -666,6 +668,112 @@ def read_symbol_graph(source):
             if ref in variable_names and ref not in param_names and ref not in inputs:
                 inputs.append(ref)
     return SymbolGraph(nodes, inputs, outputs)
+
+
+@dataclass(frozen=True)
+class SymbolDAG:
+    """An exported MXNet graph with every node and output index kept.
+
+    Attributes
+    ----------
+    nodes : list of dict
+        Every node in file order (a topological order), variables included:
+        ``"op"`` (``"null"`` for a variable), ``"name"``, ``"attrs"`` (dict
+        of str to str, as stored) and ``"inputs"``, a list of ``(node name,
+        output index)`` pairs.
+    heads : list of tuple
+        The graph's outputs as ``(node name, output index)``, in order.
+    source : str
+        The file name (or ``"<json>"``), for error messages.
+    """
+
+    nodes: list
+    heads: list
+    source: str
+
+
+def read_symbol_dag(source):
+    """Parse an exported ``-symbol.json`` graph, keeping its whole DAG.
+
+    Unlike :func:`read_symbol_graph`, variables stay in the node list and
+    every input is a ``(node, output index)`` pair, so graphs with
+    branches, operators with several outputs and several heads can be
+    rebuilt.  Which variables are parameters is left to the caller.
+
+    Parameters
+    ----------
+    source : str, os.PathLike or bytes
+        Path of the file, or its JSON text.
+
+    Returns
+    -------
+    SymbolDAG
+
+    Raises
+    ------
+    ParameterFileError
+        If the JSON is malformed, a node lacks a field, two nodes share a
+        name, a variable has inputs, or an input refers to a node that does
+        not exist, to the node itself or to a later node (a cycle, or nodes
+        out of topological order).  The message names the node.
+    OSError
+        If ``source`` is a path that cannot be read.
+    """
+    graph, name = _load_json(source)
+
+    def error(message):
+        return ParameterFileError(f"{name}: {message}")
+
+    if not isinstance(graph, dict):
+        raise error("expected a JSON object with 'nodes' and 'heads'")
+    for key in ("nodes", "heads"):
+        if not isinstance(graph.get(key), list):
+            raise error(f"missing or non-list {key!r}")
+    raw_nodes = graph["nodes"]
+    labels = [n.get("name") if isinstance(n, dict) else None
+              for n in raw_nodes]
+    nodes = []
+    seen = set()
+    for index, node in enumerate(raw_nodes):
+        label = labels[index]
+
+        def fail(message, index=index, label=label):
+            return error(f"node {index} ({label!r}): {message}")
+
+        if not isinstance(node, dict):
+            raise fail("expected a JSON object")
+        for key in ("op", "name"):
+            if not isinstance(node.get(key), str) or not node[key]:
+                raise fail(f"missing, empty or non-string {key!r}")
+        if not isinstance(node.get("inputs"), list):
+            raise fail("missing or non-list 'inputs'")
+        if node["name"] in seen:
+            raise fail("duplicate node name")
+        seen.add(node["name"])
+        attrs = _node_attrs(node, fail)
+        inputs = []
+        for i, entry in enumerate(node["inputs"]):
+            ref = _node_ref(entry, len(raw_nodes), fail, f"input {i}")
+            if ref == index:
+                raise fail(f"input {i} is the node's own output: the graph "
+                           f"has a cycle")
+            if ref > index:
+                raise fail(f"input {i} is the output of node {ref} "
+                           f"({labels[ref]!r}), which comes after it: the "
+                           f"graph has a cycle, or its nodes are not in "
+                           f"topological order")
+            inputs.append((labels[ref], int(entry[1])))
+        if node["op"] == "null" and inputs:
+            raise fail("a variable node cannot have inputs")
+        nodes.append({"op": node["op"], "name": node["name"],
+                      "attrs": attrs, "inputs": inputs})
+    heads = []
+    for i, entry in enumerate(graph["heads"]):
+        ref = _node_ref(entry, len(nodes), error, f"head {i}")
+        heads.append((nodes[ref]["name"], int(entry[1])))
+    if not heads:
+        raise error("'heads' is empty; the graph has no output")
+    return SymbolDAG(nodes, heads, name)
 
 
 def read_symbol(source):
