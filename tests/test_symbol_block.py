@@ -497,16 +497,12 @@ def scale_graph(tmp_path, shape):
 
 def test_full_rank_parameter_operand_is_right_on_the_eager_path(tmp_path):
     """Gluon's ``x * self.scale.data()`` with scale (1, C, 1, 1) is exact
-    even where the compiled plan refuses it (see the xfail below)."""
+    on the eager path too."""
     net, x, expected = scale_graph(tmp_path, (1, 4, 1, 1))
     np.testing.assert_allclose(net(x), expected, **TOL)
     np.testing.assert_allclose(net.forward(x), expected, **TOL)
 
 
-@pytest.mark.xfail(strict=True, reason="fastlazy.ops._operand_shape strips "
-                   "a parameter's leading batch-axis 1 only when it has "
-                   "more dimensions than the data; (1, C, 1, 1) against "
-                   "(N, C, H, W) has as many")
 def test_full_rank_parameter_operand_compiles(tmp_path):
     net, x, expected = scale_graph(tmp_path, (1, 4, 1, 1))
     np.testing.assert_allclose(compiled(net, x), expected, **TOL)
