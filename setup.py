@@ -75,7 +75,8 @@ class BuildExt(build_ext):
 extensions = [
     Extension(
         "fastlazy._core",
-        ["src/fastlazy/_core.pyx"],
+        # the C kernels are one translation unit of their own, linked in
+        ["src/fastlazy/_core.pyx", "src/fastlazy/kernels/fl_kernels.c"],
         include_dirs=[np.get_include(), scipy_openblas32.get_include_dir(),
                       "src/fastlazy"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
