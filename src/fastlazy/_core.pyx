@@ -1498,3 +1498,123 @@ def dense_kernel(x, wt, b, int act, route):
     finally:
         _KERNEL_ROUTE = saved
     return out
+
+
+# ---------------------------------------------------------------------------
+# Test twin of the kernel table (tests/test_kernel_table.py).  It exists
+# only so the tests can call every fl_kt entry that takes an activation at
+# the level set_isa chose; it moves with the table's callers.
+
+cdef void *_twin_ptr(a, dtype, Py_ssize_t size, str what) except NULL:
+    if not isinstance(a, np.ndarray) or a.dtype != dtype \
+            or not a.flags.c_contiguous or a.size != size:
+        raise ValueError(f"kernel_table: {what} must be a C-contiguous "
+                         f"{dtype} array of {size} values")
+    return cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+def kernel_table(str op, cnp.ndarray y, int act, a=None, b=None, c=None):
+    """Run ``fl_kt.<op>_f32/f64`` (by ``y``'s dtype) in place on ``y``.
+
+    ``op`` and its arrays (C-contiguous, ``y``'s dtype; None = NULL where
+    the kernel allows it):
+
+    * ``'act'``: y = act(y)
+    * ``'bias_act'``: y (n, M) = act(y + a), a bias (M,)
+    * ``'chan_epilogue'``: y (O, N) = act(y * a[o] + b[o]), a, b (O,)
+    * ``'chan_affine'``: y (outer, C, inner) = act(y * a[c] + b[c])
+    * ``'dense'``: y (n, M) = act(a @ b + c), a (n, K), b (K, M), c (M,)
+    * ``'packed'``: the same product, through pack + gemm_packed
+    * ``'gemm_ab'``: y (M, N) = a (M, K) @ b (K, N), buffer of gemm_ab_buf
+
+    Returns ``y``.
+    """
+    cdef bint f32 = y.dtype == np.float32
+    cdef object dt = y.dtype
+    cdef Py_ssize_t n, M, K, nr
+    cdef void *yp
+    cdef void *ap = NULL
+    cdef void *bp = NULL
+    cdef void *cp = NULL
+    cdef cnp.ndarray tmp
+    if dt not in (np.float32, np.float64) or not y.flags.c_contiguous:
+        raise ValueError("kernel_table: y must be C-contiguous float32/64")
+    yp = cnp.PyArray_DATA(y)
+    if op == "act":
+        if f32:
+            fl_kt.act_f32(<float *>yp, y.size, act)
+        else:
+            fl_kt.act_f64(<double *>yp, y.size, act)
+    elif op in ("bias_act", "chan_epilogue", "chan_affine"):
+        n = y.shape[0]
+        M = y.size // n if n else 0
+        if op == "chan_affine":
+            M = y.shape[1]
+        if a is not None:
+            ap = _twin_ptr(a, dt, n if op == "chan_epilogue" else M, "a")
+        if b is not None:
+            bp = _twin_ptr(b, dt, n if op == "chan_epilogue" else M, "b")
+        if op == "bias_act":
+            if f32:
+                fl_kt.bias_act_f32(n, M, <float *>yp, M, <float *>ap, act)
+            else:
+                fl_kt.bias_act_f64(n, M, <double *>yp, M, <double *>ap, act)
+        elif op == "chan_epilogue":
+            if f32:
+                fl_kt.chan_epilogue_f32(n, M, <float *>yp, M, <float *>yp, M,
+                                        <float *>ap, <float *>bp, act)
+            else:
+                fl_kt.chan_epilogue_f64(n, M, <double *>yp, M, <double *>yp,
+                                        M, <double *>ap, <double *>bp, act)
+        else:
+            if ap == NULL or bp == NULL:
+                raise ValueError("kernel_table: chan_affine needs a and b")
+            if f32:
+                fl_kt.chan_affine_f32(n, M, y.shape[2], <float *>yp,
+                                      <float *>yp, <float *>ap, <float *>bp,
+                                      act)
+            else:
+                fl_kt.chan_affine_f64(n, M, y.shape[2], <double *>yp,
+                                      <double *>yp, <double *>ap,
+                                      <double *>bp, act)
+    elif op in ("dense", "packed", "gemm_ab"):
+        n, M = y.shape[0], y.shape[1]
+        K = a.shape[1]
+        ap = _twin_ptr(a, dt, n * K, "a")
+        bp = _twin_ptr(b, dt, K * M, "b")
+        if c is not None:
+            cp = _twin_ptr(c, dt, M, "c")
+        if op == "dense":
+            if f32:
+                fl_kt.dense_f32(n, K, M, <float *>ap, K, <float *>bp,
+                                <float *>cp, <float *>yp, M, act)
+            else:
+                fl_kt.dense_f64(n, K, M, <double *>ap, K, <double *>bp,
+                                <double *>cp, <double *>yp, M, act)
+        elif op == "packed":
+            nr = fl_kt.nr_f32 if f32 else fl_kt.nr_f64
+            tmp = np.empty((M + nr - 1) // nr * nr * K, dtype=dt)
+            if f32:
+                fl_kt.pack_f32(K, M, <float *>bp, <float *>cnp.PyArray_DATA(tmp))
+                fl_kt.gemm_packed_f32(n, K, M, <float *>ap, K,
+                                      <float *>cnp.PyArray_DATA(tmp), 0,
+                                      (M + nr - 1) // nr, <float *>cp,
+                                      <float *>yp, M, act)
+            else:
+                fl_kt.pack_f64(K, M, <double *>bp, <double *>cnp.PyArray_DATA(tmp))
+                fl_kt.gemm_packed_f64(n, K, M, <double *>ap, K,
+                                      <double *>cnp.PyArray_DATA(tmp), 0,
+                                      (M + nr - 1) // nr, <double *>cp,
+                                      <double *>yp, M, act)
+        else:
+            tmp = np.empty(fl_kt.gemm_ab_buf_f32(K) if f32
+                           else fl_kt.gemm_ab_buf_f64(K), dtype=np.uint8)
+            if f32:
+                fl_kt.gemm_ab_f32(n, M, K, <float *>ap, K, <float *>bp, M,
+                                  <float *>yp, M, <float *>cnp.PyArray_DATA(tmp))
+            else:
+                fl_kt.gemm_ab_f64(n, M, K, <double *>ap, K, <double *>bp, M,
+                                  <double *>yp, M, <double *>cnp.PyArray_DATA(tmp))
+    else:
+        raise ValueError(f"kernel_table: unknown op {op!r}")
+    return y
