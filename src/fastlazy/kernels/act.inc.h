@@ -8,11 +8,11 @@
  */
 
 #if !FL_DOUBLE
-/* lanes of a where the mask m is set (all ones), of b elsewhere */
-FL_HELPER V FL_FN(blend)(VI m, V a, V b)
-{
-    return (V)(((VI)a & m) | ((VI)b & ~m));
-}
+/* lanes of a where the mask m is set (all ones), of b elsewhere.  A macro,
+ * not an inline function: with a constant operand it folds as the
+ * expression is parsed, while through a function GCC rewrote it into xors
+ * and computed the division twice (a third slower sigmoid). */
+#define BLEND(m, a, b) ((V)(((VI)(a) & (m)) | ((VI)(b) & ~(m))))
 
 /* sigmoid(v) = 1 / (1 + exp(-v)) on vectors.  One scalar expf per value was
  * half of LeNet's time on a batch; here exp is Cephes' expf polynomial
@@ -30,16 +30,16 @@ FL_KERNEL void FL_FN(vsigmoid)(float *y, fl_idx n)
         memcpy(&v, y + i, sizeof v);
         x = -v;
         m = x != x;                   /* NaN: computed as 0, restored below */
-        x = FL_FN(blend)(m, (V){0}, x);
+        x = BLEND(m, (V){0}, x);
         m = x > hi;
-        x = FL_FN(blend)(m, hi, x);
+        x = BLEND(m, hi, x);
         m = x < lo;
-        x = FL_FN(blend)(m, lo, x);
+        x = BLEND(m, lo, x);
         /* exp(x) = 2^k * exp(r), k = round(x / ln 2) */
         fx = x * 1.44269504088896341f + 0.5f;
         t = __builtin_convertvector(__builtin_convertvector(fx, VI), V);
         m = t > fx;
-        fx = t - FL_FN(blend)(m, one, (V){0});
+        fx = t - BLEND(m, one, (V){0});
         x = x - fx * 0.693359375f + fx * 2.12194440e-4f;
         z = x * x;
         p = x * 1.9875691500e-4f + 1.3981999507e-3f;
@@ -52,13 +52,14 @@ FL_KERNEL void FL_FN(vsigmoid)(float *y, fl_idx n)
         memcpy(&e, &k, sizeof e);
         e = one / (one + p * e);
         m = v < lo;                   /* sigmoid(-1000) == 0 */
-        e = FL_FN(blend)(m, (V){0}, e);
+        e = BLEND(m, (V){0}, e);
         m = v != v;
-        e = FL_FN(blend)(m, v, e);
+        e = BLEND(m, v, e);
         memcpy(y + i, &e, sizeof e);
     }
     for (; i < n; i++) y[i] = fl_act1_f32(y[i], FL_ACT_SIGMOID);
 }
+#undef BLEND
 #endif
 
 FL_KERNEL void FL_FN(act)(T *y, fl_idx n, int act)
