@@ -18,6 +18,7 @@ The C kernels use GCC/Clang vector extensions, statement expressions and
 MinGW-w64 on Windows), not with MSVC.
 """
 
+import glob
 import os
 
 import numpy as np
@@ -75,8 +76,11 @@ class BuildExt(build_ext):
 extensions = [
     Extension(
         "fastlazy._core",
-        # the C kernels are one translation unit of their own, linked in
+        # the C kernels are one translation unit of their own, linked in;
+        # the bodies it includes are its dependencies (setuptools rebuilds
+        # a source only when it or a listed dependency changed)
         ["src/fastlazy/_core.pyx", "src/fastlazy/kernels/fl_kernels.c"],
+        depends=sorted(glob.glob("src/fastlazy/kernels/*.h")),
         include_dirs=[np.get_include(), scipy_openblas32.get_include_dir(),
                       "src/fastlazy"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
