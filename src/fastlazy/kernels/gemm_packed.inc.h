@@ -33,20 +33,8 @@ FL_HELPER void FL_FN(pk_fma)(PAIR *c, T a, V b0, V b1)
     c->hi += a * b1;
 }
 
-/* The first nc (< NR) columns of a tile row, for the last panel.  Its own
- * function: with its buffer inlined next to the accumulators, GCC kept
- * them in memory throughout the k loop. */
-FL_KERNEL void FL_FN(pk_store_part)(T *yp, V lo, V hi, fl_idx nc)
-{
-    T t[NR];
-    STORE(t, lo);
-    STORE(t + L, hi);
-    memcpy(yp, t, (size_t)nc * sizeof(T));
-}
-
-/* bias (bq: NR values, zero-padded), relu, store nc (<= NR) columns */
-FL_HELPER void FL_FN(pk_store)(const PAIR *c, T *yp, const T *bq, fl_idx nc,
-                               int act)
+/* bias (bq: NR values), relu, store the row's NR columns */
+FL_HELPER void FL_FN(pk_store)(const PAIR *c, T *yp, const T *bq, int act)
 {
     V lo = c->lo, hi = c->hi;
     if (bq) {
@@ -57,16 +45,15 @@ FL_HELPER void FL_FN(pk_store)(const PAIR *c, T *yp, const T *bq, fl_idx nc,
         lo = RELU(lo);
         hi = RELU(hi);
     }
-    if (nc == NR) {
-        STORE(yp, lo);
-        STORE(yp + L, hi);
-    } else {
-        FL_FN(pk_store_part)(yp, lo, hi, nc);
-    }
+    STORE(yp, lo);
+    STORE(yp + L, hi);
 }
 
-/* R (<= MR) rows x one panel bp (K x NR, nc valid columns); b: the panel's
- * bias or NULL; act: none or relu (applied in registers). */
+/* R (<= MR) rows x one panel bp (K x NR); all NR columns of y are written
+ * (the caller gives a scratch tile for a partial panel: a partial store
+ * here, through a buffer or a call, cost the AVX loops their register
+ * allocation).  b: the panel's bias (nc valid values) or NULL; act: none
+ * or relu (applied in registers). */
 FL_HELPER void FL_FN(pk_tile)(const int R, fl_idx K, const T *x, fl_idx ldx,
                               const T *bp, const T *b, fl_idx nc, T *y,
                               fl_idx ldy, int act)
@@ -103,18 +90,18 @@ FL_HELPER void FL_FN(pk_tile)(const int R, fl_idx K, const T *x, fl_idx ldx,
         if (R > 10) FL_FN(pk_fma)(&c10, xk[10 * ldx], b0, b1);
         if (R > 11) FL_FN(pk_fma)(&c11, xk[11 * ldx], b0, b1);
     }
-    if (R > 0) FL_FN(pk_store)(&c0, y + 0 * ldy, bq, nc, act);
-    if (R > 1) FL_FN(pk_store)(&c1, y + 1 * ldy, bq, nc, act);
-    if (R > 2) FL_FN(pk_store)(&c2, y + 2 * ldy, bq, nc, act);
-    if (R > 3) FL_FN(pk_store)(&c3, y + 3 * ldy, bq, nc, act);
-    if (R > 4) FL_FN(pk_store)(&c4, y + 4 * ldy, bq, nc, act);
-    if (R > 5) FL_FN(pk_store)(&c5, y + 5 * ldy, bq, nc, act);
-    if (R > 6) FL_FN(pk_store)(&c6, y + 6 * ldy, bq, nc, act);
-    if (R > 7) FL_FN(pk_store)(&c7, y + 7 * ldy, bq, nc, act);
-    if (R > 8) FL_FN(pk_store)(&c8, y + 8 * ldy, bq, nc, act);
-    if (R > 9) FL_FN(pk_store)(&c9, y + 9 * ldy, bq, nc, act);
-    if (R > 10) FL_FN(pk_store)(&c10, y + 10 * ldy, bq, nc, act);
-    if (R > 11) FL_FN(pk_store)(&c11, y + 11 * ldy, bq, nc, act);
+    if (R > 0) FL_FN(pk_store)(&c0, y + 0 * ldy, bq, act);
+    if (R > 1) FL_FN(pk_store)(&c1, y + 1 * ldy, bq, act);
+    if (R > 2) FL_FN(pk_store)(&c2, y + 2 * ldy, bq, act);
+    if (R > 3) FL_FN(pk_store)(&c3, y + 3 * ldy, bq, act);
+    if (R > 4) FL_FN(pk_store)(&c4, y + 4 * ldy, bq, act);
+    if (R > 5) FL_FN(pk_store)(&c5, y + 5 * ldy, bq, act);
+    if (R > 6) FL_FN(pk_store)(&c6, y + 6 * ldy, bq, act);
+    if (R > 7) FL_FN(pk_store)(&c7, y + 7 * ldy, bq, act);
+    if (R > 8) FL_FN(pk_store)(&c8, y + 8 * ldy, bq, act);
+    if (R > 9) FL_FN(pk_store)(&c9, y + 9 * ldy, bq, act);
+    if (R > 10) FL_FN(pk_store)(&c10, y + 10 * ldy, bq, act);
+    if (R > 11) FL_FN(pk_store)(&c11, y + 11 * ldy, bq, act);
 }
 
 /* One function per row count R <= MR, each with its own register
@@ -161,6 +148,23 @@ FL_HELPER void FL_FN(pk_rows)(fl_idx R, fl_idx K, const T *x, fl_idx ldx,
     }
 }
 
+/* R rows x one panel into y; a partial panel (nc < NR) goes through a
+ * full-width scratch tile, of which the nc valid columns are copied */
+FL_HELPER void FL_FN(pk_group)(fl_idx R, fl_idx K, const T *x, fl_idx ldx,
+                               const T *bp, const T *b, fl_idx nc, T *y,
+                               fl_idx ldy, int act)
+{
+    T t[MR * NR];
+    fl_idx r;
+    if (nc == NR) {
+        FL_FN(pk_rows)(R, K, x, ldx, bp, b, nc, y, ldy, act);
+        return;
+    }
+    FL_FN(pk_rows)(R, K, x, ldx, bp, b, nc, t, NR, act);
+    for (r = 0; r < R; r++)
+        memcpy(y + r * ldy, t + r * NR, (size_t)nc * sizeof(T));
+}
+
 /* n rows x one panel bp (K x NR, nc valid columns; bb, y at its first
  * column): full MR-row groups, then the rest in one or two groups -- a
  * remainder under MR/2 joins the last full group and the two split evenly
@@ -175,11 +179,11 @@ FL_HELPER void FL_FN(panel_rows)(fl_idx n, fl_idx K, const T *x, fl_idx ldx,
         rest += MR;
     }
     for (i = 0, g = 0; g < full; g++, i += MR)
-        FL_FN(pk_rows)(MR, K, x + i * ldx, ldx, bp, bb, nc, y + i * ldy,
-                       ldy, act);
+        FL_FN(pk_group)(MR, K, x + i * ldx, ldx, bp, bb, nc, y + i * ldy,
+                        ldy, act);
     for (part = rest > MR ? rest / 2 : rest; i < n; i += part, part = n - i)
-        FL_FN(pk_rows)(part, K, x + i * ldx, ldx, bp, bb, nc, y + i * ldy,
-                       ldy, act);
+        FL_FN(pk_group)(part, K, x + i * ldx, ldx, bp, bb, nc, y + i * ldy,
+                        ldy, act);
 }
 
 /* Output columns of panels [p0, p1) for n rows (b, y: whole-row pointers).
