@@ -84,7 +84,9 @@ FL_KERNEL void FL_FN(act)(T *y, fl_idx n, int act)
 }
 
 /* y[i, :] = act(y[i, :] + b) in place, after a BLAS product; b NULL: no
- * bias.  Plain loops: the compiler vectorises them for the level. */
+ * bias.  Plain loops: the compiler vectorises them for the level.  Other
+ * activations than relu run once the bias is in, in one call over a
+ * contiguous output (across row ends, as the callers' pass did). */
 FL_KERNEL void FL_FN(bias_act)(fl_idx n, fl_idx M, T *y, fl_idx ldy,
                                const T *b, int act)
 {
@@ -98,8 +100,10 @@ FL_KERNEL void FL_FN(bias_act)(fl_idx n, fl_idx M, T *y, fl_idx ldy,
                 T v = yr[m];
                 yr[m] = (v > 0 || v != v) ? v : (T)0;
             }
-        } else if (act != FL_ACT_NONE) {
+        } else if (act != FL_ACT_NONE && ldy != M) {
             FL_FN(act)(yr, M, act);
         }
     }
+    if (act != FL_ACT_NONE && act != FL_ACT_RELU && ldy == M)
+        FL_FN(act)(y, n * M, act);
 }

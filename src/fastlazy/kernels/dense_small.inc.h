@@ -293,8 +293,14 @@ FL_KERNEL void FL_FN(dense_small)(fl_idx n, fl_idx K, fl_idx M, const T *x,
             break;
         }
     }
-    if (act != FL_ACT_NONE && act != FL_ACT_RELU)
-        for (i = 0; i < n; i++) FL_FN(act)(y + i * ldy, M, act);
+    /* one call over a contiguous output: the vector sigmoid then runs
+     * across row ends, as the callers' pass over the output did */
+    if (act != FL_ACT_NONE && act != FL_ACT_RELU) {
+        if (ldy == M)
+            FL_FN(act)(y, n * M, act);
+        else
+            for (i = 0; i < n; i++) FL_FN(act)(y + i * ldy, M, act);
+    }
 }
 
 #undef ROW
