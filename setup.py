@@ -18,6 +18,7 @@ The C kernels use GCC/Clang vector extensions, statement expressions and
 MinGW-w64 on Windows), not with MSVC.
 """
 
+import glob
 import os
 
 import numpy as np
@@ -83,7 +84,13 @@ _common = dict(
 extensions = [
     Extension("fastlazy._parameter", ["src/fastlazy/_parameter.pyx"],
               **_common),
-    Extension("fastlazy._plan", ["src/fastlazy/_plan.pyx"], **_common),
+    Extension(
+        "fastlazy._plan",
+        # the C kernels are one translation unit of their own, linked in;
+        # the bodies it includes are its dependencies (setuptools rebuilds
+        # a source only when it or a listed dependency changed)
+        ["src/fastlazy/_plan.pyx", "src/fastlazy/kernels/fl_kernels.c"],
+        depends=sorted(glob.glob("src/fastlazy/kernels/*.h")), **_common),
 ]
 
 # A debug build's C file (bounds checks on) goes to its own folder: next to

@@ -36,9 +36,11 @@ __all__ = ["call_slow", "prepare", "compile_plan", "net_dtype", "explain",
            "fused_steps", "TraceFailed"]
 
 
-class TraceFailed(Exception):
+class TraceFailed(TypeError):
     """A block's code could not be traced: ``block`` is the innermost block
-    whose code failed, ``reason`` what happened."""
+    whose code failed, ``reason`` what happened.  ``block(x)`` then runs the
+    eager path; ``build(shape)`` and ``summary(shape)``, which have no data
+    to run eagerly, raise it."""
 
     def __init__(self, block, reason):
         super().__init__(f"{_where(block)}: {reason}")

@@ -1,7 +1,8 @@
-# Declarations of the C kernels in fl_kernels.h: noexcept nogil, raw
-# pointers, no Python objects, no allocation.
+# Declarations of the C kernels (kernels/fl_kernels.h): one table of
+# function pointers, filled for the CPU by fl_kernels_init; noexcept nogil,
+# raw pointers, no Python objects, no allocation.
 
-cdef extern from "fl_kernels.h" nogil:
+cdef extern from "kernels/fl_kernels.h" nogil:
     ctypedef Py_ssize_t fl_idx
 
     enum:
@@ -15,6 +16,7 @@ cdef extern from "fl_kernels.h" nogil:
         FL_ACT_SILU
 
     ctypedef struct fl_kernel_table:
+        # dense layers
         void (*dense_f32)(fl_idx n, fl_idx K, fl_idx M, const float *x,
                           fl_idx ldx, const float *wt, const float *b,
                           float *y, fl_idx ldy, int act) noexcept nogil
@@ -37,18 +39,78 @@ cdef extern from "fl_kernels.h" nogil:
                          float *pk) noexcept nogil
         void (*pack_f64)(fl_idx K, fl_idx M, const double *wt,
                          double *pk) noexcept nogil
+        # activations in place (relu and float32 sigmoid vectorised)
+        void (*act_f32)(float *y, fl_idx n, int act) noexcept nogil
+        void (*act_f64)(double *y, fl_idx n, int act) noexcept nogil
+        # convolution
         void (*gemm_ab_f32)(fl_idx M, fl_idx N, fl_idx K, const float *a,
                             fl_idx lda, const float *b, fl_idx ldb, float *c,
                             fl_idx ldc, float *buf) noexcept nogil
         void (*gemm_ab_f64)(fl_idx M, fl_idx N, fl_idx K, const double *a,
                             fl_idx lda, const double *b, fl_idx ldb,
                             double *c, fl_idx ldc, double *buf) noexcept nogil
+        size_t (*gemm_ab_buf_f32)(fl_idx K) noexcept nogil
+        size_t (*gemm_ab_buf_f64)(fl_idx K) noexcept nogil
+        void (*im2col_f32)(const float *x, fl_idx Cg, fl_idx H, fl_idx W,
+                           fl_idx kh, fl_idx kw, fl_idx sh, fl_idx sw,
+                           fl_idx ph, fl_idx pw, fl_idx dh, fl_idx dw,
+                           fl_idx OW, fl_idx oh0, fl_idx oh1, float *col,
+                           fl_idx ldc) noexcept nogil
+        void (*im2col_f64)(const double *x, fl_idx Cg, fl_idx H, fl_idx W,
+                           fl_idx kh, fl_idx kw, fl_idx sh, fl_idx sw,
+                           fl_idx ph, fl_idx pw, fl_idx dh, fl_idx dw,
+                           fl_idx OW, fl_idx oh0, fl_idx oh1, double *col,
+                           fl_idx ldc) noexcept nogil
+        void (*chan_epilogue_f32)(fl_idx O, fl_idx N, const float *src,
+                                  fl_idx lds, float *dst, fl_idx ldd,
+                                  const float *scale, const float *shift,
+                                  int act) noexcept nogil
+        void (*chan_epilogue_f64)(fl_idx O, fl_idx N, const double *src,
+                                  fl_idx lds, double *dst, fl_idx ldd,
+                                  const double *scale, const double *shift,
+                                  int act) noexcept nogil
+        # normalization and pooling
+        void (*bn_coeffs_f32)(fl_idx C, const float *gamma, const float *beta,
+                              const float *mean, const float *var,
+                              const float *bias, double eps, float *scale,
+                              float *shift) noexcept nogil
+        void (*bn_coeffs_f64)(fl_idx C, const double *gamma,
+                              const double *beta, const double *mean,
+                              const double *var, const double *bias,
+                              double eps, double *scale,
+                              double *shift) noexcept nogil
+        void (*chan_affine_f32)(fl_idx outer, fl_idx C, fl_idx inner,
+                                const float *x, float *y, const float *scale,
+                                const float *shift, int act) noexcept nogil
+        void (*chan_affine_f64)(fl_idx outer, fl_idx C, fl_idx inner,
+                                const double *x, double *y,
+                                const double *scale, const double *shift,
+                                int act) noexcept nogil
+        void (*pool2d_f32)(const float *x, float *y, fl_idx C, fl_idx H,
+                           fl_idx W, fl_idx kh, fl_idx kw, fl_idx sh,
+                           fl_idx sw, fl_idx ph, fl_idx pw, fl_idx OH,
+                           fl_idx OW, int is_max,
+                           int count_include_pad) noexcept nogil
+        void (*pool2d_f64)(const double *x, double *y, fl_idx C, fl_idx H,
+                           fl_idx W, fl_idx kh, fl_idx kw, fl_idx sh,
+                           fl_idx sw, fl_idx ph, fl_idx pw, fl_idx OH,
+                           fl_idx OW, int is_max,
+                           int count_include_pad) noexcept nogil
+        void (*layernorm_f32)(fl_idx outer, fl_idx C, fl_idx inner,
+                              const float *x, float *y, const float *gamma,
+                              const float *beta, double eps,
+                              double *acc) noexcept nogil
+        void (*layernorm_f64)(fl_idx outer, fl_idx C, fl_idx inner,
+                              const double *x, double *y,
+                              const double *gamma, const double *beta,
+                              double eps, double *acc) noexcept nogil
+        # the level's tile
         int nr_f32
         int nr_f64
         int mr
+        int level
+        const char *isa
 
     fl_kernel_table fl_kt
     int fl_kernels_init(int level) noexcept
     const char *fl_kernels_isa() noexcept
-    void fl_act_f32(float *y, fl_idx count, int act) noexcept nogil
-    void fl_act_f64(double *y, fl_idx count, int act) noexcept nogil

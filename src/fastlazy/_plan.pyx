@@ -8,9 +8,9 @@ the batch in row tiles so every intermediate stays in cache.  Steps read and
 write *named buffers*; the plan places each intermediate buffer in a
 workspace slot that is reused once its last reader has run.
 
-This module owns every C header: the kernel table (``fl_kernels.h``), the
-convolution kernels (``fl_conv.h``) and the thread pool (``fl_pool.h``), so
-there is one kernel table and one pool per process.  Everything on the hot
+This module owns every C header: the kernel table (``kernels/fl_kernels.h``,
+every numeric kernel, chosen at import for the CPU) and the thread pool
+(``fl_pool.h``), so there is one kernel table and one pool per process.  Everything on the hot
 path is ``noexcept nogil`` on raw pointers.
 
 A plan is rebuilt only when something it depends on changes: the storage
@@ -34,8 +34,8 @@ from fastlazy._blas cimport (
 )
 from fastlazy._kernels cimport (
     FL_ACT_GELU, FL_ACT_NONE, FL_ACT_RELU, FL_ACT_SIGMOID, FL_ACT_SILU,
-    FL_ACT_SOFTRELU, FL_ACT_SOFTSIGN, FL_ACT_TANH, fl_act_f32, fl_act_f64,
-    fl_kernels_init, fl_kernels_isa, fl_kt,
+    FL_ACT_SOFTRELU, FL_ACT_SOFTSIGN, FL_ACT_TANH, fl_kernels_init,
+    fl_kernels_isa, fl_kt,
 )
 from fastlazy._parameter cimport INITIALIZED, Parameter
 
@@ -76,12 +76,11 @@ def activation_code(name, where):
 
 cdef inline void _act(Py_ssize_t itemsize, char *y, Py_ssize_t n,
                       int act) noexcept nogil:
-    """Activation ``act`` in place over n values (the float sigmoid
-    vectorised)."""
+    """Activation ``act`` in place over n values (the kernel table's)."""
     if itemsize == 4:
-        fl_conv_act_f32(<float *>y, n, act)
+        fl_kt.act_f32(<float *>y, n, act)
     else:
-        fl_act_f64(<double *>y, n, act)
+        fl_kt.act_f64(<double *>y, n, act)
 
 
 def apply_activation(cnp.ndarray arr, int code):
@@ -115,20 +114,12 @@ def invalidate_all():
 cdef int _isa_level = fl_kernels_init(-1)
 
 
-cdef extern from "fl_conv.h" nogil:
-    # the vectorised float sigmoid, chosen for the CPU like the kernels
-    void (*fl_vsigmoid_f32)(float *y, Py_ssize_t n) noexcept nogil
-    int fl_conv_init(int level) noexcept
-    void fl_conv_act_f32(float *y, Py_ssize_t n, int act) noexcept
-
-
 def set_isa(level=None):
     """Choose the kernel instruction set: None for the best the CPU has,
     0 baseline, 3 AVX2+FMA, 4 AVX-512.  Returns the level in use, which is
     lower than asked for when the CPU lacks the instructions."""
     global _isa_level
     _isa_level = fl_kernels_init(-1 if level is None else int(level))
-    fl_conv_init(_isa_level)
     invalidate_all()
     return _isa_level
 
@@ -343,15 +334,11 @@ cdef inline void _bias_act(Py_ssize_t itemsize, Py_ssize_t rows,
                            Py_ssize_t mc, char *y, Py_ssize_t ldy,
                            const char *b, int act) noexcept nogil:
     """Bias and activation over ``rows`` rows of ``mc`` outputs, in place."""
-    cdef Py_ssize_t r
+    if b == NULL and act == FL_ACT_NONE:
+        return
     if itemsize == 4:
-        if b != NULL or (act != FL_ACT_NONE and act != FL_ACT_SIGMOID):
-            fl_kt.bias_act_f32(rows, mc, <float *>y, ldy, <const float *>b,
-                               FL_ACT_NONE if act == FL_ACT_SIGMOID else act)
-        if act == FL_ACT_SIGMOID:
-            for r in range(rows):
-                fl_vsigmoid_f32(<float *>y + r * ldy, mc)
-    elif b != NULL or act != FL_ACT_NONE:
+        fl_kt.bias_act_f32(rows, mc, <float *>y, ldy, <const float *>b, act)
+    else:
         fl_kt.bias_act_f64(rows, mc, <double *>y, ldy, <const double *>b,
                            act)
 
@@ -370,7 +357,7 @@ cdef inline void _dense_bn_typed(const DenseArgs *a, Py_ssize_t rows,
     while c0 < mc:
         cn = mc - c0 if mc - c0 < 64 else 64
         if floating is float:
-            fl_bn_coeffs_f32(cn, NULL if a.bn_gamma == NULL
+            fl_kt.bn_coeffs_f32(cn, NULL if a.bn_gamma == NULL
                              else <const float *>a.bn_gamma + m0 + c0,
                              NULL if a.bn_beta == NULL
                              else <const float *>a.bn_beta + m0 + c0,
@@ -379,7 +366,7 @@ cdef inline void _dense_bn_typed(const DenseArgs *a, Py_ssize_t rows,
                              NULL if bias == NULL else bias + m0 + c0,
                              a.bn_eps, scale, shift)
         else:
-            fl_bn_coeffs_f64(cn, NULL if a.bn_gamma == NULL
+            fl_kt.bn_coeffs_f64(cn, NULL if a.bn_gamma == NULL
                              else <const double *>a.bn_gamma + m0 + c0,
                              NULL if a.bn_beta == NULL
                              else <const double *>a.bn_beta + m0 + c0,
@@ -422,10 +409,7 @@ cdef void _dense_columns(const Step *s, Py_ssize_t rows, const char *x,
         if isz == 4:
             fl_kt.dense_f32(rows, a.K, M, <const float *>x, a.K,
                             <const float *>a.w, <const float *>b,
-                            <float *>y, M,
-                            FL_ACT_NONE if act == FL_ACT_SIGMOID else act)
-            if act == FL_ACT_SIGMOID:
-                fl_vsigmoid_f32(<float *>y, rows * M)
+                            <float *>y, M, act)
         else:
             fl_kt.dense_f64(rows, a.K, M, <const double *>x, a.K,
                             <const double *>a.w, <const double *>b,
@@ -452,12 +436,7 @@ cdef void _dense_panels(const Step *s, Py_ssize_t rows, const char *x,
     if s.itemsize == 4:
         fl_kt.gemm_packed_f32(rows, a.K, M, <const float *>x, a.K,
                               <const float *>a.packed, p0, p1,
-                              <const float *>bias, <float *>y, M,
-                              FL_ACT_NONE if act == FL_ACT_SIGMOID
-                              else act)
-        if act == FL_ACT_SIGMOID:
-            for r in range(rows):
-                fl_vsigmoid_f32(<float *>y + r * M + m0, mc)
+                              <const float *>bias, <float *>y, M, act)
     else:
         fl_kt.gemm_packed_f64(rows, a.K, M, <const double *>x, a.K,
                               <const double *>a.packed, p0, p1,
@@ -1379,3 +1358,122 @@ def dense_kernel(x, wt, b, int act, route):
     with nogil:
         _step_dense(&s, n, bufs, NULL)
     return out
+
+
+# Test twin of the kernel table (tests/test_kernel_table.py).  It exists
+# only so the tests can call every fl_kt entry that takes an activation at
+# the level set_isa chose; it moves with the table's callers.
+
+cdef void *_twin_ptr(a, dtype, Py_ssize_t size, str what) except NULL:
+    if not isinstance(a, np.ndarray) or a.dtype != dtype \
+            or not a.flags.c_contiguous or a.size != size:
+        raise ValueError(f"kernel_table: {what} must be a C-contiguous "
+                         f"{dtype} array of {size} values")
+    return cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+def kernel_table(str op, cnp.ndarray y, int act, a=None, b=None, c=None):
+    """Run ``fl_kt.<op>_f32/f64`` (by ``y``'s dtype) in place on ``y``.
+
+    ``op`` and its arrays (C-contiguous, ``y``'s dtype; None = NULL where
+    the kernel allows it):
+
+    * ``'act'``: y = act(y)
+    * ``'bias_act'``: y (n, M) = act(y + a), a bias (M,)
+    * ``'chan_epilogue'``: y (O, N) = act(y * a[o] + b[o]), a, b (O,)
+    * ``'chan_affine'``: y (outer, C, inner) = act(y * a[c] + b[c])
+    * ``'dense'``: y (n, M) = act(a @ b + c), a (n, K), b (K, M), c (M,)
+    * ``'packed'``: the same product, through pack + gemm_packed
+    * ``'gemm_ab'``: y (M, N) = a (M, K) @ b (K, N), buffer of gemm_ab_buf
+
+    Returns ``y``.
+    """
+    cdef bint f32 = y.dtype == np.float32
+    cdef object dt = y.dtype
+    cdef Py_ssize_t n, M, K, nr
+    cdef void *yp
+    cdef void *ap = NULL
+    cdef void *bp = NULL
+    cdef void *cp = NULL
+    cdef cnp.ndarray tmp
+    if dt not in (np.float32, np.float64) or not y.flags.c_contiguous:
+        raise ValueError("kernel_table: y must be C-contiguous float32/64")
+    yp = cnp.PyArray_DATA(y)
+    if op == "act":
+        if f32:
+            fl_kt.act_f32(<float *>yp, y.size, act)
+        else:
+            fl_kt.act_f64(<double *>yp, y.size, act)
+    elif op in ("bias_act", "chan_epilogue", "chan_affine"):
+        n = y.shape[0]
+        M = y.size // n if n else 0
+        if op == "chan_affine":
+            M = y.shape[1]
+        if a is not None:
+            ap = _twin_ptr(a, dt, n if op == "chan_epilogue" else M, "a")
+        if b is not None:
+            bp = _twin_ptr(b, dt, n if op == "chan_epilogue" else M, "b")
+        if op == "bias_act":
+            if f32:
+                fl_kt.bias_act_f32(n, M, <float *>yp, M, <float *>ap, act)
+            else:
+                fl_kt.bias_act_f64(n, M, <double *>yp, M, <double *>ap, act)
+        elif op == "chan_epilogue":
+            if f32:
+                fl_kt.chan_epilogue_f32(n, M, <float *>yp, M, <float *>yp, M,
+                                        <float *>ap, <float *>bp, act)
+            else:
+                fl_kt.chan_epilogue_f64(n, M, <double *>yp, M, <double *>yp,
+                                        M, <double *>ap, <double *>bp, act)
+        else:
+            if ap == NULL or bp == NULL:
+                raise ValueError("kernel_table: chan_affine needs a and b")
+            if f32:
+                fl_kt.chan_affine_f32(n, M, y.shape[2], <float *>yp,
+                                      <float *>yp, <float *>ap, <float *>bp,
+                                      act)
+            else:
+                fl_kt.chan_affine_f64(n, M, y.shape[2], <double *>yp,
+                                      <double *>yp, <double *>ap,
+                                      <double *>bp, act)
+    elif op in ("dense", "packed", "gemm_ab"):
+        n, M = y.shape[0], y.shape[1]
+        K = a.shape[1]
+        ap = _twin_ptr(a, dt, n * K, "a")
+        bp = _twin_ptr(b, dt, K * M, "b")
+        if c is not None:
+            cp = _twin_ptr(c, dt, M, "c")
+        if op == "dense":
+            if f32:
+                fl_kt.dense_f32(n, K, M, <float *>ap, K, <float *>bp,
+                                <float *>cp, <float *>yp, M, act)
+            else:
+                fl_kt.dense_f64(n, K, M, <double *>ap, K, <double *>bp,
+                                <double *>cp, <double *>yp, M, act)
+        elif op == "packed":
+            nr = fl_kt.nr_f32 if f32 else fl_kt.nr_f64
+            tmp = np.empty((M + nr - 1) // nr * nr * K, dtype=dt)
+            if f32:
+                fl_kt.pack_f32(K, M, <float *>bp, <float *>cnp.PyArray_DATA(tmp))
+                fl_kt.gemm_packed_f32(n, K, M, <float *>ap, K,
+                                      <float *>cnp.PyArray_DATA(tmp), 0,
+                                      (M + nr - 1) // nr, <float *>cp,
+                                      <float *>yp, M, act)
+            else:
+                fl_kt.pack_f64(K, M, <double *>bp, <double *>cnp.PyArray_DATA(tmp))
+                fl_kt.gemm_packed_f64(n, K, M, <double *>ap, K,
+                                      <double *>cnp.PyArray_DATA(tmp), 0,
+                                      (M + nr - 1) // nr, <double *>cp,
+                                      <double *>yp, M, act)
+        else:
+            tmp = np.empty(fl_kt.gemm_ab_buf_f32(K) if f32
+                           else fl_kt.gemm_ab_buf_f64(K), dtype=np.uint8)
+            if f32:
+                fl_kt.gemm_ab_f32(n, M, K, <float *>ap, K, <float *>bp, M,
+                                  <float *>yp, M, <float *>cnp.PyArray_DATA(tmp))
+            else:
+                fl_kt.gemm_ab_f64(n, M, K, <double *>ap, K, <double *>bp, M,
+                                  <double *>yp, M, <double *>cnp.PyArray_DATA(tmp))
+    else:
+        raise ValueError(f"kernel_table: unknown op {op!r}")
+    return y

@@ -6,75 +6,14 @@
 # Included into _plan.pyx: these steps share the plan's Step struct (their
 # arguments are ConvArgs, PoolArgs and NormArgs in _plan.pxd), its kernel
 # table and its thread pool.  Every step function is ``noexcept nogil`` and
-# touches only raw pointers; the numeric kernels are in fl_conv.h.  All
+# touches only raw pointers; the numeric kernels are entries of the kernel
+# table (kernels/conv.inc.h, and gemm_ab in kernels/gemm_packed.inc.h).  All
 # checks happen in the _fill_* functions, when the plan is built.
 #
 # A BatchNorm -- on its own or folded into a convolution -- reads its four
 # parameters at every call (C square roots, negligible next to the
 # convolution), so writes through ``Parameter.data()`` are seen at once, as
 # for every other parameter; no folded copy of the weights is kept.
-
-
-cdef extern from "fl_conv.h" nogil:
-    void fl_im2col_f32(const float *x, Py_ssize_t Cg, Py_ssize_t H,
-                       Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw,
-                       Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
-                       Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
-                       Py_ssize_t OW, Py_ssize_t oh0, Py_ssize_t oh1,
-                       float *col, Py_ssize_t ldc) noexcept
-    void fl_im2col_f64(const double *x, Py_ssize_t Cg, Py_ssize_t H,
-                       Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw,
-                       Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
-                       Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
-                       Py_ssize_t OW, Py_ssize_t oh0, Py_ssize_t oh1,
-                       double *col, Py_ssize_t ldc) noexcept
-    void fl_chan_epilogue_f32(Py_ssize_t O, Py_ssize_t N, const float *src,
-                              Py_ssize_t lds, float *dst, Py_ssize_t ldd,
-                              const float *scale, const float *shift,
-                              int act) noexcept
-    void fl_chan_epilogue_f64(Py_ssize_t O, Py_ssize_t N, const double *src,
-                              Py_ssize_t lds, double *dst, Py_ssize_t ldd,
-                              const double *scale, const double *shift,
-                              int act) noexcept
-    void fl_bn_coeffs_f32(Py_ssize_t C, const float *gamma,
-                          const float *beta, const float *mean,
-                          const float *var, const float *bias, double eps,
-                          float *scale, float *shift) noexcept
-    void fl_bn_coeffs_f64(Py_ssize_t C, const double *gamma,
-                          const double *beta, const double *mean,
-                          const double *var, const double *bias, double eps,
-                          double *scale, double *shift) noexcept
-    void fl_chan_affine_f32(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
-                            const float *x, float *y, const float *scale,
-                            const float *shift, int act) noexcept
-    void fl_chan_affine_f64(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
-                            const double *x, double *y, const double *scale,
-                            const double *shift, int act) noexcept
-    void fl_pool2d_f32(const float *x, float *y, Py_ssize_t C, Py_ssize_t H,
-                       Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw,
-                       Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
-                       Py_ssize_t pw, Py_ssize_t OH, Py_ssize_t OW,
-                       int is_max, int count_include_pad) noexcept
-    void fl_pool2d_f64(const double *x, double *y, Py_ssize_t C,
-                       Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh,
-                       Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
-                       Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t OH,
-                       Py_ssize_t OW, int is_max,
-                       int count_include_pad) noexcept
-    int fl_conv_init(int level) noexcept
-    void fl_conv_act_f32(float *y, Py_ssize_t n, int act) noexcept
-    void fl_layernorm_f32(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
-                          const float *x, float *y, const float *gamma,
-                          const float *beta, double eps,
-                          double *acc) noexcept
-    void fl_layernorm_f64(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
-                          const double *x, double *y, const double *gamma,
-                          const double *beta, double eps,
-                          double *acc) noexcept
-
-
-# the vectorised sigmoid of the epilogue, at the dense kernels' level
-fl_conv_init(_isa_level)
 
 
 def conv_activation_f32(cnp.ndarray arr, int code):
@@ -84,8 +23,10 @@ def conv_activation_f32(cnp.ndarray arr, int code):
     if arr.dtype != np.float32 or not arr.flags.c_contiguous:
         raise TypeError("conv_activation_f32 needs a C-contiguous float32 "
                         "array")
+    cdef float *p = <float *>cnp.PyArray_DATA(arr)
+    cdef Py_ssize_t n = arr.size
     with nogil:
-        fl_conv_act_f32(<float *>cnp.PyArray_DATA(arr), arr.size, code)
+        fl_kt.act_f32(p, n, code)
     return arr
 
 
@@ -131,8 +72,10 @@ cdef inline Py_ssize_t _conv_coeff_bytes(const Step *s) noexcept nogil:
     return _align64(2 * s.a.conv.g.O * s.itemsize)
 
 
-cdef inline Py_ssize_t _conv_panel_bytes(Py_ssize_t Kg) noexcept nogil:
-    return _align64(Kg * 128)
+cdef inline Py_ssize_t _conv_panel_bytes(Py_ssize_t Kg,
+                                        Py_ssize_t itemsize) noexcept nogil:
+    return _align64(<Py_ssize_t>(fl_kt.gemm_ab_buf_f32(Kg) if itemsize == 4
+                                 else fl_kt.gemm_ab_buf_f64(Kg)))
 
 
 cdef inline Py_ssize_t _conv_slot_bytes(const Step *s) noexcept nogil:
@@ -177,10 +120,10 @@ cdef inline void _im2col(const floating *x, Py_ssize_t Cg,
                          Py_ssize_t oh1, floating *col,
                          Py_ssize_t ldc) noexcept nogil:
     if floating is float:
-        fl_im2col_f32(x, Cg, g.H, g.W, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw,
+        fl_kt.im2col_f32(x, Cg, g.H, g.W, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw,
                       g.dh, g.dw, g.OW, oh0, oh1, col, ldc)
     else:
-        fl_im2col_f64(x, Cg, g.H, g.W, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw,
+        fl_kt.im2col_f64(x, Cg, g.H, g.W, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw,
                       g.dh, g.dw, g.OW, oh0, oh1, col, ldc)
 
 
@@ -189,9 +132,9 @@ cdef inline void _epilogue(Py_ssize_t O, Py_ssize_t N, const floating *src,
                            const floating *scale, const floating *shift,
                            int act) noexcept nogil:
     if floating is float:
-        fl_chan_epilogue_f32(O, N, src, lds, dst, ldd, scale, shift, act)
+        fl_kt.chan_epilogue_f32(O, N, src, lds, dst, ldd, scale, shift, act)
     else:
-        fl_chan_epilogue_f64(O, N, src, lds, dst, ldd, scale, shift, act)
+        fl_kt.chan_epilogue_f64(O, N, src, lds, dst, ldd, scale, shift, act)
 
 
 cdef inline floating *_conv_panel(const Step *s, char *slot,
@@ -199,7 +142,8 @@ cdef inline floating *_conv_panel(const Step *s, char *slot,
     """The panel buffer at the end of an im2col slot."""
     return <floating *>(slot + _conv_slot_bytes(s)
                         - _conv_panel_bytes(s.a.conv.g.C // s.a.conv.g.groups
-                                            * s.a.conv.g.kh * s.a.conv.g.kw))
+                                            * s.a.conv.g.kh * s.a.conv.g.kw,
+                                            s.itemsize))
 
 
 cdef inline void _depthwise(const ConvGeometry *g, const floating *xn,
@@ -283,14 +227,14 @@ cdef inline void _conv2d_run(const Step *s, Py_ssize_t nb, const floating *x,
         # values of gamma, beta, running_mean, running_var and the bias
         scale = coeff
         if floating is float:
-            fl_bn_coeffs_f32(O, <const float *>a.bn_gamma,
+            fl_kt.bn_coeffs_f32(O, <const float *>a.bn_gamma,
                              <const float *>a.bn_beta,
                              <const float *>a.bn_mean,
                              <const float *>a.bn_var,
                              <const float *>a.bias, a.bn_eps, scale,
                              coeff + O)
         else:
-            fl_bn_coeffs_f64(O, <const double *>a.bn_gamma,
+            fl_kt.bn_coeffs_f64(O, <const double *>a.bn_gamma,
                              <const double *>a.bn_beta,
                              <const double *>a.bn_mean,
                              <const double *>a.bn_var,
@@ -434,12 +378,12 @@ cdef void _step_pool2d(const Step *s, Py_ssize_t b, char *const *bufs,
     cdef Py_ssize_t n
     for n in range(b):
         if s.itemsize == 4:
-            fl_pool2d_f32(<const float *>x + n * s.in_size,
+            fl_kt.pool2d_f32(<const float *>x + n * s.in_size,
                           <float *>y + n * s.out_size, g.C, g.H, g.W, g.kh,
                           g.kw, g.sh, g.sw, g.ph, g.pw, g.OH, g.OW,
                           s.a.pool.is_max, s.a.pool.count_include_pad)
         else:
-            fl_pool2d_f64(<const double *>x + n * s.in_size,
+            fl_kt.pool2d_f64(<const double *>x + n * s.in_size,
                           <double *>y + n * s.out_size, g.C, g.H, g.W, g.kh,
                           g.kw, g.sh, g.sw, g.ph, g.pw, g.OH, g.OW,
                           s.a.pool.is_max, s.a.pool.count_include_pad)
@@ -451,18 +395,18 @@ cdef void _step_batchnorm(const Step *s, Py_ssize_t b, char *const *bufs,
     cdef const NormArgs *a = &s.a.norm
     cdef Py_ssize_t C = a.C
     if s.itemsize == 4:
-        fl_bn_coeffs_f32(C, <const float *>a.gamma, <const float *>a.beta,
+        fl_kt.bn_coeffs_f32(C, <const float *>a.gamma, <const float *>a.beta,
                          <const float *>a.mean, <const float *>a.var, NULL,
                          a.eps, <float *>work, <float *>work + C)
-        fl_chan_affine_f32(b * a.outer, C, a.inner,
+        fl_kt.chan_affine_f32(b * a.outer, C, a.inner,
                            <const float *>bufs[s.src[0]],
                            <float *>bufs[s.dst], <float *>work,
                            <float *>work + C, a.act)
     else:
-        fl_bn_coeffs_f64(C, <const double *>a.gamma, <const double *>a.beta,
+        fl_kt.bn_coeffs_f64(C, <const double *>a.gamma, <const double *>a.beta,
                          <const double *>a.mean, <const double *>a.var,
                          NULL, a.eps, <double *>work, <double *>work + C)
-        fl_chan_affine_f64(b * a.outer, C, a.inner,
+        fl_kt.chan_affine_f64(b * a.outer, C, a.inner,
                            <const double *>bufs[s.src[0]],
                            <double *>bufs[s.dst], <double *>work,
                            <double *>work + C, a.act)
@@ -473,12 +417,12 @@ cdef void _step_layernorm(const Step *s, Py_ssize_t b, char *const *bufs,
     # work: 2*inner doubles of statistics
     cdef const NormArgs *a = &s.a.norm
     if s.itemsize == 4:
-        fl_layernorm_f32(b * a.outer, a.C, a.inner,
+        fl_kt.layernorm_f32(b * a.outer, a.C, a.inner,
                          <const float *>bufs[s.src[0]], <float *>bufs[s.dst],
                          <const float *>a.gamma, <const float *>a.beta,
                          a.eps, <double *>work)
     else:
-        fl_layernorm_f64(b * a.outer, a.C, a.inner,
+        fl_kt.layernorm_f64(b * a.outer, a.C, a.inner,
                          <const double *>bufs[s.src[0]],
                          <double *>bufs[s.dst], <const double *>a.gamma,
                          <const double *>a.beta, a.eps, <double *>work)
@@ -541,7 +485,8 @@ cdef int _fill_conv(Step *s, object st, object dtype, list keep) except -1:
     a.slots = slots
     s.work = 2 * g.O * s.itemsize
     s.work = _align64(s.work) + slots * (_align64(col_bytes)
-                                         + _conv_panel_bytes(Kg))
+                                         + _conv_panel_bytes(Kg,
+                                                             s.itemsize))
     if st.bn is not None:
         # BatchNorm folded into the epilogue; the step reads the
         # parameters at every call (see the note at the top)

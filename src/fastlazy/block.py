@@ -403,7 +403,13 @@ class Block:
                             f"built-in layers can be built from a shape; "
                             f"call it on an example input instead")
         with self._lock:
-            out = _compiler().prepare(self, [tuple(shape)])
+            try:
+                out = _compiler().prepare(self, [tuple(shape)])
+            except _compiler().TraceFailed as failed:
+                raise TypeError(
+                    f"{self.name}.build: {failed}. A network whose code "
+                    f"cannot be compiled is built from an example input "
+                    f"instead: call it on one") from None
         if len(out) == 1:
             return (input_shape[0],) + tuple(out[0][1:])
         return tuple((input_shape[0],) + tuple(o[1:]) for o in out)

@@ -4,9 +4,12 @@
  * Why not OpenBLAS's threads: two OpenBLAS pools in one process (NumPy's and
  * ours) spin-wait against each other after every call, which made
  * interleaved NumPy and fastlazy calls 10-20x slower on two cores.  This
- * pool's workers sleep on a condition variable between jobs (they never
- * spin), the caller takes part as thread 0, and OpenBLAS is kept at one
- * thread and called from inside the jobs.
+ * pool's workers spin for at most fl_pool_spin_ns (0.1 ms) after a job --
+ * waking a sleeping thread costs more than that on a VM, so back-to-back
+ * layers find them awake -- and then sleep on a condition variable, so an
+ * idle pool never spins against other pools.  The caller takes part as
+ * thread 0, and OpenBLAS is kept at one thread and called from inside the
+ * jobs.
  *
  * One job runs at a time; a caller that finds the pool busy (another Python
  * thread is inside a parallel forward) runs its job alone, in its own

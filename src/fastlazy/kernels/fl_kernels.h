@@ -1,0 +1,165 @@
+/*
+ * fl_kernels.h -- the contract of fastlazy's numeric kernels.
+ *
+ * Plain C on raw pointers: no Python objects, no allocation.  The only
+ * global state is one table of function pointers, fl_kt, filled by
+ * fl_kernels_init() for one instruction-set level (AVX-512, AVX2+FMA or the
+ * x86-64 baseline); callers go through the table and never name a level.
+ * The kernels themselves live in kernels/fl_kernels.c (one translation unit;
+ * see there for how the bodies are instantiated per level and dtype).
+ *
+ * Weights of the dense kernels are stored transposed, wt[k * M + m]
+ * (in_units x units, C order): an output row is then a sum of
+ * broadcast-scaled weight rows, which vectorises along the units without
+ * horizontal reductions.  Convolution layout is NCHW, one sample at a time.
+ *
+ * Every kernel that takes an activation code applies it itself (float32
+ * sigmoid vectorised), so a caller never special-cases an activation.
+ */
+#ifndef FL_KERNELS_PUBLIC_H
+#define FL_KERNELS_PUBLIC_H
+
+#include <stddef.h>
+
+typedef ptrdiff_t fl_idx;
+
+/* Symbols shared between the kernels' translation unit and the extension
+ * that links it, but not exported from the shared object: two extensions
+ * may each link their own copy. */
+#if defined(__GNUC__) && !defined(_WIN32)
+#define FL_API __attribute__((visibility("hidden")))
+#else
+#define FL_API
+#endif
+
+enum {
+    FL_ACT_NONE = 0,
+    FL_ACT_RELU = 1,
+    FL_ACT_SIGMOID = 2,
+    FL_ACT_TANH = 3,
+    FL_ACT_SOFTRELU = 4,
+    FL_ACT_SOFTSIGN = 5,
+    FL_ACT_GELU = 6,
+    FL_ACT_SILU = 7
+};
+
+/* The kernels of one instruction-set level.  What each computes:
+ *
+ * dense(n, K, M, x, ldx, wt, b, y, ldy, act)
+ *     y[i, m] = act(b[m] + sum_k x[i, k] * wt[k, m]), i < n, m < M, with
+ *     register tiles for a few rows (b NULL means no bias).
+ * bias_act(n, M, y, ldy, b, act)
+ *     y[i, :] = act(y[i, :] + b) in place, after a BLAS product.
+ * pack(K, M, wt, pk)
+ *     copies wt into panels of nr columns:
+ *     pk[(p * K + k) * nr + j] = wt[k, p * nr + j] (0 for columns >= M);
+ *     pk holds ceil(M / nr) * K * nr values.
+ * gemm_packed(n, K, M, x, ldx, pk, p0, p1, b, y, ldy, act)
+ *     the dense product on packed weights, output panels [p0, p1) only
+ *     (b and y point at whole rows).
+ * gemm_ab(M, N, K, a, lda, b, ldb, c, ldc, buf)
+ *     c[M x N] = a[M x K] @ b[K x N], both operands changing per call
+ *     (convolution: weights @ im2col block); buf holds gemm_ab_buf(K) bytes.
+ * act(y, n, act)
+ *     an activation in place; relu and float32 sigmoid vectorised.
+ * im2col, chan_epilogue, bn_coeffs, chan_affine, pool2d, layernorm
+ *     the convolution's helpers (conv.inc.h states each one's contract).
+ */
+typedef struct {
+    /* dense layers */
+    void (*dense_f32)(fl_idx n, fl_idx K, fl_idx M, const float *x,
+                      fl_idx ldx, const float *wt, const float *b, float *y,
+                      fl_idx ldy, int act);
+    void (*dense_f64)(fl_idx n, fl_idx K, fl_idx M, const double *x,
+                      fl_idx ldx, const double *wt, const double *b,
+                      double *y, fl_idx ldy, int act);
+    void (*bias_act_f32)(fl_idx n, fl_idx M, float *y, fl_idx ldy,
+                         const float *b, int act);
+    void (*bias_act_f64)(fl_idx n, fl_idx M, double *y, fl_idx ldy,
+                         const double *b, int act);
+    void (*gemm_packed_f32)(fl_idx n, fl_idx K, fl_idx M, const float *x,
+                            fl_idx ldx, const float *pk, fl_idx p0,
+                            fl_idx p1, const float *b, float *y, fl_idx ldy,
+                            int act);
+    void (*gemm_packed_f64)(fl_idx n, fl_idx K, fl_idx M, const double *x,
+                            fl_idx ldx, const double *pk, fl_idx p0,
+                            fl_idx p1, const double *b, double *y,
+                            fl_idx ldy, int act);
+    void (*pack_f32)(fl_idx K, fl_idx M, const float *wt, float *pk);
+    void (*pack_f64)(fl_idx K, fl_idx M, const double *wt, double *pk);
+    /* activations */
+    void (*act_f32)(float *y, fl_idx n, int act);
+    void (*act_f64)(double *y, fl_idx n, int act);
+    /* convolution */
+    void (*gemm_ab_f32)(fl_idx M, fl_idx N, fl_idx K, const float *a,
+                        fl_idx lda, const float *b, fl_idx ldb, float *c,
+                        fl_idx ldc, float *buf);
+    void (*gemm_ab_f64)(fl_idx M, fl_idx N, fl_idx K, const double *a,
+                        fl_idx lda, const double *b, fl_idx ldb, double *c,
+                        fl_idx ldc, double *buf);
+    size_t (*gemm_ab_buf_f32)(fl_idx K);     /* bytes of gemm_ab's buf */
+    size_t (*gemm_ab_buf_f64)(fl_idx K);
+    void (*im2col_f32)(const float *x, fl_idx Cg, fl_idx H, fl_idx W,
+                       fl_idx kh, fl_idx kw, fl_idx sh, fl_idx sw, fl_idx ph,
+                       fl_idx pw, fl_idx dh, fl_idx dw, fl_idx OW,
+                       fl_idx oh0, fl_idx oh1, float *col, fl_idx ldc);
+    void (*im2col_f64)(const double *x, fl_idx Cg, fl_idx H, fl_idx W,
+                       fl_idx kh, fl_idx kw, fl_idx sh, fl_idx sw, fl_idx ph,
+                       fl_idx pw, fl_idx dh, fl_idx dw, fl_idx OW,
+                       fl_idx oh0, fl_idx oh1, double *col, fl_idx ldc);
+    void (*chan_epilogue_f32)(fl_idx O, fl_idx N, const float *src,
+                              fl_idx lds, float *dst, fl_idx ldd,
+                              const float *scale, const float *shift,
+                              int act);
+    void (*chan_epilogue_f64)(fl_idx O, fl_idx N, const double *src,
+                              fl_idx lds, double *dst, fl_idx ldd,
+                              const double *scale, const double *shift,
+                              int act);
+    /* normalization and pooling */
+    void (*bn_coeffs_f32)(fl_idx C, const float *gamma, const float *beta,
+                          const float *mean, const float *var,
+                          const float *bias, double eps, float *scale,
+                          float *shift);
+    void (*bn_coeffs_f64)(fl_idx C, const double *gamma, const double *beta,
+                          const double *mean, const double *var,
+                          const double *bias, double eps, double *scale,
+                          double *shift);
+    void (*chan_affine_f32)(fl_idx outer, fl_idx C, fl_idx inner,
+                            const float *x, float *y, const float *scale,
+                            const float *shift, int act);
+    void (*chan_affine_f64)(fl_idx outer, fl_idx C, fl_idx inner,
+                            const double *x, double *y, const double *scale,
+                            const double *shift, int act);
+    void (*pool2d_f32)(const float *x, float *y, fl_idx C, fl_idx H,
+                       fl_idx W, fl_idx kh, fl_idx kw, fl_idx sh, fl_idx sw,
+                       fl_idx ph, fl_idx pw, fl_idx OH, fl_idx OW,
+                       int is_max, int count_include_pad);
+    void (*pool2d_f64)(const double *x, double *y, fl_idx C, fl_idx H,
+                       fl_idx W, fl_idx kh, fl_idx kw, fl_idx sh, fl_idx sw,
+                       fl_idx ph, fl_idx pw, fl_idx OH, fl_idx OW,
+                       int is_max, int count_include_pad);
+    void (*layernorm_f32)(fl_idx outer, fl_idx C, fl_idx inner,
+                          const float *x, float *y, const float *gamma,
+                          const float *beta, double eps, double *acc);
+    void (*layernorm_f64)(fl_idx outer, fl_idx C, fl_idx inner,
+                          const double *x, double *y, const double *gamma,
+                          const double *beta, double eps, double *acc);
+    /* the level's tile, from its descriptor (kernels/isa_*.h) */
+    int nr_f32;          /* panel width of the packed layout, float32 */
+    int nr_f64;
+    int mr;              /* rows per register tile of the packed kernel */
+    int level;           /* 0 baseline, 3 AVX2+FMA, 4 AVX-512 */
+    const char *isa;     /* its name */
+} fl_kernel_table;
+
+FL_API extern fl_kernel_table fl_kt;
+
+/* Fill fl_kt for a level: -1 the best the CPU supports, 0 baseline, 3
+ * AVX2+FMA, 4 AVX-512 (a level the CPU lacks falls back to the best it
+ * has).  Returns the level in use.  Call once before any kernel, and never
+ * while a kernel runs. */
+FL_API int fl_kernels_init(int level);
+FL_API const char *fl_kernels_isa(void);
+
+/* ------------------------------------------------------------------ */
+#endif /* FL_KERNELS_PUBLIC_H */

@@ -1,0 +1,17 @@
+/*
+ * isa_avx2.h -- descriptor of the AVX2+FMA level (x86-64-v3): 16 vector
+ * registers of 32 bytes.  See isa_avx512.h for what each name means.
+ */
+#define FL_ISA v3
+#define FL_ISA_LEVEL 3
+#define FL_ISA_NAME "AVX2+FMA (x86-64-v3)"
+#define FL_ATTR __attribute__((target("arch=x86-64-v3")))
+#define FL_VBYTES 32
+
+/* 6 rows x 2 accumulators + 2 weights + broadcast: 15 of 16 registers */
+#define FL_MR 6
+
+#define FL_SMALL_W8 1
+#define FL_SMALL_W4 2
+#define FL_SMALL_W2 4
+#define FL_SMALL_W1 4

@@ -1,0 +1,196 @@
+"""The kernel table (kernels/fl_kernels.h) at every instruction-set level the
+CPU has: each entry that takes an activation applies every activation code
+itself -- float32 sigmoid and relu vectorised -- on inputs with NaN, +-inf
+and huge values, against a float64 NumPy reference; the dense, packed and
+convolution GEMM entries against NumPy; the tile sizes the table reports
+come from the level's descriptor."""
+
+import numpy as np
+import pytest
+
+from fastlazy import _plan
+
+LEVELS = [0, 3, 4]
+DTYPES = [np.float32, np.float64]
+ACT_NAMES = [None, "relu", "sigmoid", "tanh", "softrelu", "softsign", "gelu",
+             "silu"]
+# lanes at the widest level: lengths around them cover every vector tail
+LENGTHS = [1, 3, 7, 8, 15, 16, 17, 31, 33, 64, 100]
+
+
+@pytest.fixture(params=LEVELS)
+def level(request):
+    """Each level in turn; a level the CPU lacks is skipped, never silently
+    replaced by another one."""
+    used = _plan.set_isa(request.param)
+    try:
+        if used != request.param:
+            pytest.skip(f"the CPU has no level {request.param} "
+                        f"(set_isa gave {used})")
+        yield used
+    finally:
+        _plan.set_isa(None)
+
+
+def values(dtype, n, seed=0):
+    """n values mixing the ordinary (the sigmoid's transition), the huge, the
+    tiny and the non-finite, in a shuffled order so that each lands in
+    vector bodies and in tails."""
+    rng = np.random.default_rng(seed)
+    big = float(np.finfo(dtype).max)
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, big, -big, 1e30,
+                        -1e30, 1000.0, -1000.0, 88.0, -88.0, -87.5, -104.0,
+                        1e-30, -1e-30, 20.0, -20.0])
+    x = rng.uniform(-30, 30, n)
+    k = min(n, len(special))
+    x[rng.choice(n, k, replace=False)] = rng.choice(special, k, replace=False)
+    return x.astype(dtype)
+
+
+def tolerance(x, dtype):
+    """A few ulps of the result, plus a few ulps of |x| where the value is a
+    product with x (GELU, SiLU); exact at infinite inputs (limits)."""
+    e = float(np.finfo(dtype).eps)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return 8 * e * (np.abs(x.astype(np.float64)) + 1)
+
+
+def check(got, x, name, ref, what):
+    """got == act(x) within the tolerance, NaN and infinities exact."""
+    want = ref.act(name, x)
+    ref.close(got, want, tolerance(x, got.dtype), f"{what} {name}")
+
+
+def test_tile_comes_from_the_level(level):
+    mr, nr32, nr64 = _plan.packed_tile()
+    vbytes = {0: 16, 3: 32, 4: 64}[level]
+    assert (nr32, nr64) == (2 * vbytes // 4, 2 * vbytes // 8)
+    assert mr == (12 if level == 4 else 6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ACT_NAMES)
+def test_act(level, dtype, name, ref):
+    code = _plan.ACTIVATIONS[name]
+    for n in LENGTHS:
+        x = values(dtype, n, seed=n)
+        got = _plan.kernel_table("act", x.copy(), code)
+        check(got, x, name, ref, f"act n={n}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ACT_NAMES)
+def test_act_matches_apply_activation(level, dtype, name):
+    """The table's activation is the one every layer uses: bit for bit."""
+    x = values(dtype, 257, seed=5)
+    code = _plan.ACTIVATIONS[name]
+    got = _plan.kernel_table("act", x.copy(), code)
+    np.testing.assert_array_equal(got, _plan.apply_activation(x.copy(), code))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ACT_NAMES)
+def test_bias_act(level, dtype, name, ref):
+    code = _plan.ACTIVATIONS[name]
+    rng = np.random.default_rng(1)
+    for m in (1, 5, 17, 40):
+        y = values(dtype, 3 * m, seed=m).reshape(3, m)
+        b = rng.uniform(-2, 2, m).astype(dtype)
+        got = _plan.kernel_table("bias_act", y.copy(), code, b)
+        check(got, y.astype(np.float64) + b.astype(np.float64), name, ref,
+              f"bias_act m={m}")
+        got = _plan.kernel_table("bias_act", y.copy(), code)
+        check(got, y, name, ref, f"bias_act no bias m={m}")
+
+
+def affine_ref(y, scale, shift):
+    """y * scale[c] + shift[c], c the channel axis (0 of a (C, N) block, 1
+    of (outer, C, inner) samples), rounded to y's dtype as the kernel
+    stores it before the activation (huge values overflow to inf)."""
+    z = y.astype(np.float64)
+    s = (-1, 1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if scale is not None:
+            z = z * scale.astype(np.float64).reshape(s)
+        z = z + shift.astype(np.float64).reshape(s)
+        return z.astype(y.dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ACT_NAMES)
+def test_chan_epilogue(level, dtype, name, ref):
+    code = _plan.ACTIVATIONS[name]
+    rng = np.random.default_rng(2)
+    y = values(dtype, 4 * 33, seed=3).reshape(4, 33)
+    scale = rng.uniform(0.5, 2, 4).astype(dtype)
+    shift = rng.uniform(-1, 1, 4).astype(dtype)
+    got = _plan.kernel_table("chan_epilogue", y.copy(), code, scale, shift)
+    check(got, affine_ref(y, scale, shift), name, ref, "chan_epilogue")
+    got = _plan.kernel_table("chan_epilogue", y.copy(), code, None, shift)
+    check(got, affine_ref(y, None, shift), name, ref,
+          "chan_epilogue shift only")
+    got = _plan.kernel_table("chan_epilogue", y.copy(), code)
+    check(got, y, name, ref, "chan_epilogue plain")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ACT_NAMES)
+@pytest.mark.parametrize("inner", [1, 9])
+def test_chan_affine(level, dtype, name, inner, ref):
+    code = _plan.ACTIVATIONS[name]
+    rng = np.random.default_rng(4)
+    y = values(dtype, 2 * 3 * inner * 7, seed=inner).reshape(2, 21, inner)
+    scale = rng.uniform(0.5, 2, 21).astype(dtype)
+    shift = rng.uniform(-1, 1, 21).astype(dtype)
+    got = _plan.kernel_table("chan_affine", y.copy(), code, scale, shift)
+    check(got, affine_ref(y, scale, shift), name, ref, "chan_affine")
+
+
+DENSE_TOL = {np.float32: dict(rtol=2e-5, atol=2e-5),
+             np.float64: dict(rtol=1e-12, atol=1e-12)}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", ["dense", "packed"])
+@pytest.mark.parametrize("name", ACT_NAMES)
+def test_dense_entries_apply_every_activation(level, dtype, op, name, ref):
+    """Both dense kernels, every activation, row counts across the register
+    tiles (1..13 rows: every packed row-count function) and widths with
+    column tails."""
+    code = _plan.ACTIVATIONS[name]
+    rng = np.random.default_rng(6)
+    for n, k, m in [(1, 7, 5), (3, 20, 33), (8, 16, 64), (13, 9, 70),
+                    (25, 33, 40)]:
+        x = rng.standard_normal((n, k)).astype(dtype)
+        w = rng.standard_normal((k, m)).astype(dtype)
+        b = rng.standard_normal(m).astype(dtype)
+        got = _plan.kernel_table(op, np.empty((n, m), dtype), code, x, w, b)
+        z = x.astype(np.float64) @ w.astype(np.float64) + b
+        want = ref.act(name, z)
+        np.testing.assert_allclose(got, want, **DENSE_TOL[dtype],
+                                   err_msg=f"{op} {name} {n}x{k}x{m}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gemm_ab(level, dtype):
+    """The convolution's GEMM with the buffer size the table gives."""
+    rng = np.random.default_rng(7)
+    for mm, nn_, k in [(8, 16, 9), (13, 70, 27), (64, 200, 30)]:
+        a = rng.standard_normal((mm, k)).astype(dtype)
+        b = rng.standard_normal((k, nn_)).astype(dtype)
+        got = _plan.kernel_table("gemm_ab", np.empty((mm, nn_), dtype), 0,
+                                 a, b)
+        np.testing.assert_allclose(got, a.astype(np.float64) @ b,
+                                   **DENSE_TOL[dtype])
+
+
+def test_twin_rejects_bad_arrays():
+    y = np.zeros((2, 3), np.float32)
+    with pytest.raises(ValueError):
+        _plan.kernel_table("bias_act", y, 0, np.zeros(3, np.float64))
+    with pytest.raises(ValueError):
+        _plan.kernel_table("bias_act", y, 0, np.zeros(4, np.float32))
+    with pytest.raises(ValueError):
+        _plan.kernel_table("nope", y, 0)
+    with pytest.raises(ValueError):
+        _plan.kernel_table("act", np.zeros(3, np.int32), 0)
