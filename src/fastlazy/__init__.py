@@ -27,11 +27,11 @@ from ._plan import get_num_threads, set_num_threads
 from .errors import (DeferredInitializationError, FastLazyError,
                      ParameterFileError, ParameterShapeError, ShapeError,
                      UnsupportedOperatorError)
-from .parameter_dict import ParameterDict
+from .parameter_dict import Constant, ParameterDict
 
 __version__ = "0.1.0"
 
-__all__ = ["Parameter", "ParameterDict", "FastLazyError",
+__all__ = ["Parameter", "ParameterDict", "Constant", "FastLazyError",
            "DeferredInitializationError", "ShapeError", "ParameterFileError",
            "ParameterShapeError", "UnsupportedOperatorError",
            "load_mxnet_export", "nn", "init", "random", "ops", "F",

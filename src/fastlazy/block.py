@@ -708,26 +708,37 @@ class Block:
         return predict(self, data, batch_size=batch_size, out=out,
                        progress=progress)
 
-    def summary(self, x):
-        """Print a table of each layer's output shape and parameter count,
-        as Gluon's ``Block.summary`` does, and return its rows.
+    def summary(self, *inputs):
+        """Print Gluon's table of each block's output shape and parameter
+        count, and return its rows.
 
         Parameters
         ----------
-        x : array_like or tuple
-            An example input, or its shape with None for the batch size
-            (``(None, 1, 28, 28)``).  Only shapes are used: nothing is
-            computed, initialized or changed, so it works before and after
-            the first forward pass.
+        *inputs : array_like or tuple
+            Example inputs, or their shapes with None for the batch size
+            (``(None, 1, 28, 28)``).  Only shapes are used: the network is
+            traced, nothing is computed, initialized or changed (a deferred
+            network stays deferred, hooks are not called), so it works
+            before and after the first forward pass.
 
         Returns
         -------
         list of (str, tuple, int)
-            ``(layer, output shape, parameter count)`` per layer, in order,
-            without the input row.
+            ``(block, output shape, parameter count)`` per block call, in
+            the order the calls finish, as Gluon's hooks fire: a block's
+            children before the block; Sequentials (and Concurrent, one in
+            Gluon) get no row of their own.  A block with several outputs
+            has a list of shapes.  Without the input row.
+
+        Raises
+        ------
+        TypeError
+            If a block's code cannot be traced (a Python ``forward``, or
+            ``hybrid_forward`` code that needs values): the message names
+            that block.
         """
         from ._summary import summary
-        return summary(self, x)
+        return summary(self, *inputs)
 
 
 class HybridBlock(Block):
