@@ -24,6 +24,7 @@ from ._parameter import Parameter, _float_dtype
 from ._util import is_int
 from .errors import DeferredInitializationError, ShapeError
 from .initializers import Uniform
+from .ops import Sym
 from .parameter_dict import ParameterDict
 
 __all__ = ["Block", "HybridBlock", "Sequential", "HybridSequential"]
@@ -135,6 +136,11 @@ class HookHandle:
     def __exit__(self, *exc):
         self.detach()
         return False
+
+
+def _traced(x, more):
+    """Whether a call's inputs are values of a trace (see _compile)."""
+    return isinstance(x, Sym) or any(isinstance(m, Sym) for m in more)
 
 
 def _indent(text, spaces):
@@ -548,18 +554,18 @@ class Block:
         """``block(x)`` without a current plan: hooks around the
         computation, and eager when a block below has hooks (see
         :meth:`register_forward_hook`)."""
-        from .ops import Sym
-        if isinstance(x, Sym) or any(isinstance(m, Sym) for m in more):
-            return _compile.call_slow(self, x, *more)   # being traced
-        if not self._has_hooks():
-            if self._is_plannable() and self._hooks_below():
-                return self.forward(x, *more)
+        if not (self._forward_hooks or self._forward_pre_hooks):
+            if self._is_plannable() and self._hooks_below() and \
+                    not _traced(x, more):
+                return self._forward_around_hooks(x, *more)
             return _compile.call_slow(self, x, *more)
+        if _traced(x, more):
+            return _compile.call_slow(self, x, *more)   # hooks: see trace
         inputs = (x,) + more
         for hook in list(self._forward_pre_hooks.values()):
             hook(self, inputs)
         if self._is_plannable() and self._hooks_below():
-            out = self.forward(x, *more)
+            out = self._forward_around_hooks(x, *more)
         else:
             # this block's own plan, kept apart from _plan: the fast path
             # of block(x) would run it without the hooks
@@ -567,6 +573,21 @@ class Block:
         for hook in list(self._forward_hooks.values()):
             hook(self, inputs, out)
         return out
+
+    def _forward_around_hooks(self, x, *more):
+        """The eager forward of a block with hooked blocks below it.  Its
+        deferred parameters are completed first, from a trace (hooks do not
+        stop a trace that builds no plan), so a ``hybrid_forward`` that
+        reads its own parameters works on the first call too."""
+        if not all(p.is_initialized
+                   for p in self._collect_params_with_prefix().values()):
+            arrs = _compile._arrays(self, (x,) + more)
+            with self._lock:
+                try:
+                    _compile.prepare(self, [a.shape for a in arrs])
+                except _compile.TraceFailed:
+                    pass        # forward() says what is wrong
+        return self.forward(x, *more)
 
     def _infer(self, shape, pending):
         """The shape rule: output shape for input ``shape``, recording

@@ -8,7 +8,6 @@ from collections import OrderedDict
 import numpy as np
 
 from ._parameter import Parameter, _rebuild_parameter
-from ._util import FLOAT_DTYPES
 from .errors import DeferredInitializationError, ParameterFileError
 from .initializers import Initializer, Uniform
 
@@ -38,9 +37,9 @@ class Constant(Parameter):
     name : str
         Full name.
     value : array_like
-        The values.  A float64 array stays float64; anything else (lists,
-        integers, float16) becomes float32, since parameters are float32 or
-        float64.
+        The values, stored as float32 as Gluon's ``nd.array`` does (also
+        for a float64 NumPy array); ``block.cast('float64')`` converts a
+        constant with the rest of the network.
     """
 
     def __init__(self, name, value):
@@ -48,8 +47,7 @@ class Constant(Parameter):
         if arr.dtype.kind not in "biuf":
             raise TypeError(f"Constant '{name}': value must be numbers, got "
                             f"{arr.dtype}")
-        dtype = arr.dtype if arr.dtype in FLOAT_DTYPES else np.float32
-        arr = np.ascontiguousarray(arr, dtype=dtype)
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
         arr.flags.writeable = False
         if arr.ndim == 0 or 0 in arr.shape:
             raise ValueError(f"Constant '{name}': value must be a non-empty "
