@@ -439,9 +439,22 @@ def summary_of(net, *inputs, capsys):
     return rows, capsys.readouterr().out
 
 
+class Branch(nn.HybridBlock):
+    """[x, dense(x)] side by side: its output is not its child's."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        with self.name_scope():
+            self.dense = nn.Dense(3)
+
+    def hybrid_forward(self, F, x):
+        return F.concat(x, self.dense(x), dim=1)
+
+
 def test_summary_of_a_branching_custom_network_before_and_after_forward(
         capsys):
     net = residual_net()
+    net.add(Branch())
     net.initialize()
     before = snapshot(net)
     rows, out = summary_of(net, (None, 7), capsys=capsys)
@@ -450,14 +463,17 @@ def test_summary_of_a_branching_custom_network_before_and_after_forward(
     # Gluon's hook order: a container's row after its children's;
     # HybridSequential has none
     assert rows == [("Dense-1", (None, 5), 40), ("Dense-2", (None, 5), 30),
-                    ("Residual-3", (None, 5), 0), ("Dense-4", (None, 2), 12)]
-    assert "Total params: 82" in out and "Trainable params: 82" in out
+                    ("Residual-3", (None, 5), 0), ("Dense-4", (None, 2), 12),
+                    ("Dense-5", (None, 3), 9), ("Branch-6", (None, 5), 0)]
+    assert "Total params: 91" in out and "Trainable params: 91" in out
     assert "(None, 7)" in out
     x = RNG.standard_normal((4, 7))
-    net(x)
+    y = net(x)
+    assert y.shape == (4, 5)
     rows2, out2 = summary_of(net, x, capsys=capsys)
-    assert [r[1] for r in rows2] == [(4, 5), (4, 5), (4, 5), (4, 2)]
-    assert [r[2] for r in rows2] == [40, 30, 0, 12]
+    assert [r[1] for r in rows2] == [(4, 5), (4, 5), (4, 5), (4, 2), (4, 3),
+                                     (4, 5)]
+    assert [r[2] for r in rows2] == [40, 30, 0, 12, 9, 0]
 
 
 def test_summary_rows_for_concurrent_shared_and_multi_output(capsys):
