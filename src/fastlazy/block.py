@@ -551,9 +551,18 @@ class Block:
             culprit._fallen.add(self)
 
     def _call_slow(self, x, *more):
-        """``block(x)`` without a current plan: hooks around the
-        computation, and eager when a block below has hooks (see
-        :meth:`register_forward_hook`)."""
+        """``block(x)`` without a current plan.  A custom block's Python
+        forward comes here at every call: that case is kept to two
+        attribute tests."""
+        if self._forward_hooks or self._forward_pre_hooks or \
+                (type(self)._plannable and self._children):
+            return self._call_hooked(x, *more)
+        return _compile.call_slow(self, x, *more)
+
+    def _call_hooked(self, x, *more):
+        """:meth:`_call_slow` when this block has hooks, or may have
+        hooked blocks below: hooks around the computation, and eager when
+        a block below has hooks (see :meth:`register_forward_hook`)."""
         if not (self._forward_hooks or self._forward_pre_hooks):
             if self._is_plannable() and self._hooks_below() and \
                     not _traced(x, more):
