@@ -747,3 +747,57 @@ def test_pooling_keeps_the_input_dtype(dtype, layer, kind, args):
     # and the other dtype, on the same network
     other = np.float32 if dtype == np.float64 else np.float64
     assert net(x.astype(other)).dtype == other
+
+
+# ---------------------------------------------------------------------------
+# Eager fallbacks retry when a block under them changes
+
+
+class Wrapper(nn.HybridBlock):
+    def __init__(self, inner, **kw):
+        super().__init__(**kw)
+        self.inner = inner
+
+    def hybrid_forward(self, F, x):
+        return F.relu(self.inner(x))
+
+
+@pytest.mark.parametrize("copy_how", [None, "pickle", "deepcopy"])
+def test_a_fallen_back_network_compiles_once_the_culprit_is_replaced(
+        copy_how):
+    inner = nn.Sequential()
+    inner.add(nn.Dense(4, in_units=5), nn.Lambda(np.tanh))
+    net = Wrapper(inner)
+    net.initialize()
+    y = net(X)
+    assert net._eager_reason is not None and not plan_current(net)
+    if copy_how == "pickle":
+        net = pickle.loads(pickle.dumps(net))
+        net(X)
+    elif copy_how == "deepcopy":
+        net = copy.deepcopy(net)
+        net(X)
+    assert net._eager_reason is not None
+    d = net.inner[0]
+    ref = relu(np.tanh(X @ d.weight.data().T + d.bias.data()))
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6)
+    net.inner.register_child(nn.Activation("tanh"), "1")   # now traceable
+    y2 = net(X)
+    assert plan_current(net) and net._eager_reason is None
+    np.testing.assert_allclose(y2, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_summary_of_a_two_input_block(capsys):
+    class AddProj(nn.HybridBlock):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            with self.name_scope():
+                self.proj = nn.Dense(3)
+
+        def hybrid_forward(self, F, a, b):
+            return self.proj(a) + b
+
+    net = AddProj()
+    rows, out = summary_of(net, (None, 4), (None, 3), capsys=capsys)
+    assert rows == [("Dense-1", (None, 3), 15), ("AddProj-2", (None, 3), 0)]
+    assert "(None, 4), (None, 3)" in out

@@ -540,15 +540,19 @@ class Block:
 
     def _fell_back(self, failed):
         """Tracing failed (``failed``: fastlazy._compile.TraceFailed): run
-        eagerly until this block's structure, or that of the block whose
-        code failed, changes."""
+        eagerly until the structure of this block, of a block under it or
+        of the block whose code failed changes (a child replaced, a hook
+        detached): then the next call tries to compile again."""
         object.__setattr__(self, "_eager_reason",
                            (failed.block.name, failed.reason))
-        culprit = failed.block
-        if culprit is not self and isinstance(culprit, Block):
-            if culprit._fallen is None:
-                object.__setattr__(culprit, "_fallen", weakref.WeakSet())
-            culprit._fallen.add(self)
+        watched = [failed.block] if isinstance(failed.block, Block) else []
+        self.apply(watched.append)
+        for block in watched:
+            if block is self:
+                continue
+            if block._fallen is None:
+                object.__setattr__(block, "_fallen", weakref.WeakSet())
+            block._fallen.add(self)
 
     def _call_slow(self, x, *more):
         """``block(x)`` without a current plan.  A custom block's Python
@@ -715,6 +719,9 @@ class Block:
         state["_hook_plan"] = None
         state["_plans"] = None
         state["_fallen"] = None
+        # a copy finds out again (and watches its own blocks) at its first
+        # call
+        state["_eager_reason"] = None
         state["_forward_hooks"] = OrderedDict()
         state["_forward_pre_hooks"] = OrderedDict()
         del state["_lock"]
