@@ -801,3 +801,12 @@ def test_summary_of_a_two_input_block(capsys):
     rows, out = summary_of(net, (None, 4), (None, 3), capsys=capsys)
     assert rows == [("Dense-1", (None, 3), 15), ("AddProj-2", (None, 3), 0)]
     assert "(None, 4), (None, 3)" in out
+
+
+def test_the_container_warning_points_at_the_caller():
+    outer = nn.Sequential()
+    outer.add(Hidden(lambda: [nn.Dense(2)]))
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        outer.collect_params()
+    assert len(rec) == 1 and rec[0].filename == __file__

@@ -258,10 +258,10 @@ class Block:
             self._structure_changed()
         object.__setattr__(self, name, value)
 
-    def _check_container_with_block(self):
-        """Warn about Blocks kept in a list, tuple or dict attribute: they
-        are not children (not in collect_params, save, initialize), as in
-        Gluon."""
+    def _unregistered_containers(self):
+        """Names (``'Net.layers'``) of the list, tuple or dict attributes
+        that hold Blocks which are not children of this block: they are not
+        in collect_params, save or initialize (Gluon warns about them)."""
         children = set(map(id, self._children.values()))
 
         def hidden(data):
@@ -271,18 +271,11 @@ class Block:
                 return any(hidden(d) for d in data.values())
             return isinstance(data, Block) and id(data) not in children
 
-        for key, value in self.__dict__.items():
-            if isinstance(value, (list, tuple, dict)) and \
-                    not (key.startswith("__") or key in _OWN_CONTAINERS) \
-                    and hidden(value):
-                warnings.warn(
-                    f'"{type(self).__name__}.{key}" is an unregistered '
-                    f"container with Blocks. Note that Blocks inside the "
-                    f"list, tuple or dict will not be registered "
-                    f"automatically. Make sure to register them using "
-                    f"register_child() or switching to "
-                    f"nn.Sequential/nn.HybridSequential instead. ",
-                    UserWarning, stacklevel=4)
+        return [f"{type(self).__name__}.{key}"
+                for key, value in self.__dict__.items()
+                if isinstance(value, (list, tuple, dict))
+                and not (key.startswith("__") or key in _OWN_CONTAINERS)
+                and hidden(value)]
 
     # -- the plans that depend on this block ---------------------------------
 
@@ -307,10 +300,11 @@ class Block:
         object.__setattr__(self, "_hook_plan", None)
         fallen = self._fallen
         if fallen:
-            for block in list(fallen):
+            blocks = list(fallen)
+            fallen.clear()
+            for block in blocks:
                 if block is not self:
                     block._structure_changed()
-            fallen.clear()
 
     def register_child(self, block, name=None):
         """Add ``block`` as a child, under ``name`` (default: its index)."""
@@ -399,7 +393,16 @@ class Block:
         Warns (``UserWarning``, as Gluon) about Blocks kept in a list,
         tuple or dict attribute anywhere in the network: they are not
         registered, so their parameters are not collected."""
-        self.apply(Block._check_container_with_block)
+        hidden = []
+        self.apply(lambda b: hidden.extend(b._unregistered_containers()))
+        for name in hidden:
+            warnings.warn(
+                f'"{name}" is an unregistered container with Blocks. Note '
+                f"that Blocks inside the list, tuple or dict will not be "
+                f"registered automatically. Make sure to register them "
+                f"using register_child() or switching to "
+                f"nn.Sequential/nn.HybridSequential instead. ",
+                UserWarning, stacklevel=2)
         out = ParameterDict(self._params.prefix)
         regex = re.compile(select) if select is not None else None
         seen = {}
