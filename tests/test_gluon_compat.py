@@ -161,6 +161,36 @@ def test_prefix_inside_a_scope_is_prefixed_like_gluon():
     assert child.prefix == "x_"
 
 
+class ZooNet(nn.HybridBlock):
+    """The model zoo's pattern: features = HybridSequential(prefix='')."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        with self.name_scope():
+            self.features = nn.HybridSequential(prefix="")
+            with self.features.name_scope():
+                self.features.add(nn.Dense(4), nn.Dense(4))
+            self.output = nn.Dense(2)
+
+    def hybrid_forward(self, F, x):
+        return self.output(self.features(x))
+
+
+def test_a_block_made_with_the_empty_prefix_names_in_the_enclosing_scope():
+    net = ZooNet(prefix="net_")
+    assert net.features.prefix == "net_"
+    assert [b.prefix for b in net.features] == ["net_dense0_", "net_dense1_"]
+    assert net.output.prefix == "net_dense2_"
+    assert list(net.collect_params().keys()) == [
+        f"net_dense{i}_{k}" for i in range(3) for k in ("weight", "bias")]
+    again = pickle.loads(pickle.dumps(net))
+    with again.features.name_scope():
+        assert not nn.Dense(1).prefix.startswith("net_")   # no scope
+    shared = ZooNet(prefix="other_", params=net.collect_params())
+    assert shared.features[1].weight is net.features[1].weight
+    assert shared.output.bias is net.output.bias
+
+
 def test_params_must_be_a_parameter_dict():
     with pytest.raises(TypeError, match="ParameterDict"):
         nn.Sequential(params={"a": 1})

@@ -45,9 +45,10 @@ class _NameScope:
     ``parent.params.prefix`` the same way and, unless the child gets its
     own ``params``, are looked up first in the ParameterDict the parent
     was given with ``params=...`` -- so ``Sequential(params=other)``
-    shares with every child created in its scope.  A block with the empty
-    prefix ``''`` opens no scope (its children are named as top-level
-    blocks), as in Gluon.
+    shares with every child created in its scope.  A block made with the
+    empty prefix ``''`` opens no scope: blocks created in its
+    ``name_scope()`` are named by the enclosing scope (the model zoo's
+    ``self.features = HybridSequential(prefix='')`` pattern), as in Gluon.
     """
 
     _local = threading.local()
@@ -88,7 +89,7 @@ class _NameScope:
         return parent.prefix + prefix, params
 
     def __enter__(self):
-        if self._block._prefix == "":
+        if self._block._empty_prefix:
             return self
         self._old = _NameScope.current()
         _NameScope._local.scope = self
@@ -190,6 +191,9 @@ class Block:
         if prefix is not None and not isinstance(prefix, str):
             raise TypeError(f"{type(self).__name__}: prefix must be a str, "
                             f"got {type(prefix).__name__}")
+        # Gluon: a block made with prefix='' opens no scope of its own (its
+        # children are named in the enclosing scope), wherever it is made
+        object.__setattr__(self, "_empty_prefix", prefix == "")
         prefix, params = _NameScope.create(prefix, params, self._alias())
         object.__setattr__(self, "_prefix", prefix)
         object.__setattr__(self, "_name",
@@ -737,6 +741,7 @@ class Block:
                            ("_forward_pre_hooks", OrderedDict()),
                            ("_fallen", None), ("_hook_plan", None)):
             self.__dict__.setdefault(key, value)
+        self.__dict__.setdefault("_empty_prefix", self._prefix == "")
         if not isinstance(self.__dict__.get("_scope"), _NameScope):
             self.__dict__["_scope"] = _NameScope(self)
 
