@@ -840,3 +840,175 @@ def test_the_container_warning_points_at_the_caller():
         warnings.simplefilter("always")
         outer.collect_params()
     assert len(rec) == 1 and rec[0].filename == __file__
+
+
+# ---------------------------------------------------------------------------
+# MXNet 1.9's own unit tests of these behaviours, translated
+
+
+class TwoDense(nn.Block):
+    def __init__(self, in_units=0, **kw):
+        super().__init__(**kw)
+        with self.name_scope():
+            self.dense0 = nn.Dense(5, in_units=in_units)
+            self.dense1 = nn.Dense(5, in_units=in_units)
+
+    def forward(self, x):
+        return self.dense1(self.dense0(x))
+
+
+def test_mxnet_parameter_sharing(tmp_path):
+    net1 = TwoDense(prefix="net1_", in_units=5)
+    net2 = TwoDense(prefix="net2_", params=net1.collect_params())
+    assert net2.dense1.weight is net1.dense1.weight
+    net1.collect_params().initialize()
+    x = np.zeros((3, 5))
+    net2(x)
+    net1.save_parameters(tmp_path / "net1.npz")
+    net3 = TwoDense(prefix="net3_")
+    net3.load_parameters(tmp_path / "net1.npz")
+    np.testing.assert_array_equal(net3.dense0.weight.data(),
+                                  net1.dense0.weight.data())
+
+    net4 = TwoDense(prefix="net4_")
+    net5 = TwoDense(prefix="net5_", in_units=5,
+                    params=net4.collect_params())
+    assert net4.dense0.weight.shape == (5, 5)      # completed by net5
+    net4.collect_params().initialize()
+    y = net5(x + 1)
+    np.testing.assert_array_equal(net4(x + 1), y)
+    net4.save_parameters(tmp_path / "net4.npz")
+    net6 = TwoDense(prefix="net6_")
+    net6.load_parameters(tmp_path / "net4.npz")
+    np.testing.assert_array_equal(net6(x + 1), y)
+
+
+def test_mxnet_parameter_str_and_collect_parameters():
+    class Net(nn.Block):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            with self.name_scope():
+                self.dense0 = nn.Dense(10, in_units=5, use_bias=False)
+
+    lines = str(Net(prefix="net1_").collect_params()).splitlines()
+    assert lines[0] == "net1_ ("
+    assert "net1_dense0_weight" in lines[1] and "(10, 5)" in lines[1]
+    assert lines[2] == ")"
+    net = nn.HybridSequential(prefix="test_")
+    with net.name_scope():
+        net.add(nn.Conv2D(10, 3))
+        net.add(nn.Dense(10, activation="relu"))
+    assert set(net.collect_params().keys()) == {
+        "test_conv0_weight", "test_conv0_bias", "test_dense0_weight",
+        "test_dense0_bias"}
+
+
+def test_mxnet_block_attr():
+    b = nn.Block()
+    b.a = None                  # regular attributes can change types
+    b.a = 1
+    b.b = nn.Block()
+    with pytest.raises(TypeError):
+        b.b = (2,)
+    b.p = fl.Parameter("p")
+    with pytest.raises(TypeError):
+        b.p = (2,)
+    b.c = nn.Block()
+    c2 = nn.Block()
+    b.c = c2
+    assert b.c is c2 and list(b._children.values())[1] is c2
+
+
+def test_mxnet_block_attr_list_of_block():
+    class Model1(nn.Block):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            with self.name_scope():
+                self.layers = [nn.Dense(i * 10 + 1) for i in range(6)]
+
+    class Model2(nn.Block):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            with self.name_scope():
+                self.layers = dict()
+                self.layers["a"] = [nn.Dense(10), nn.Dense(10)]
+
+    class Model3(nn.Block):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            with self.name_scope():
+                self.layers = nn.Sequential()
+                self.layers.add(*[nn.Dense(i * 10 + 1) for i in range(6)])
+
+    class Model4(nn.Block):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            with self.name_scope():
+                self.data = {"a": "4", "b": 123}
+
+    for model, warns in ((Model1, True), (Model2, True), (Model3, False),
+                         (Model4, False)):
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            model().collect_params()
+        assert (len(rec) > 0) == warns, model.__name__
+
+
+def test_mxnet_hook_counts():
+    counts = {"hook": 0, "pre": 0}
+
+    def call_hook(block, x, y):
+        counts["hook"] += 1
+
+    def call_pre_hook(block, x):
+        counts["pre"] += 1
+
+    block = nn.Dense(10)
+    block.initialize()
+    handle = block.register_forward_hook(call_hook)
+    pre_handle = block.register_forward_pre_hook(call_pre_hook)
+    x = np.ones((3, 5))
+    block(x)
+    assert counts == {"hook": 1, "pre": 1}
+    handle.detach()
+    block(x)
+    assert counts == {"hook": 1, "pre": 2}
+    pre_handle.detach()
+    y = block(x)
+    assert counts == {"hook": 1, "pre": 2}
+    np.testing.assert_allclose(
+        y, x @ block.weight.data().T + block.bias.data(), rtol=1e-6)
+    assert plan_current(block)
+
+
+def test_mxnet_parameter_dict_save_load_and_cast(tmp_path):
+    params0 = fl.ParameterDict("net_")
+    params0.get("w0", shape=(10, 10))
+    params0.get("w1", shape=(10, 10))
+    assert list(params0.keys()) == ["net_w0", "net_w1"]
+    params0.initialize()
+    path = tmp_path / "test_parameter_dict.params"
+    params0.save(path)
+    params1 = fl.ParameterDict("net_")
+    params1.get("w0", shape=(10, 10))
+    params1.get("w1", shape=(10, 10))
+    params1.load(path)
+    for name in ("net_w0", "net_w1"):
+        np.testing.assert_array_equal(params1[name].data(),
+                                      params0[name].data())
+    # dtype casting (fastlazy parameters are float32 or float64)
+    params0 = fl.ParameterDict("")
+    params0.get("w0", shape=(10, 10), dtype="float32")
+    params0.get("w1", shape=(10, 10), dtype="float64")
+    params0.initialize(init.One())
+    params0.save(path)
+    params1 = fl.ParameterDict("")
+    params1.get("w0", shape=(10, 10), dtype="float64")
+    params1.get("w1", shape=(10, 10), dtype="float32")
+    params1.load(path, cast_dtype=True, dtype_source="current")
+    assert params1["w0"].data().dtype == np.float64
+    assert params1["w1"].data().dtype == np.float32
+    params1.load(path, cast_dtype=True, dtype_source="saved")
+    assert params1["w0"].data().dtype == np.float32
+    assert params1["w1"].data().dtype == np.float64
+    np.testing.assert_array_equal(params1["w1"].data(), np.ones((10, 10)))
