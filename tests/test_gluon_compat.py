@@ -9,6 +9,7 @@ deep-copied), with NumPy as the oracle."""
 import copy
 import os
 import pickle
+import tempfile
 import warnings
 
 import numpy as np
@@ -44,9 +45,17 @@ def scoped_mlp(prefix=None, params=None, units=(4, 2)):
 
 def in_state(net, state, x=X):
     """Bring ``net`` to ``state``: deferred, initialized, pickled,
-    deepcopied (the last two of an initialized network)."""
+    deepcopied (the last two of an initialized network), loaded (from the
+    file of an initialized copy, never initialized itself)."""
     if state == "deferred":
         net.initialize()
+    elif state == "loaded":
+        src = in_state(copy.deepcopy(net), "initialized", x)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "src.npz")
+            src.save_parameters(path)
+            net.load_parameters(path)
+        return net
     else:
         net.initialize(init.Uniform(1.0))
         net(x)
@@ -57,7 +66,7 @@ def in_state(net, state, x=X):
     return net
 
 
-ALL_STATES = ["deferred", "initialized", "pickled", "deepcopied"]
+ALL_STATES = ["deferred", "initialized", "pickled", "deepcopied", "loaded"]
 
 
 # ---------------------------------------------------------------------------
@@ -340,7 +349,7 @@ def plan_current(block):
     return plan is not None and plan.is_current()
 
 
-@pytest.mark.parametrize("state", ["deferred", "initialized", "pickled"])
+@pytest.mark.parametrize("state", ALL_STATES)
 def test_forward_hooks_see_inputs_and_output_in_order(state):
     net = in_state(residual_net(), state)
     calls = []
@@ -452,6 +461,11 @@ def test_summary_and_build_ignore_hooks(capsys):
     rows = net.summary((None, 5))
     assert calls == [] and len(rows) == 4
     assert net[0].weight.shape == (5, 5)
+    net(X)
+    assert calls == [1]
+    assert net.summary(X) == [(r[0], (3,) + r[1][1:], r[2])
+                              for r in rows]
+    assert calls == [1]
 
 
 def test_hook_must_be_callable():
@@ -481,29 +495,38 @@ class Branch(nn.HybridBlock):
         return F.concat(x, self.dense(x), dim=1)
 
 
-def test_summary_of_a_branching_custom_network_before_and_after_forward(
-        capsys):
+def branching_net():
     net = residual_net()
     net.add(Branch())
-    net.initialize()
+    return net
+
+
+BRANCHING_ROWS = [("Dense", 5, 40), ("Dense", 5, 30), ("Residual", 5, 0),
+                  ("Dense", 2, 12), ("Dense", 3, 9), ("Branch", 5, 0)]
+
+
+@pytest.mark.parametrize("state", ["unset"] + ALL_STATES)
+def test_summary_of_a_branching_custom_network(state, capsys):
+    net = branching_net()
+    x = RNG.standard_normal((4, 7))
+    if state != "unset":
+        net = in_state(net, state, x)
     before = snapshot(net)
     rows, out = summary_of(net, (None, 7), capsys=capsys)
-    assert snapshot(net) == before                  # still deferred
-    assert net[0].weight.shape == (5, -1)
+    assert snapshot(net) == before          # deferred nets stay deferred
     # Gluon's hook order: a container's row after its children's;
     # HybridSequential has none
-    assert rows == [("Dense-1", (None, 5), 40), ("Dense-2", (None, 5), 30),
-                    ("Residual-3", (None, 5), 0), ("Dense-4", (None, 2), 12),
-                    ("Dense-5", (None, 3), 9), ("Branch-6", (None, 5), 0)]
+    assert rows == [(f"{cls}-{i}", (None, n), count)
+                    for i, (cls, n, count) in enumerate(BRANCHING_ROWS, 1)]
     assert "Total params: 91" in out and "Trainable params: 91" in out
     assert "(None, 7)" in out
-    x = RNG.standard_normal((4, 7))
-    y = net(x)
-    assert y.shape == (4, 5)
-    rows2, out2 = summary_of(net, x, capsys=capsys)
-    assert [r[1] for r in rows2] == [(4, 5), (4, 5), (4, 5), (4, 2), (4, 3),
-                                     (4, 5)]
-    assert [r[2] for r in rows2] == [40, 30, 0, 12, 9, 0]
+    rows2, _ = summary_of(net, x, capsys=capsys)
+    assert [r[1] for r in rows2] == [(4, n) for _, n, _ in BRANCHING_ROWS]
+    if state in ("unset", "deferred"):
+        assert net[0].weight.shape == (5, -1)
+    else:
+        y = net(x)                          # and the table is the truth
+        assert y.shape == (4, 5)
 
 
 def test_summary_rows_for_concurrent_shared_and_multi_output(capsys):
