@@ -599,8 +599,7 @@ class Block:
         deferred parameters are completed first, from a trace (hooks do not
         stop a trace that builds no plan), so a ``hybrid_forward`` that
         reads its own parameters works on the first call too."""
-        if not all(p.is_initialized
-                   for p in self._collect_params_with_prefix().values()):
+        if not self._params_ready():
             arrs = _compile._arrays(self, (x,) + more)
             with self._lock:
                 try:
@@ -608,6 +607,16 @@ class Block:
                 except _compile.TraceFailed:
                     pass        # forward() says what is wrong
         return self.forward(x, *more)
+
+    def _params_ready(self):
+        """Whether every parameter here and below is initialized."""
+        for p in self._reg_params.values():
+            if not p.is_initialized:
+                return False
+        for child in self._children.values():
+            if not child._params_ready():
+                return False
+        return True
 
     def _infer(self, shape, pending):
         """The shape rule: output shape for input ``shape``, recording
