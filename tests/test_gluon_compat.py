@@ -841,15 +841,6 @@ def test_a_fallen_back_network_compiles_once_the_culprit_is_replaced(
 
 
 def test_summary_of_a_two_input_block(capsys):
-    class AddProj(nn.HybridBlock):
-        def __init__(self, **kw):
-            super().__init__(**kw)
-            with self.name_scope():
-                self.proj = nn.Dense(3)
-
-        def hybrid_forward(self, F, a, b):
-            return self.proj(a) + b
-
     net = AddProj()
     rows, out = summary_of(net, (None, 4), (None, 3), capsys=capsys)
     assert rows == [("Dense-1", (None, 3), 15), ("AddProj-2", (None, 3), 0)]
@@ -1035,3 +1026,39 @@ def test_mxnet_parameter_dict_save_load_and_cast(tmp_path):
     assert params1["w0"].data().dtype == np.float32
     assert params1["w1"].data().dtype == np.float64
     np.testing.assert_array_equal(params1["w1"].data(), np.ones((10, 10)))
+
+
+class AddProj(nn.HybridBlock):
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        with self.name_scope():
+            self.proj = nn.Dense(3)
+
+    def hybrid_forward(self, F, a, b):
+        return self.proj(a) + b
+
+
+@pytest.mark.parametrize("state", ["deferred", "initialized", "pickled"])
+def test_hooks_on_a_two_input_block(state):
+    a = RNG.standard_normal((4, 5)).astype(np.float32)
+    b = RNG.standard_normal((4, 3)).astype(np.float32)
+    net = AddProj()
+    if state == "deferred":
+        net.initialize()
+    else:
+        net.initialize()
+        net(a, b)
+        if state == "pickled":
+            net = pickle.loads(pickle.dumps(net))
+    seen = []
+    net.register_forward_pre_hook(lambda blk, inputs: seen.append(
+        [i.shape for i in inputs]))
+    net.register_forward_hook(lambda blk, inputs, out: seen.append(out))
+    for _ in range(3):
+        y = net(a, b)
+        p = net.proj
+        np.testing.assert_allclose(
+            y, a @ p.weight.data().T + p.bias.data() + b, rtol=1e-5,
+            atol=1e-6)
+        assert seen[-2] == [(4, 5), (4, 3)] and seen[-1] is y
+    assert len(seen) == 6 and net._hook_plan.is_current()

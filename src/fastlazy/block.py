@@ -589,7 +589,12 @@ class Block:
         else:
             # this block's own plan, kept apart from _plan: the fast path
             # of block(x) would run it without the hooks
-            out = _compile.call_slow(self, x, *more, _slot="_hook_plan")
+            plan = self._hook_plan
+            out = None
+            if plan is not None and plan.is_current():
+                out = plan.run(x) if not more else plan.run_many(*inputs)
+            if out is None:
+                out = _compile.call_slow(self, x, *more, _slot="_hook_plan")
         for hook in list(self._forward_hooks.values()):
             hook(self, inputs, out)
         return out
