@@ -761,6 +761,8 @@ def test_constant_errors():
         pd.get_constant("c")
     pd.get_constant("c", [1, 2])
     assert pd["m_c"].dtype == np.float32
+    pd.get_constant("tenth", [0.1])
+    assert pd.get_constant("tenth", [0.1]) is pd["m_tenth"]  # float32 0.1
     with pytest.raises(ValueError, match="doesn't match"):
         pd.get_constant("c", [1, 3])
     pd.get("w", shape=(2,))

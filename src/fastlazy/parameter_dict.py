@@ -141,7 +141,7 @@ class ParameterDict:
             if not isinstance(param, Constant):
                 raise TypeError(f"Parameter '{full}' already exists but it "
                                 f"is not a constant; choose another name.")
-            new = np.asarray(value)
+            new = np.asarray(value, dtype=np.float32)   # as it is stored
             if new.shape != param.value.shape or \
                     not np.array_equal(new, param.value):
                 raise ValueError(
