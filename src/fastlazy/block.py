@@ -56,7 +56,6 @@ class _NameScope:
 
     def __init__(self, block):
         self._block = block
-        self._counter = {}
         self._old = None
         self._entered = False
 
@@ -76,11 +75,12 @@ class _NameScope:
             if params is None:
                 return prefix, ParameterDict(prefix)
             return prefix, ParameterDict(params.prefix, shared=params)
-        if prefix is None:
-            count = scope._counter.get(hint, 0)
-            scope._counter[hint] = count + 1
-            prefix = f"{hint}{count}_"
         parent = scope._block
+        if prefix is None:
+            counter = parent._name_counter
+            count = counter.get(hint, 0)
+            counter[hint] = count + 1
+            prefix = f"{hint}{count}_"
         if params is None:
             params = ParameterDict(parent.params.prefix + prefix,
                                    shared=parent.params._shared)
@@ -199,9 +199,10 @@ class Block:
         object.__setattr__(self, "_name",
                            prefix[:-1] if prefix.endswith("_") else prefix)
         object.__setattr__(self, "_params", params)
-        # the scope object keeps the per-class counters of the children
-        # created in it: one per block, as in Gluon
-        object.__setattr__(self, "_scope", _NameScope(self))
+        # per-class counters of the children created in its name_scope()
+        # (kept here, not in a scope object that would make a reference
+        # cycle with the block)
+        object.__setattr__(self, "_name_counter", {})
         # forward hooks (see register_forward_hook); they belong to this
         # object: copies and pickles have none
         object.__setattr__(self, "_forward_hooks", OrderedDict())
@@ -235,7 +236,7 @@ class Block:
         ``with self.name_scope(): self.dense = nn.Dense(4)`` names it
         ``<prefix>dense0_`` and has it share the parameters this block was
         given with ``params=...`` (see :class:`_NameScope`)."""
-        return self._scope
+        return _NameScope(self)
 
     def __setattr__(self, name, value):
         existing = self.__dict__.get(name)
@@ -756,8 +757,8 @@ class Block:
                            ("_fallen", None), ("_hook_plan", None)):
             self.__dict__.setdefault(key, value)
         self.__dict__.setdefault("_empty_prefix", self._prefix == "")
-        if not isinstance(self.__dict__.get("_scope"), _NameScope):
-            self.__dict__["_scope"] = _NameScope(self)
+        self.__dict__.setdefault("_name_counter", {})
+        self.__dict__.pop("_scope", None)
 
     def predict(self, data, batch_size=None, out=None, progress=False):
         """Score ``data`` chunk by chunk in bounded memory (an array, an
