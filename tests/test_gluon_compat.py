@@ -1064,3 +1064,33 @@ def test_hooks_on_a_two_input_block(state):
             atol=1e-6)
         assert seen[-2] == [(4, 5), (4, 3)] and seen[-1] is y
     assert len(seen) == 6 and net._hook_plan.is_current()
+
+
+@pytest.mark.parametrize("make", ["scoped", "hooked", "fallen back"])
+def test_networks_are_freed_by_reference_counting(make):
+    # no reference cycles through name scopes, hook handles or the
+    # fallback watchers: a dropped network goes at once, without the GC
+    import gc
+    import weakref
+    gc.disable()
+    try:
+        if make == "fallen back":
+            inner = nn.Sequential()
+            inner.add(nn.Dense(4, in_units=5), nn.Lambda(np.tanh))
+            net = Wrapper(inner)
+            del inner
+        else:
+            net = residual_net()
+        net.initialize()
+        net(X)
+        handle = None
+        if make == "hooked":
+            handle = net[1].dense.register_forward_hook(lambda *a: None)
+            net(X)
+        alive = weakref.ref(net)
+        del net
+        assert alive() is None
+        if handle is not None:
+            handle.detach()             # its block is gone: nothing happens
+    finally:
+        gc.enable()
