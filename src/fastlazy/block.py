@@ -106,7 +106,7 @@ class _NameScope:
 
 # a block's own bookkeeping dicts, never searched for unregistered Blocks
 _OWN_CONTAINERS = frozenset(("_children", "_reg_params", "_forward_hooks",
-                             "_forward_pre_hooks"))
+                             "_forward_pre_hooks", "_name_counter"))
 
 
 class HookHandle:
@@ -239,7 +239,16 @@ class Block:
         return _NameScope(self)
 
     def __setattr__(self, name, value):
-        existing = self.__dict__.get(name)
+        # never through self.__dict__: reading it makes CPython give up the
+        # compact attribute storage, and every later attribute read (the
+        # forward's self._plan) slower
+        existing = None
+        if name in getattr(self, "_children", ()) or \
+                name in getattr(self, "_reg_params", ()):
+            try:
+                existing = object.__getattribute__(self, name)
+            except AttributeError:      # registered under a name only
+                existing = None
         if isinstance(existing, (Block, Parameter)) and \
                 not isinstance(value, type(existing)):
             raise TypeError(
@@ -261,12 +270,21 @@ class Block:
             self._reg_params[name] = value
             self._params._add(value)
             self._structure_changed()
+        elif isinstance(value, (list, tuple, dict)):
+            # looked into by collect_params (see _unregistered_containers)
+            containers = getattr(self, "_container_attrs", None)
+            if containers is None:
+                containers = set()
+                object.__setattr__(self, "_container_attrs", containers)
+            containers.add(name)
         object.__setattr__(self, name, value)
 
     def _unregistered_containers(self):
         """Names (``'Net.layers'``) of the list, tuple or dict attributes
         that hold Blocks which are not children of this block: they are not
-        in collect_params, save or initialize (Gluon warns about them)."""
+        in collect_params, save or initialize (Gluon warns about them).
+        The attributes looked at are those assigned a list, tuple or dict
+        (their contents are looked at now, so later appends count)."""
         children = set(map(id, self._children.values()))
 
         def hidden(data):
@@ -276,11 +294,17 @@ class Block:
                 return any(hidden(d) for d in data.values())
             return isinstance(data, Block) and id(data) not in children
 
-        return [f"{type(self).__name__}.{key}"
-                for key, value in self.__dict__.items()
-                if isinstance(value, (list, tuple, dict))
-                and not (key.startswith("__") or key in _OWN_CONTAINERS)
-                and hidden(value)]
+        out = []
+        for key in sorted(getattr(self, "_container_attrs", None) or ()):
+            if key.startswith("__") or key in _OWN_CONTAINERS:
+                continue
+            try:
+                value = object.__getattribute__(self, key)
+            except AttributeError:
+                continue
+            if isinstance(value, (list, tuple, dict)) and hidden(value):
+                out.append(f"{type(self).__name__}.{key}")
+        return out
 
     # -- the plans that depend on this block ---------------------------------
 
@@ -750,15 +774,23 @@ class Block:
         return state
 
     def __setstate__(self, state):
-        self.__dict__.update(state)
-        self.__dict__["_lock"] = threading.RLock()
+        # attribute by attribute, not through self.__dict__ (see
+        # __setattr__): a copy keeps CPython's compact attribute storage
+        state = dict(state)
+        state.pop("_scope", None)
+        state["_lock"] = threading.RLock()
         for key, value in (("_forward_hooks", OrderedDict()),
                            ("_forward_pre_hooks", OrderedDict()),
-                           ("_fallen", None), ("_hook_plan", None)):
-            self.__dict__.setdefault(key, value)
-        self.__dict__.setdefault("_empty_prefix", self._prefix == "")
-        self.__dict__.setdefault("_name_counter", {})
-        self.__dict__.pop("_scope", None)
+                           ("_fallen", None), ("_hook_plan", None),
+                           ("_name_counter", {})):
+            state.setdefault(key, value)
+        state.setdefault("_empty_prefix", state.get("_prefix") == "")
+        if "_container_attrs" not in state:
+            state["_container_attrs"] = {
+                k for k, v in state.items()
+                if isinstance(v, (list, tuple, dict))}
+        for key, value in state.items():
+            object.__setattr__(self, key, value)
 
     def predict(self, data, batch_size=None, out=None, progress=False):
         """Score ``data`` chunk by chunk in bounded memory (an array, an
