@@ -7,6 +7,7 @@ the states where it matters (deferred, initialized, loaded, pickled,
 deep-copied), with NumPy as the oracle."""
 
 import copy
+import io
 import os
 import pickle
 import tempfile
@@ -377,7 +378,7 @@ def test_forward_hooks_see_inputs_and_output_in_order(state):
     assert [c[0] for c in calls] == ["pre", "post"] * 2
     # the network is not one plan while the hook is there
     assert not plan_current(net)
-    report = fl.explain(net, X, file=open(os.devnull, "w"))
+    report = fl.explain(net, X, file=io.StringIO())
     assert "has forward hooks" in report and target.name in report
     pre.detach()
     post.detach()
@@ -388,7 +389,7 @@ def test_forward_hooks_see_inputs_and_output_in_order(state):
     np.testing.assert_array_equal(y2, y)
     assert plan_current(net)          # compiled as one plan again
     assert "compiled: one plan" in fl.explain(
-        net, X, file=open(os.devnull, "w"))
+        net, X, file=io.StringIO())
 
 
 def test_hook_on_the_root_runs_once_per_call_around_its_plan():
