@@ -621,14 +621,15 @@ def mlp_of_names(names, units=(64, 64, 4), acts=("relu", "tanh", None)):
 @pytest.mark.parametrize("state", ["unset", "deferred", "initialized"])
 def test_parameter_dict_loads_an_mxnet_export(state):
     net = mlp_of_names(["dense8_", "dense9_", "dense10_"])
-    mx_io = np.load(os.path.join(MXNET, "hybrid_mlp.mx_io.npz"))
+    mx_io = np.load(os.path.join(MXNET, "hybrid_mlp.io.npz"))
     if state != "unset":
         net.initialize()
     if state == "initialized":
         net(mx_io["x"])
     net.collect_params().load(os.path.join(MXNET, "hybrid_mlp-0000.params"))
     assert net[0].weight.shape == (64, 30)
-    np.testing.assert_allclose(net(mx_io["x"]), mx_io["y"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(net(mx_io["x"]), mx_io["y"], rtol=1e-4,
+                               atol=1e-5)
 
 
 @pytest.mark.parametrize("state", ["initialized", "pickled", "deepcopied"])
