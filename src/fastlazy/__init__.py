@@ -26,12 +26,13 @@ from ._plan import get_num_threads, set_num_threads
 from .errors import (DeferredInitializationError, FastLazyError,
                      ParameterFileError, ParameterShapeError, ShapeError,
                      UnsupportedOperatorError)
-from .parameter_dict import ParameterDict
+from .parameter_dict import Constant, ParameterDict
 from .symbol_block import SymbolBlock
 
 __version__ = "0.1.0"
 
-__all__ = ["Parameter", "ParameterDict", "SymbolBlock", "FastLazyError",
+__all__ = ["Parameter", "ParameterDict", "Constant", "SymbolBlock",
+           "FastLazyError",
            "DeferredInitializationError", "ShapeError", "ParameterFileError",
            "ParameterShapeError", "UnsupportedOperatorError",
            "load_mxnet_export", "nn", "init", "random", "ops", "F",

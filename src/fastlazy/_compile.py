@@ -74,22 +74,43 @@ def trace_block(block, *syms):
     """``block`` applied to traced values: its steps are added to their
     trace.  Errors in a block's own code become TraceFailed naming it;
     fastlazy's own errors (a wrong shape, a parameter not initialized)
-    propagate as they are."""
+    propagate as they are.
+
+    The trace's context may carry ``hooks_root`` (a plan is being built:
+    a block with forward hooks other than that root cannot be in it) and
+    ``recorder`` (a list: ``(block, output shapes)`` is appended for each
+    block once it returns, for ``summary``)."""
+    ctx = next((s.ctx for s in syms if isinstance(s, Sym)), None)
+    root = getattr(ctx, "hooks_root", None)
+    if root is not None and block is not root and block._has_hooks():
+        raise TraceFailed(block, "it has forward hooks, which run Python "
+                          "code between the layers of a plan; detach them "
+                          "to compile the network as one plan")
     try:
-        return block._trace_sym(*syms)
+        out = block._trace_sym(*syms)
     except (TraceFailed, FastLazyError):
         raise
     except Exception as exc:
         raise TraceFailed(block, f"{type(exc).__name__}: {exc}") from exc
+    recorder = getattr(ctx, "recorder", None)
+    if recorder is not None:
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        recorder.append((block, [tuple(o.shape) if isinstance(o, Sym)
+                                 else None for o in outs],
+                         isinstance(out, (tuple, list))))
+    return out
 
 
-def _trace(block, in_shapes):
+def _trace(block, in_shapes, compiling=False, recorder=None):
     """Trace ``block`` for inputs of ``in_shapes`` (with the batch axis),
     changing nothing.  Returns (builder, outputs, output shapes, pending
-    parameter shapes)."""
+    parameter shapes).  ``compiling``: for a plan, which blocks with hooks
+    under ``block`` cannot be part of; ``recorder``: see trace_block."""
     builder = StepBuilder()
     pending = {}
     ctx = TraceContext(builder, pending)
+    ctx.hooks_root = block if compiling else None
+    ctx.recorder = recorder
     syms = [Sym(ctx, builder.input(tuple(s[1:])), tuple(s))
             for s in in_shapes]
     out = trace_block(block, *syms)
@@ -153,7 +174,8 @@ def prepare(block, in_shapes):
 
 def compile_plan(block, in_shapes, dtype):
     """Prepare ``block`` for ``in_shapes`` and build its plan."""
-    builder, outs, out_shapes, pending, multi = _trace(block, in_shapes)
+    builder, outs, out_shapes, pending, multi = _trace(block, in_shapes,
+                                                       compiling=True)
     _finish(block, pending, _used_params(builder))
     steps, outs = fuse(builder.steps, outs)
     plan = Plan(steps, builder.sizes, builder.inputs, outs,
@@ -180,8 +202,9 @@ def _arrays(block, xs):
     return arrs
 
 
-def call_slow(block, x, *more):
-    """``block(x, ...)`` when no current plan fits."""
+def call_slow(block, x, *more, _slot="_plan"):
+    """``block(x, ...)`` when no current plan fits; the plan is kept in
+    the block's attribute ``_slot`` (``_plan`` is the fast path's)."""
     if isinstance(x, Sym) or any(isinstance(m, Sym) for m in more):
         # a child called inside a network being traced
         return trace_block(block, x, *more)
@@ -189,7 +212,7 @@ def call_slow(block, x, *more):
         return block.forward(x, *more)
     arrs = _arrays(block, (x,) + more)
     with block._lock:
-        plan = block._plan
+        plan = getattr(block, _slot)
         if plan is not None and plan.is_current():
             # another thread compiled it while this one waited
             out = plan.run(arrs[0]) if not more else plan.run_many(*arrs)
@@ -203,7 +226,7 @@ def call_slow(block, x, *more):
             block._fell_back(failed)
             plan = None
         if plan is not None:
-            object.__setattr__(block, "_plan", plan)
+            object.__setattr__(block, _slot, plan)
     if plan is None:
         return block.forward(*arrs)
     out = plan.run(arrs[0]) if not more else plan.run_many(*arrs)
@@ -215,7 +238,8 @@ def call_slow(block, x, *more):
 def fused_steps(block, in_shape):
     """The typed steps ``block`` compiles to for inputs of ``in_shape``,
     after fusion; nothing is initialized or changed."""
-    builder, outs, _, _, _ = _trace(block, [tuple(in_shape)])
+    builder, outs, _, _, _ = _trace(block, [tuple(in_shape)],
+                                    compiling=True)
     return fuse(builder.steps, outs)[0]
 
 
@@ -241,7 +265,7 @@ def explain(block, *inputs, file=None):
         try:
             steps = fused_steps(block, shapes[0]) if len(shapes) == 1 \
                 else fuse(*(lambda t: (t[0].steps, t[1]))(
-                    _trace(block, shapes)))[0]
+                    _trace(block, shapes, compiling=True)))[0]
         except TraceFailed as failed:
             lines.append(f"  eager: the code of {_where(failed.block)} "
                          f"cannot be compiled: {failed.reason}")

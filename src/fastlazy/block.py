@@ -12,6 +12,7 @@ its compiled work in ``_emit`` (typed steps, :mod:`fastlazy._steps`).
 
 import re
 import threading
+import warnings
 import weakref
 from collections import OrderedDict
 
@@ -22,6 +23,7 @@ from ._parameter import Parameter, _float_dtype
 from ._util import is_int
 from .errors import DeferredInitializationError, ShapeError
 from .initializers import Uniform
+from .ops import Sym
 from .parameter_dict import ParameterDict
 
 __all__ = ["Block", "HybridBlock", "Sequential", "HybridSequential"]
@@ -39,39 +41,113 @@ def _compiler():
 
 
 class _NameScope:
-    """Per-class counters for block prefixes (``dense0_``, ``dense1_``)."""
+    """``with block.name_scope():`` -- names and parameters of the blocks
+    created inside it, as Gluon 1.x's ``_BlockScope``.
+
+    Outside any scope a block without ``prefix`` is named by a global
+    per-class counter (``dense0_``).  Inside ``parent.name_scope()`` the
+    counter is the parent's own, and the child is named ``parent.prefix +
+    (prefix or hint + count)``; its parameters are named from
+    ``parent.params.prefix`` the same way and, unless the child gets its
+    own ``params``, are looked up first in the ParameterDict the parent
+    was given with ``params=...`` -- so ``Sequential(params=other)``
+    shares with every child created in its scope.  A block made with the
+    empty prefix ``''`` opens no scope: blocks created in its
+    ``name_scope()`` are named by the enclosing scope (the model zoo's
+    ``self.features = HybridSequential(prefix='')`` pattern), as in Gluon.
+    """
 
     _local = threading.local()
     _global_counter = {}
 
     def __init__(self, block):
         self._block = block
-        self._counter = {}
         self._old = None
+        self._entered = False
 
     @classmethod
     def current(cls):
         return getattr(cls._local, "scope", None)
 
     @classmethod
-    def create_prefix(cls, hint):
+    def create(cls, prefix, params, hint):
+        """``(prefix, ParameterDict)`` of a new block (see the class)."""
         scope = cls.current()
-        counter = cls._global_counter if scope is None else scope._counter
-        count = counter.get(hint, 0)
-        counter[hint] = count + 1
-        prefix = f"{hint}{count}_"
-        if scope is not None:
-            prefix = scope._block.prefix + prefix
-        return prefix
+        if scope is None:
+            if prefix is None:
+                count = cls._global_counter.get(hint, 0)
+                cls._global_counter[hint] = count + 1
+                prefix = f"{hint}{count}_"
+            if params is None:
+                return prefix, ParameterDict(prefix)
+            return prefix, ParameterDict(params.prefix, shared=params)
+        parent = scope._block
+        if prefix is None:
+            counter = parent._name_counter
+            count = counter.get(hint, 0)
+            counter[hint] = count + 1
+            prefix = f"{hint}{count}_"
+        if params is None:
+            params = ParameterDict(parent.params.prefix + prefix,
+                                   shared=parent.params._shared)
+        else:
+            params = ParameterDict(params.prefix, shared=params)
+        return parent.prefix + prefix, params
 
     def __enter__(self):
+        if self._block._empty_prefix:
+            return self
         self._old = _NameScope.current()
         _NameScope._local.scope = self
+        self._entered = True
         return self
 
     def __exit__(self, *exc):
-        _NameScope._local.scope = self._old
+        if self._entered:
+            _NameScope._local.scope = self._old
+            self._old = None
+            self._entered = False
         return False
+
+
+# a block's own bookkeeping dicts, never searched for unregistered Blocks
+_OWN_CONTAINERS = frozenset(("_children", "_reg_params", "_forward_hooks",
+                             "_forward_pre_hooks", "_name_counter"))
+
+
+class HookHandle:
+    """What :meth:`Block.register_forward_hook` and
+    :meth:`Block.register_forward_pre_hook` return: ``detach()`` removes
+    the hook (again: nothing happens); also a context manager that detaches
+    on exit, as Gluon's ``HookHandle``."""
+
+    def __init__(self, block, hooks, key):
+        self._block = weakref.ref(block)
+        self._hooks = weakref.ref(hooks)
+        self._key = key
+
+    def detach(self):
+        """Remove the hook.  The block compiles again once it has no hooks
+        left (its plans and its parents' are rebuilt at the next call)."""
+        hooks = self._hooks()
+        if hooks is None or self._key not in hooks:
+            return
+        del hooks[self._key]
+        block = self._block()
+        if block is not None:
+            block._structure_changed()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.detach()
+        return False
+
+
+def _traced(x, more):
+    """Whether a call's inputs are values of a trace (see _compile)."""
+    return isinstance(x, Sym) or any(isinstance(m, Sym) for m in more)
 
 
 def _indent(text, spaces):
@@ -105,6 +181,8 @@ class Block:
         object.__setattr__(self, "_children", OrderedDict())
         object.__setattr__(self, "_reg_params", OrderedDict())
         object.__setattr__(self, "_plan", None)
+        # its plan while it has hooks (see _call_slow)
+        object.__setattr__(self, "_hook_plan", None)
         # plans of this block or of a block containing it (see _watch_plan)
         object.__setattr__(self, "_plans", None)
         # why the compiler runs this block eagerly, if it does
@@ -112,15 +190,32 @@ class Block:
         # this network's own lock: its first forward never waits for
         # another network's
         object.__setattr__(self, "_lock", threading.RLock())
-        if prefix is None:
-            prefix = _NameScope.create_prefix(self._alias())
-        self._prefix = prefix
-        self._name = prefix[:-1] if prefix.endswith("_") else prefix
-        if params is None:
-            self._params = ParameterDict(prefix)
-        else:
-            self._params = ParameterDict(params.prefix, shared=params)
-        self._scope = None
+        if params is not None and not isinstance(params, ParameterDict):
+            raise TypeError(f"{type(self).__name__}: params must be a "
+                            f"ParameterDict (e.g. other.collect_params()), "
+                            f"got {type(params).__name__}")
+        if prefix is not None and not isinstance(prefix, str):
+            raise TypeError(f"{type(self).__name__}: prefix must be a str, "
+                            f"got {type(prefix).__name__}")
+        # Gluon: a block made with prefix='' opens no scope of its own (its
+        # children are named in the enclosing scope), wherever it is made
+        object.__setattr__(self, "_empty_prefix", prefix == "")
+        prefix, params = _NameScope.create(prefix, params, self._alias())
+        object.__setattr__(self, "_prefix", prefix)
+        object.__setattr__(self, "_name",
+                           prefix[:-1] if prefix.endswith("_") else prefix)
+        object.__setattr__(self, "_params", params)
+        # per-class counters of the children created in its name_scope()
+        # (kept here, not in a scope object that would make a reference
+        # cycle with the block)
+        object.__setattr__(self, "_name_counter", {})
+        # forward hooks (see register_forward_hook); they belong to this
+        # object: copies and pickles have none
+        object.__setattr__(self, "_forward_hooks", OrderedDict())
+        object.__setattr__(self, "_forward_pre_hooks", OrderedDict())
+        # blocks that run eagerly because this block's code could not be
+        # traced: they retry when this block changes (see _fell_back)
+        object.__setattr__(self, "_fallen", None)
 
     def _alias(self):
         return type(self).__name__.lower()
@@ -143,17 +238,79 @@ class Block:
         return self._params
 
     def name_scope(self):
-        """Context in which new child blocks are named under this block."""
+        """Context in which new child blocks are named under this block:
+        ``with self.name_scope(): self.dense = nn.Dense(4)`` names it
+        ``<prefix>dense0_`` and has it share the parameters this block was
+        given with ``params=...`` (see :class:`_NameScope`)."""
         return _NameScope(self)
 
     def __setattr__(self, name, value):
+        # never through self.__dict__: reading it makes CPython give up the
+        # compact attribute storage, and every later attribute read (the
+        # forward's self._plan) slower
+        existing = None
+        if name in getattr(self, "_children", ()) or \
+                name in getattr(self, "_reg_params", ()):
+            try:
+                existing = object.__getattribute__(self, name)
+            except AttributeError:      # registered under a name only
+                existing = None
+        if isinstance(existing, (Block, Parameter)) and \
+                not isinstance(value, type(existing)):
+            raise TypeError(
+                f"Changing attribute type for {name} from {type(existing)} "
+                f"to {type(value)} is not allowed. {type(self).__name__} "
+                f"'{self.name}' registered {name!r} as a child "
+                f"{'block' if isinstance(existing, Block) else 'parameter'}"
+                f"; assign another {type(existing).__name__} to replace it, "
+                f"or use another attribute name.")
         if isinstance(value, Block):
             self.register_child(value, name)
         elif isinstance(value, Parameter):
+            old = self._reg_params.get(name)
+            if old is not None and old is not value:
+                # the replaced parameter must not stay in params (it would
+                # be initialized, listed and saved)
+                if self._params._params.get(old.name) is old:
+                    del self._params._params[old.name]
             self._reg_params[name] = value
             self._params._add(value)
             self._structure_changed()
+        elif isinstance(value, (list, tuple, dict)):
+            # looked into by collect_params (see _unregistered_containers)
+            containers = getattr(self, "_container_attrs", None)
+            if containers is None:
+                containers = set()
+                object.__setattr__(self, "_container_attrs", containers)
+            containers.add(name)
         object.__setattr__(self, name, value)
+
+    def _unregistered_containers(self):
+        """Names (``'Net.layers'``) of the list, tuple or dict attributes
+        that hold Blocks which are not children of this block: they are not
+        in collect_params, save or initialize (Gluon warns about them).
+        The attributes looked at are those assigned a list, tuple or dict
+        (their contents are looked at now, so later appends count)."""
+        children = set(map(id, self._children.values()))
+
+        def hidden(data):
+            if isinstance(data, (list, tuple)):
+                return any(hidden(d) for d in data)
+            if isinstance(data, dict):
+                return any(hidden(d) for d in data.values())
+            return isinstance(data, Block) and id(data) not in children
+
+        out = []
+        for key in sorted(getattr(self, "_container_attrs", None) or ()):
+            if key.startswith("__") or key in _OWN_CONTAINERS:
+                continue
+            try:
+                value = object.__getattribute__(self, key)
+            except AttributeError:
+                continue
+            if isinstance(value, (list, tuple, dict)) and hidden(value):
+                out.append(f"{type(self).__name__}.{key}")
+        return out
 
     # -- the plans that depend on this block ---------------------------------
 
@@ -165,15 +322,24 @@ class Block:
         self._plans.add(plan)
 
     def _structure_changed(self):
-        """A child or parameter was added or replaced: the plans that
-        contain this block are rebuilt at their next call.  No other
-        network is touched."""
+        """A child, parameter or hook was added or replaced: the plans that
+        contain this block are rebuilt at their next call, and the blocks
+        that run eagerly because this one could not be traced try again.
+        No other network is touched."""
         plans = self._plans
         if plans:
             for plan in list(plans):
                 plan._invalidate()
             plans.clear()
         object.__setattr__(self, "_eager_reason", None)
+        object.__setattr__(self, "_hook_plan", None)
+        fallen = self._fallen
+        if fallen:
+            blocks = list(fallen)
+            fallen.clear()
+            for block in blocks:
+                if block is not self:
+                    block._structure_changed()
 
     def register_child(self, block, name=None):
         """Add ``block`` as a child, under ``name`` (default: its index)."""
@@ -184,6 +350,64 @@ class Block:
             name = str(len(self._children))
         self._children[name] = block
         self._structure_changed()
+        return block
+
+    # -- hooks ---------------------------------------------------------------
+
+    def register_forward_pre_hook(self, hook):
+        """Call ``hook(block, inputs)`` before each forward of this block
+        (``inputs``: the tuple of positional inputs).  Returns a
+        :class:`HookHandle`; ``handle.detach()`` removes it.
+
+        The hook's return value is ignored: it cannot change the inputs (as
+        in Gluon 1.x; the arrays it sees are the caller's, so do not write
+        into them).  See :meth:`register_forward_hook` for what hooks cost.
+        """
+        return self._add_hook(self._forward_pre_hooks, hook)
+
+    def register_forward_hook(self, hook):
+        """Call ``hook(block, inputs, output)`` after each forward of this
+        block.  Returns a :class:`HookHandle`; ``handle.detach()`` removes
+        it.  The return value is ignored; ``output`` is the array the
+        caller gets.
+
+        Notes
+        -----
+        A compiled plan cannot call Python between its layers, so a
+        network containing a block with hooks does not run as one plan:
+        every block *above* the hooked one runs on the eager path (its
+        ``forward``: a Sequential calls its children in turn, a HybridBlock
+        runs ``hybrid_forward`` on NumPy arrays), and the other children
+        stay compiled on their own.  The hooked block itself still runs
+        compiled, its hooks called around its plan.  ``fl.explain(net,
+        x)`` names the hooked block ("has forward hooks").  Detaching the
+        last hook counts as a structure change: the plans are rebuilt at
+        the next call and the network compiles as one plan again.  Hooks
+        belong to the block object: copies and pickles have none.
+        """
+        return self._add_hook(self._forward_hooks, hook)
+
+    def _add_hook(self, hooks, hook):
+        if not callable(hook):
+            raise TypeError(f"{type(self).__name__} '{self.name}': a hook "
+                            f"must be callable, got {type(hook).__name__}")
+        key = object()
+        hooks[key] = hook
+        # the plans that contain this block must not run it without its
+        # hooks any more
+        object.__setattr__(self, "_plan", None)
+        self._structure_changed()
+        return HookHandle(self, hooks, key)
+
+    def _has_hooks(self):
+        return bool(self._forward_hooks) or bool(self._forward_pre_hooks)
+
+    def _hooks_below(self):
+        """Whether a block under this one (not itself) has hooks."""
+        for child in self._children.values():
+            if child._has_hooks() or child._hooks_below():
+                return True
+        return False
 
     # -- parameters ----------------------------------------------------------
 
@@ -199,8 +423,22 @@ class Block:
     def collect_params(self, select=None):
         """A :class:`ParameterDict` of this block's and all its children's
         parameters, in layer order; ``select`` is a regular expression
-        matched against the names (e.g. ``'.*weight'``)."""
-        out = ParameterDict(self._prefix)
+        matched against the names (e.g. ``'.*weight'``).
+
+        Warns (``UserWarning``, as Gluon) about Blocks kept in a list,
+        tuple or dict attribute anywhere in the network: they are not
+        registered, so their parameters are not collected."""
+        hidden = []
+        self.apply(lambda b: hidden.extend(b._unregistered_containers()))
+        for name in hidden:
+            warnings.warn(
+                f'"{name}" is an unregistered container with Blocks. Note '
+                f"that Blocks inside the list, tuple or dict will not be "
+                f"registered automatically. Make sure to register them "
+                f"using register_child() or switching to "
+                f"nn.Sequential/nn.HybridSequential instead. ",
+                UserWarning, stacklevel=2)
+        out = ParameterDict(self._params.prefix)
         regex = re.compile(select) if select is not None else None
         seen = {}
         for key, param in self._collect_params_with_prefix().items():
@@ -340,12 +578,81 @@ class Block:
 
     def _fell_back(self, failed):
         """Tracing failed (``failed``: fastlazy._compile.TraceFailed): run
-        eagerly until this block's structure changes."""
+        eagerly until the structure of this block, of a block under it or
+        of the block whose code failed changes (a child replaced, a hook
+        detached): then the next call tries to compile again."""
         object.__setattr__(self, "_eager_reason",
                            (failed.block.name, failed.reason))
+        watched = [failed.block] if isinstance(failed.block, Block) else []
+        self.apply(watched.append)
+        for block in watched:
+            if block is self:
+                continue
+            if block._fallen is None:
+                object.__setattr__(block, "_fallen", weakref.WeakSet())
+            block._fallen.add(self)
 
     def _call_slow(self, x, *more):
+        """``block(x)`` without a current plan.  A custom block's Python
+        forward comes here at every call: that case is kept to two
+        attribute tests."""
+        if self._forward_hooks or self._forward_pre_hooks or \
+                (type(self)._plannable and self._children):
+            return self._call_hooked(x, *more)
         return _compiler().call_slow(self, x, *more)
+
+    def _call_hooked(self, x, *more):
+        """:meth:`_call_slow` when this block has hooks, or may have
+        hooked blocks below: hooks around the computation, and eager when
+        a block below has hooks (see :meth:`register_forward_hook`)."""
+        if not (self._forward_hooks or self._forward_pre_hooks):
+            if self._is_plannable() and self._hooks_below() and \
+                    not _traced(x, more):
+                return self._forward_around_hooks(x, *more)
+            return _compiler().call_slow(self, x, *more)
+        if _traced(x, more):
+            return _compiler().call_slow(self, x, *more)   # hooks: see trace
+        inputs = (x,) + more
+        for hook in list(self._forward_pre_hooks.values()):
+            hook(self, inputs)
+        if self._is_plannable() and self._hooks_below():
+            out = self._forward_around_hooks(x, *more)
+        else:
+            # this block's own plan, kept apart from _plan: the fast path
+            # of block(x) would run it without the hooks
+            plan = self._hook_plan
+            out = None
+            if plan is not None and plan.is_current():
+                out = plan.run(x) if not more else plan.run_many(*inputs)
+            if out is None:
+                out = _compiler().call_slow(self, x, *more, _slot="_hook_plan")
+        for hook in list(self._forward_hooks.values()):
+            hook(self, inputs, out)
+        return out
+
+    def _forward_around_hooks(self, x, *more):
+        """The eager forward of a block with hooked blocks below it.  Its
+        deferred parameters are completed first, from a trace (hooks do not
+        stop a trace that builds no plan), so a ``hybrid_forward`` that
+        reads its own parameters works on the first call too."""
+        if not self._params_ready():
+            arrs = _compiler()._arrays(self, (x,) + more)
+            with self._lock:
+                try:
+                    _compiler().prepare(self, [a.shape for a in arrs])
+                except _compiler().TraceFailed:
+                    pass        # forward() says what is wrong
+        return self.forward(x, *more)
+
+    def _params_ready(self):
+        """Whether every parameter here and below is initialized."""
+        for p in self._reg_params.values():
+            if not p.is_initialized:
+                return False
+        for child in self._children.values():
+            if not child._params_ready():
+                return False
+        return True
 
     def _infer(self, shape, pending):
         """The shape rule: output shape for input ``shape``, recording
@@ -463,17 +770,39 @@ class Block:
         return f"{type(self).__name__}(\n{body}\n)"
 
     def __getstate__(self):
-        # plans, their watchers and the lock belong to this process
+        # plans, their watchers, the lock and the hooks belong to this
+        # process and this object
         state = self.__dict__.copy()
         state["_plan"] = None
+        state["_hook_plan"] = None
         state["_plans"] = None
-        state["_scope"] = None
+        state["_fallen"] = None
+        # a copy finds out again (and watches its own blocks) at its first
+        # call
+        state["_eager_reason"] = None
+        state["_forward_hooks"] = OrderedDict()
+        state["_forward_pre_hooks"] = OrderedDict()
         del state["_lock"]
         return state
 
     def __setstate__(self, state):
-        self.__dict__.update(state)
-        self.__dict__["_lock"] = threading.RLock()
+        # attribute by attribute, not through self.__dict__ (see
+        # __setattr__): a copy keeps CPython's compact attribute storage
+        state = dict(state)
+        state.pop("_scope", None)
+        state["_lock"] = threading.RLock()
+        for key, value in (("_forward_hooks", OrderedDict()),
+                           ("_forward_pre_hooks", OrderedDict()),
+                           ("_fallen", None), ("_hook_plan", None),
+                           ("_name_counter", {})):
+            state.setdefault(key, value)
+        state.setdefault("_empty_prefix", state.get("_prefix") == "")
+        if "_container_attrs" not in state:
+            state["_container_attrs"] = {
+                k for k, v in state.items()
+                if isinstance(v, (list, tuple, dict))}
+        for key, value in state.items():
+            object.__setattr__(self, key, value)
 
     def predict(self, data, batch_size=None, out=None, progress=False):
         """Score ``data`` chunk by chunk in bounded memory (an array, an
@@ -483,26 +812,37 @@ class Block:
         return predict(self, data, batch_size=batch_size, out=out,
                        progress=progress)
 
-    def summary(self, x):
-        """Print a table of each layer's output shape and parameter count,
-        as Gluon's ``Block.summary`` does, and return its rows.
+    def summary(self, *inputs):
+        """Print Gluon's table of each block's output shape and parameter
+        count, and return its rows.
 
         Parameters
         ----------
-        x : array_like or tuple
-            An example input, or its shape with None for the batch size
-            (``(None, 1, 28, 28)``).  Only shapes are used: nothing is
-            computed, initialized or changed, so it works before and after
-            the first forward pass.
+        *inputs : array_like or tuple
+            Example inputs, or their shapes with None for the batch size
+            (``(None, 1, 28, 28)``).  Only shapes are used: the network is
+            traced, nothing is computed, initialized or changed (a deferred
+            network stays deferred, hooks are not called), so it works
+            before and after the first forward pass.
 
         Returns
         -------
         list of (str, tuple, int)
-            ``(layer, output shape, parameter count)`` per layer, in order,
-            without the input row.
+            ``(block, output shape, parameter count)`` per block call, in
+            the order the calls finish, as Gluon's hooks fire: a block's
+            children before the block; Sequentials (and Concurrent, one in
+            Gluon) get no row of their own.  A block with several outputs
+            has a list of shapes.  Without the input row.
+
+        Raises
+        ------
+        TypeError
+            If a block's code cannot be traced (a Python ``forward``, or
+            ``hybrid_forward`` code that needs values): the message names
+            that block.
         """
         from ._summary import summary
-        return summary(self, x)
+        return summary(self, *inputs)
 
 
 class HybridBlock(Block):
@@ -583,9 +923,9 @@ class Sequential(Block):
         return super()._is_plannable()
 
     def _trace_sym(self, x, *more):
-        if not self._is_plannable():
-            if self._eager_reason is not None:
-                raise _compiler().TraceFailed(self, self._eager_reason[1])
+        if self._eager_reason is not None:
+            raise _compiler().TraceFailed(self, self._eager_reason[1])
+        if type(self).forward is not Sequential.forward:
             raise _compiler().TraceFailed(self, "its forward() is Python code")
         for block in self._children.values():
             x = _compiler().trace_block(block, x, *more)
