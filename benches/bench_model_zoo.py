@@ -15,9 +15,11 @@ every block eager) before timing.  ORT gets ``intra_op_num_threads`` =
 threads and its default graph optimizations (it folds BatchNorm into the
 convolutions, as fastlazy does).
 
-Run: ``pytest benches/bench_model_zoo.py`` (in benches/, see pytest.ini),
-or ``python benches/bench_model_zoo.py --profile`` for where fastlazy's
-time goes per step kind (depthwise convolutions separately).
+Run: ``pytest benches/bench_model_zoo.py`` (in benches/, see pytest.ini);
+``python benches/bench_model_zoo.py --ab`` times the two interleaved, round
+by round (steadier on a shared machine), and prints the table of
+docs/model_zoo.md; ``--profile`` says where fastlazy's time goes per layer
+kind (depthwise convolutions apart).
 """
 
 import functools
@@ -269,6 +271,9 @@ def profile(cfg, threads=1, repeat=20):
             return y
         if isinstance(block, (vision.ResNetV1, vision.MobileNetV2)):
             return walk(block.output, walk(block.features, x))
+        if not isinstance(block, nn.Sequential):
+            seen.append((type(block).__name__, block, (x,)))
+            return block(x)
         if isinstance(block, nn.Sequential):
             children = list(block)
             i = 0
@@ -294,7 +299,6 @@ def profile(cfg, threads=1, repeat=20):
                 x = seq(x)
                 i += len(group)
             return x
-        raise NotImplementedError(type(block).__name__)
 
     walk(net, x)
     per_kind = defaultdict(float)
@@ -318,8 +322,47 @@ def profile(cfg, threads=1, repeat=20):
         print(f"  {kind:<24} {sec * 1e3:8.2f} ms  {sec / total:6.1%}")
 
 
+def interleaved(cfg, threads, rounds=15):
+    """Median over ``rounds`` of (ORT time / fastlazy time), each round
+    timing a few fastlazy calls then a few ORT calls on the same input:
+    steadier than separate runs on a shared machine.  Returns (fastlazy
+    median seconds, ORT median seconds, median ratio)."""
+    import time
+    c = get_case(cfg)
+    sess = ort_session(cfg, threads)
+    fl.set_num_threads(threads)
+    feed = {"x": c.x}
+    check(c.net(c.x), c.y)
+    check(sess.run(None, feed)[0], c.y)
+    reps = 2 if len(c.x) > 1 else 6
+
+    def per_call(fn):
+        t = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        return (time.perf_counter() - t) / reps
+
+    f_fl = functools.partial(c.net, c.x)
+    f_ort = functools.partial(sess.run, None, feed)
+    per_call(f_fl), per_call(f_ort)
+    t_fl, t_ort, ratios = [], [], []
+    for _ in range(rounds):
+        a, b = per_call(f_fl), per_call(f_ort)
+        t_fl.append(a), t_ort.append(b), ratios.append(b / a)
+    return np.median(t_fl), np.median(t_ort), np.median(ratios)
+
+
 if __name__ == "__main__":
     if "--profile" in sys.argv:
         for threads in (1, 2):
             for cfg in CONFIGS:
                 profile(cfg, threads)
+    if "--ab" in sys.argv:
+        print("| network | batch | threads | fastlazy | ONNX Runtime | ORT / "
+              "fastlazy |")
+        print("|---|---|---|---|---|---|")
+        for cfg, (name, batch) in CONFIGS.items():
+            for threads in (1, 2):
+                a, b, r = interleaved(cfg, threads)
+                print(f"| {name} | {batch} | {threads} | {a * 1e3:.1f} ms | "
+                      f"{b * 1e3:.1f} ms | {r:.2f}x |", flush=True)

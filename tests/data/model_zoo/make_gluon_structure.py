@@ -72,6 +72,11 @@ SMALL = [
 ]
 
 
+#: SMALL networks also saved by name (``NAME-names.params``) and exported
+#: (``NAME-0000.params``; the graph itself is not kept)
+LEGACY = ("small_resnet_v2_basic",)
+
+
 def write_small(folder):
     """MXNet's files for the SMALL networks: ``NAME.params`` (as
     ``check`` does) and ``NAME.io.npz`` (``x``: a batch of 2, ``y``)."""
@@ -86,6 +91,17 @@ def write_small(folder):
         y = net(mx.nd.array(x)).asnumpy()
         net.save_parameters(os.path.join(folder, f"{name}.params"))
         np.savez(os.path.join(folder, f"{name}.io.npz"), x=x, y=y)
+        if name in LEGACY:
+            # the other two ways Gluon 1.x saved parameters: by name
+            # without the network's prefix (save_params, and the model
+            # store's older files), and export's arg:/aux: names
+            net.collect_params().save(
+                os.path.join(folder, f"{name}-names.params"),
+                strip_prefix=net.prefix)
+            net.hybridize()
+            net(mx.nd.array(x))
+            net.export(os.path.join(folder, name))
+            os.remove(os.path.join(folder, f"{name}-symbol.json"))
         print(name, flush=True)
 
 
