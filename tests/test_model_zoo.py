@@ -315,8 +315,9 @@ def check_compiled_equals_eager(name):
     assert scale > 0
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5 * scale)
     # the output depends on the input (the comparison covers every layer)
-    # and the two samples are not mixed up
-    assert np.abs(out[0] - out[1]).max() > 0.005 * scale
+    # and the two samples are not mixed up: they differ by ten times the
+    # tolerance at least (ResNet-152 V1 and VGG come closest)
+    assert np.abs(out[0] - out[1]).max() > 1e-3 * scale
 
 
 @pytest.mark.parametrize("name", FAST)
