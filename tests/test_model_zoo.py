@@ -21,6 +21,7 @@ The big networks (ResNet-50 and deeper, DenseNet, Inception v3, VGG at
 
 import copy
 import json
+from io import StringIO
 import pathlib
 import pickle
 import re
@@ -85,7 +86,8 @@ SLOW = [n for n in ALL if n not in FAST
         and n not in {name for name, _ in MXNET_FILES}]
 
 
-def io(name, folder=GRAPHS):
+def load_io(name, folder=GRAPHS):
+    """MXNet's input ``x`` and output ``y`` for ``name``."""
     with np.load(folder / f"{name}.io.npz") as data:
         return data["x"], data["y"]
 
@@ -124,7 +126,7 @@ def traced_structure(net, shape):
 
 
 def compiled_in_one_plan(net, x):
-    report = fl.explain(net, x, file=open("/dev/null", "w"))
+    report = fl.explain(net, x, file=StringIO())
     return net._eager_reason is None and "compiled: one plan" in report
 
 
@@ -143,7 +145,7 @@ def force_eager(net):
 
 @pytest.mark.parametrize("name, folder", MXNET_FILES, ids=FILE_IDS)
 def test_mxnet_file_reproduces_mxnet(name, folder):
-    x, y = io(name, folder)
+    x, y = load_io(name, folder)
     net = vision.get_model(name)
     net.load_parameters(folder / f"{name}.params")
     out = net(x)
@@ -182,7 +184,7 @@ def test_mxnet_small_family_member(name, expr, size):
     """The family classes with other arguments (a bottleneck ResNet V1, V2
     with both blocks, a thumbnail stem, a small DenseNet): MXNet's file and
     output for the same constructor call, a batch of 2."""
-    x, y = io(name, ZOO)
+    x, y = load_io(name, ZOO)
     net = eval(expr, {"vision": vision})
     net.load_parameters(ZOO / f"{name}.params")
     out = net(x)
@@ -201,7 +203,7 @@ def test_mxnet_name_keyed_files(kind):
     from fastlazy.io import load_arrays
     name = "small_resnet_v2_basic"
     expr = dict((s[0], s[1]) for s in SMALL)[name]
-    x, y = io(name, ZOO)
+    x, y = load_io(name, ZOO)
     path = ZOO / f"{name}-{kind}.params"
     keys = [k.split(":", 1)[-1] for k in load_arrays(path)]
     eval(expr, {"vision": vision})          # another count: resnetv2N_
@@ -220,7 +222,7 @@ def test_mxnet_name_keyed_files(kind):
 def test_mxnet_file_wrong_values_are_detected():
     # the comparison above fails for a network that is slightly off
     name = "resnet18_v1"
-    x, y = io(name)
+    x, y = load_io(name)
     net = vision.get_model(name)
     net.load_parameters(GRAPHS / f"{name}.params")
     gamma = net.features[4][0].body[1].gamma
@@ -357,7 +359,7 @@ def test_mobilenet_v2_relu6_compiles_to_a_clip():
 @pytest.mark.parametrize("state", ["deferred", "loaded"])
 def test_pickle_and_deepcopy(state):
     name = "mobilenet0.25"
-    x, y = io(name, ZOO)
+    x, y = load_io(name, ZOO)
     net = vision.get_model(name)
     if state == "loaded":
         net.load_parameters(ZOO / f"{name}.params")
@@ -401,7 +403,7 @@ def test_pretrained_from_root(tmp_path):
     # a file under the plain name
     shutil.copy(GRAPHS / "resnet18_v1.params", tmp_path / "resnet18_v1.params")
     net = vision.get_model("resnet18_v1", pretrained=True, root=tmp_path)
-    x, y = io("resnet18_v1")
+    x, y = load_io("resnet18_v1")
     np.testing.assert_allclose(net(x), y, rtol=1e-4, atol=1e-5)
     # MXNet's name for the file; its SHA-1 is not that of MXNet's published
     # weights, so it loads with a warning
@@ -411,7 +413,7 @@ def test_pretrained_from_root(tmp_path):
     with pytest.warns(UserWarning, match="SHA-1"):
         net = vision.get_model("squeezenet1.1", pretrained=True,
                                root=str(tmp_path))
-    x, y = io("squeezenet1.1")
+    x, y = load_io("squeezenet1.1")
     np.testing.assert_allclose(net(x), y, rtol=1e-4, atol=1e-6)
 
 
@@ -432,9 +434,10 @@ def test_pretrained_missing_file_never_downloads(tmp_path, monkeypatch):
 
 
 def test_pretrained_file_mismatch_is_refused(tmp_path):
-    # the wrong network's file: nothing loads, the error names a key
-    shutil.copy(GRAPHS / "squeezenet1.1.params", tmp_path / "resnet18_v1.params")
-    with pytest.raises(fl.ParameterFileError):
+    # the wrong network's file is refused (naming a key it cannot place)
+    shutil.copy(GRAPHS / "squeezenet1.1.params",
+                tmp_path / "resnet18_v1.params")
+    with pytest.raises(fl.ParameterFileError, match="features"):
         vision.get_model("resnet18_v1", pretrained=True, root=tmp_path)
 
 
