@@ -9,7 +9,6 @@ the first Dense's input size; the smallest input is 63x63).  Input
 
 from ... import nn
 from ...block import HybridBlock
-from .._naming import name_scope, scoped
 from ..model_store import load_pretrained
 
 __all__ = ["AlexNet", "alexnet"]
@@ -26,8 +25,8 @@ class AlexNet(HybridBlock):
     def __init__(self, classes=1000, prefix=None, params=None):
         super().__init__(prefix=prefix, params=params)
         with self.name_scope():
-            self.features = nn.HybridSequential(prefix=scoped(""))
-            with name_scope(self.features):
+            self.features = nn.HybridSequential(prefix="")
+            with self.features.name_scope():
                 self.features.add(
                     nn.Conv2D(64, kernel_size=11, strides=4, padding=2,
                               activation="relu"),

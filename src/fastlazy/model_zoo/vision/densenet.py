@@ -14,7 +14,6 @@ Input ``(N, 3, 224, 224)``, output ``(N, classes)``.
 from ... import nn
 from ...block import HybridBlock
 from ...containers import HybridConcurrent, Identity
-from .._naming import scoped
 from ..model_store import load_pretrained
 
 __all__ = ["DenseNet", "get_densenet", "densenet121", "densenet161",
@@ -22,7 +21,7 @@ __all__ = ["DenseNet", "get_densenet", "densenet121", "densenet161",
 
 
 def _make_dense_layer(growth_rate, bn_size, dropout):
-    new_features = nn.HybridSequential(prefix=scoped(""))
+    new_features = nn.HybridSequential(prefix="")
     new_features.add(nn.BatchNorm(), nn.Activation("relu"),
                      nn.Conv2D(bn_size * growth_rate, kernel_size=1,
                                use_bias=False),
@@ -31,14 +30,14 @@ def _make_dense_layer(growth_rate, bn_size, dropout):
                                use_bias=False))
     if dropout:
         new_features.add(nn.Dropout(dropout))
-    out = HybridConcurrent(axis=1, prefix=scoped(""))
+    out = HybridConcurrent(axis=1, prefix="")
     out.add(Identity(), new_features)
     return out
 
 
 def _make_dense_block(num_layers, bn_size, growth_rate, dropout,
                       stage_index):
-    out = nn.HybridSequential(prefix=scoped(f"stage{stage_index}_"))
+    out = nn.HybridSequential(prefix=f"stage{stage_index}_")
     with out.name_scope():
         for _ in range(num_layers):
             out.add(_make_dense_layer(growth_rate, bn_size, dropout))
@@ -46,7 +45,7 @@ def _make_dense_block(num_layers, bn_size, growth_rate, dropout,
 
 
 def _make_transition(num_output_features):
-    out = nn.HybridSequential(prefix=scoped(""))
+    out = nn.HybridSequential(prefix="")
     out.add(nn.BatchNorm(), nn.Activation("relu"),
             nn.Conv2D(num_output_features, kernel_size=1, use_bias=False),
             nn.AvgPool2D(pool_size=2, strides=2))
@@ -76,7 +75,7 @@ class DenseNet(HybridBlock):
                  params=None):
         super().__init__(prefix=prefix, params=params)
         with self.name_scope():
-            self.features = nn.HybridSequential(prefix=scoped(""))
+            self.features = nn.HybridSequential(prefix="")
             self.features.add(nn.Conv2D(num_init_features, kernel_size=7,
                                         strides=2, padding=3,
                                         use_bias=False),

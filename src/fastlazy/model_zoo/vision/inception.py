@@ -13,14 +13,13 @@ pool: the input must be 299x299.  Input ``(N, 3, 299, 299)``, output
 from ... import nn
 from ...block import HybridBlock
 from ...containers import HybridConcurrent
-from .._naming import scoped
 from ..model_store import load_pretrained
 
 __all__ = ["Inception3", "inception_v3"]
 
 
 def _make_basic_conv(**kwargs):
-    out = nn.HybridSequential(prefix=scoped(""))
+    out = nn.HybridSequential(prefix="")
     out.add(nn.Conv2D(use_bias=False, **kwargs),
             nn.BatchNorm(epsilon=0.001), nn.Activation("relu"))
     return out
@@ -33,7 +32,7 @@ def _make_branch(use_pool, *conv_settings):
     """A branch: an optional pool ('avg': 3x3/1 padded, 'max': 3x3/2), then
     one basic convolution per (channels, kernel, strides, padding) tuple
     (None: Conv2D's default)."""
-    out = nn.HybridSequential(prefix=scoped(""))
+    out = nn.HybridSequential(prefix="")
     if use_pool == "avg":
         out.add(nn.AvgPool2D(pool_size=3, strides=1, padding=1))
     elif use_pool == "max":
@@ -46,7 +45,7 @@ def _make_branch(use_pool, *conv_settings):
 
 
 def _concurrent(prefix):
-    return HybridConcurrent(axis=1, prefix=scoped(prefix))
+    return HybridConcurrent(axis=1, prefix=prefix)
 
 
 def _make_A(pool_features, prefix):
@@ -104,7 +103,7 @@ def _make_E(prefix):
     with out.name_scope():
         out.add(_make_branch(None, (320, 1, None, None)))
 
-        branch_3x3 = nn.HybridSequential(prefix=scoped(""))
+        branch_3x3 = nn.HybridSequential(prefix="")
         out.add(branch_3x3)
         branch_3x3.add(_make_branch(None, (384, 1, None, None)))
         split = _concurrent("")
@@ -112,7 +111,7 @@ def _make_E(prefix):
         split.add(_make_branch(None, (384, (3, 1), None, (1, 0))))
         branch_3x3.add(split)
 
-        branch_3x3dbl = nn.HybridSequential(prefix=scoped(""))
+        branch_3x3dbl = nn.HybridSequential(prefix="")
         out.add(branch_3x3dbl)
         branch_3x3dbl.add(_make_branch(None, (448, 1, None, None),
                                        (384, 3, None, 1)))
@@ -136,7 +135,7 @@ class Inception3(HybridBlock):
     def __init__(self, classes=1000, prefix=None, params=None):
         super().__init__(prefix=prefix, params=params)
         with self.name_scope():
-            self.features = nn.HybridSequential(prefix=scoped(""))
+            self.features = nn.HybridSequential(prefix="")
             f = self.features
             f.add(_make_basic_conv(channels=32, kernel_size=3, strides=2))
             f.add(_make_basic_conv(channels=32, kernel_size=3))

@@ -13,7 +13,6 @@ pretrained weights); output ``(N, classes)``.
 
 from ... import nn
 from ...block import HybridBlock
-from .._naming import name_scope, scoped
 from ..model_store import load_pretrained
 
 __all__ = ["MobileNet", "MobileNetV2", "LinearBottleneck", "RELU6",
@@ -88,8 +87,8 @@ class MobileNet(HybridBlock):
                  params=None):
         super().__init__(prefix=prefix, params=params)
         with self.name_scope():
-            self.features = nn.HybridSequential(prefix=scoped(""))
-            with name_scope(self.features):
+            self.features = nn.HybridSequential(prefix="")
+            with self.features.name_scope():
                 _add_conv(self.features, channels=int(32 * multiplier),
                           kernel=3, pad=1, stride=2)
                 dw_channels = [int(c * multiplier) for c in
@@ -123,8 +122,8 @@ class MobileNetV2(HybridBlock):
                  params=None):
         super().__init__(prefix=prefix, params=params)
         with self.name_scope():
-            self.features = nn.HybridSequential(prefix=scoped("features_"))
-            with name_scope(self.features):
+            self.features = nn.HybridSequential(prefix="features_")
+            with self.features.name_scope():
                 _add_conv(self.features, int(32 * multiplier), kernel=3,
                           stride=2, pad=1, relu6=True)
                 in_channels_group = [int(c * multiplier) for c in
@@ -143,11 +142,11 @@ class MobileNetV2(HybridBlock):
                     else 1280
                 _add_conv(self.features, last_channels, relu6=True)
                 self.features.add(nn.GlobalAvgPool2D())
-            self.output = nn.HybridSequential(prefix=scoped("output_"))
-            with name_scope(self.output):
+            self.output = nn.HybridSequential(prefix="output_")
+            with self.output.name_scope():
                 self.output.add(
                     nn.Conv2D(classes, 1, use_bias=False,
-                              prefix=scoped("pred_")),
+                              prefix="pred_"),
                     nn.Flatten())
 
     def hybrid_forward(self, F, x):

@@ -14,7 +14,6 @@ by 4 and the stages 2, 3, 4 by 2 each, then a global average pool: any
 
 from ... import nn
 from ...block import HybridBlock
-from .._naming import scoped
 from ..model_store import load_pretrained
 
 __all__ = ["ResNetV1", "ResNetV2", "BasicBlockV1", "BasicBlockV2",
@@ -27,11 +26,6 @@ __all__ = ["ResNetV1", "ResNetV2", "BasicBlockV1", "BasicBlockV2",
 def _conv3x3(channels, stride, in_channels):
     return nn.Conv2D(channels, kernel_size=3, strides=stride, padding=1,
                      use_bias=False, in_channels=in_channels)
-
-
-def _init_block(block, prefix, params):
-    HybridBlock.__init__(block, prefix=None if prefix is None
-                         else scoped(prefix), params=params)
 
 
 class BasicBlockV1(HybridBlock):
@@ -52,13 +46,13 @@ class BasicBlockV1(HybridBlock):
 
     def __init__(self, channels, stride, downsample=False, in_channels=0,
                  prefix=None, params=None):
-        _init_block(self, prefix, params)
-        self.body = nn.HybridSequential(prefix=scoped(""))
+        super().__init__(prefix=prefix, params=params)
+        self.body = nn.HybridSequential(prefix="")
         self.body.add(_conv3x3(channels, stride, in_channels),
                       nn.BatchNorm(), nn.Activation("relu"),
                       _conv3x3(channels, 1, channels), nn.BatchNorm())
         if downsample:
-            self.downsample = nn.HybridSequential(prefix=scoped(""))
+            self.downsample = nn.HybridSequential(prefix="")
             self.downsample.add(
                 nn.Conv2D(channels, kernel_size=1, strides=stride,
                           use_bias=False, in_channels=in_channels),
@@ -81,8 +75,8 @@ class BottleneckV1(HybridBlock):
 
     def __init__(self, channels, stride, downsample=False, in_channels=0,
                  prefix=None, params=None):
-        _init_block(self, prefix, params)
-        self.body = nn.HybridSequential(prefix=scoped(""))
+        super().__init__(prefix=prefix, params=params)
+        self.body = nn.HybridSequential(prefix="")
         self.body.add(nn.Conv2D(channels // 4, kernel_size=1, strides=stride),
                       nn.BatchNorm(), nn.Activation("relu"),
                       _conv3x3(channels // 4, 1, channels // 4),
@@ -90,7 +84,7 @@ class BottleneckV1(HybridBlock):
                       nn.Conv2D(channels, kernel_size=1, strides=1),
                       nn.BatchNorm())
         if downsample:
-            self.downsample = nn.HybridSequential(prefix=scoped(""))
+            self.downsample = nn.HybridSequential(prefix="")
             self.downsample.add(
                 nn.Conv2D(channels, kernel_size=1, strides=stride,
                           use_bias=False, in_channels=in_channels),
@@ -114,7 +108,7 @@ class BasicBlockV2(HybridBlock):
 
     def __init__(self, channels, stride, downsample=False, in_channels=0,
                  prefix=None, params=None):
-        _init_block(self, prefix, params)
+        super().__init__(prefix=prefix, params=params)
         self.bn1 = nn.BatchNorm()
         self.conv1 = _conv3x3(channels, stride, in_channels)
         self.bn2 = nn.BatchNorm()
@@ -143,7 +137,7 @@ class BottleneckV2(HybridBlock):
 
     def __init__(self, channels, stride, downsample=False, in_channels=0,
                  prefix=None, params=None):
-        _init_block(self, prefix, params)
+        super().__init__(prefix=prefix, params=params)
         self.bn1 = nn.BatchNorm()
         self.conv1 = nn.Conv2D(channels // 4, kernel_size=1, strides=1,
                                use_bias=False)
@@ -173,7 +167,7 @@ class BottleneckV2(HybridBlock):
 
 def _make_stage(block, num_blocks, channels, stride, stage_index,
                 in_channels):
-    stage = nn.HybridSequential(prefix=scoped(f"stage{stage_index}_"))
+    stage = nn.HybridSequential(prefix=f"stage{stage_index}_")
     with stage.name_scope():
         stage.add(block(channels, stride, channels != in_channels,
                         in_channels=in_channels, prefix=""))
@@ -215,7 +209,7 @@ class ResNetV1(HybridBlock):
         super().__init__(prefix=prefix, params=params)
         _check_spec(layers, channels)
         with self.name_scope():
-            self.features = nn.HybridSequential(prefix=scoped(""))
+            self.features = nn.HybridSequential(prefix="")
             if thumbnail:
                 self.features.add(_conv3x3(channels[0], 1, 0))
             else:
@@ -245,7 +239,7 @@ class ResNetV2(HybridBlock):
         super().__init__(prefix=prefix, params=params)
         _check_spec(layers, channels)
         with self.name_scope():
-            self.features = nn.HybridSequential(prefix=scoped(""))
+            self.features = nn.HybridSequential(prefix="")
             self.features.add(nn.BatchNorm(scale=False, center=False))
             if thumbnail:
                 self.features.add(_conv3x3(channels[0], 1, 0))

@@ -11,25 +11,24 @@ output ``(N, classes)``.
 """
 
 from ... import nn
-from ...containers import HybridConcurrent
 from ...block import HybridBlock
-from .._naming import scoped
+from ...containers import HybridConcurrent
 from ..model_store import load_pretrained
 
 __all__ = ["SqueezeNet", "get_squeezenet", "squeezenet1_0", "squeezenet1_1"]
 
 
 def _make_fire_conv(channels, kernel_size, padding=0):
-    out = nn.HybridSequential(prefix=scoped(""))
+    out = nn.HybridSequential(prefix="")
     out.add(nn.Conv2D(channels, kernel_size, padding=padding),
             nn.Activation("relu"))
     return out
 
 
 def _make_fire(squeeze_channels, expand1x1_channels, expand3x3_channels):
-    out = nn.HybridSequential(prefix=scoped(""))
+    out = nn.HybridSequential(prefix="")
     out.add(_make_fire_conv(squeeze_channels, 1))
-    paths = HybridConcurrent(axis=1, prefix=scoped(""))
+    paths = HybridConcurrent(axis=1, prefix="")
     paths.add(_make_fire_conv(expand1x1_channels, 1))
     paths.add(_make_fire_conv(expand3x3_channels, 3, 1))
     out.add(paths)
@@ -53,7 +52,7 @@ class SqueezeNet(HybridBlock):
             raise ValueError(f"SqueezeNet: unsupported version {version!r}; "
                              f"'1.0' or '1.1' expected")
         with self.name_scope():
-            self.features = nn.HybridSequential(prefix=scoped(""))
+            self.features = nn.HybridSequential(prefix="")
             f = self.features
 
             def pool():
@@ -89,7 +88,7 @@ class SqueezeNet(HybridBlock):
                 f.add(_make_fire(64, 256, 256))
             f.add(nn.Dropout(0.5))
 
-            self.output = nn.HybridSequential(prefix=scoped(""))
+            self.output = nn.HybridSequential(prefix="")
             self.output.add(nn.Conv2D(classes, kernel_size=1),
                             nn.Activation("relu"), nn.AvgPool2D(13),
                             nn.Flatten())

@@ -10,7 +10,6 @@ each ended by a 2x2/2 max pool, then two Dense(4096, relu) with Dropout in
 from ... import nn
 from ...block import HybridBlock
 from ...initializers import Xavier
-from .._naming import scoped
 from ..model_store import load_pretrained
 
 __all__ = ["VGG", "get_vgg", "vgg11", "vgg13", "vgg16", "vgg19",
@@ -51,7 +50,7 @@ class VGG(HybridBlock):
                                    bias_initializer="zeros")
 
     def _make_features(self, layers, filters, batch_norm):
-        featurizer = nn.HybridSequential(prefix=scoped(""))
+        featurizer = nn.HybridSequential(prefix="")
         for num, channels in zip(layers, filters):
             for _ in range(num):
                 featurizer.add(nn.Conv2D(
