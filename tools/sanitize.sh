@@ -25,7 +25,14 @@ echo "== building with ASan + UBSan + Cython checks"
 FASTLAZY_DEBUG=1 FASTLAZY_SANITIZE=1 python setup.py -q build_ext \
     --force --build-lib "$OUT/lib" --build-temp "$OUT/tmp" \
     > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
-cp src/fastlazy/*.py "$OUT/lib/fastlazy/"
+# the pure-Python modules and subpackages beside the sanitized extensions
+# (never an in-place build's .so from src/)
+python - "$OUT/lib/fastlazy" <<'PY'
+import shutil, sys
+shutil.copytree("src/fastlazy", sys.argv[1], dirs_exist_ok=True,
+                ignore=shutil.ignore_patterns("*.so", "*.c", "*.pyx", "*.pxd",
+                                              "*.pxi", "*.h", "__pycache__"))
+PY
 ls "$OUT"/lib/fastlazy/_*.so
 
 LIBASAN=$(gcc -print-file-name=libasan.so)
