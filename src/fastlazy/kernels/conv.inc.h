@@ -155,6 +155,11 @@ static void FL_FN(chan_affine)(fl_idx outer, fl_idx C, fl_idx inner,
  * as MXNet and PyTorch) or by the values inside the input.  A window with no
  * input value in it (possible with ceil_mode and strides wider than the
  * pool) gives 0. */
+#ifndef FL_POOL_ROW
+/* widest input row the separable max pool buffers on the stack */
+#define FL_POOL_ROW 4096
+#endif
+
 static void FL_FN(pool2d)(const T *x, T *y, fl_idx C, fl_idx H, fl_idx W,
                           fl_idx kh, fl_idx kw, fl_idx sh, fl_idx sw,
                           fl_idx ph, fl_idx pw, fl_idx OH, fl_idx OW,
@@ -199,6 +204,49 @@ static void FL_FN(pool2d)(const T *x, T *y, fl_idx C, fl_idx H, fl_idx W,
                     for (ow = 0; ow < OW; ow++)
                         yr[ow] = (r0[2 * ow] + r0[2 * ow + 1] + r1[2 * ow]
                                   + r1[2 * ow + 1]) * (T)0.25;
+                }
+            }
+        }
+        return;
+    }
+    if (is_max && W <= FL_POOL_ROW) {
+        /* any other max pool, separably: per output row, the maximum over
+         * the window's input rows column by column (a contiguous pass),
+         * then over each window's columns.  Only input values are compared
+         * (padding never wins); a window with none gives 0. */
+        T colmax[FL_POOL_ROW];
+        for (c = 0; c < C; c++) {
+            const T *xc = x + c * H * W;
+            T *yc = y + c * OH * OW;
+            for (oh = 0; oh < OH; oh++) {
+                fl_idx hs = oh * sh - ph, he = hs + kh;
+                fl_idx h0 = hs < 0 ? 0 : hs, h1 = he > H ? H : he;
+                if (h1 <= h0) {
+                    for (ow = 0; ow < OW; ow++) yc[oh * OW + ow] = 0;
+                    continue;
+                }
+                memcpy(colmax, xc + h0 * W, (size_t)W * sizeof(T));
+                for (i = h0 + 1; i < h1; i++) {
+                    const T *xr = xc + i * W;
+                    for (j = 0; j < W; j++) {
+                        T v = xr[j], m = colmax[j];
+                        colmax[j] = (v > m || v != v) ? v : m;
+                    }
+                }
+                for (ow = 0; ow < OW; ow++) {
+                    fl_idx ws = ow * sw - pw, we = ws + kw;
+                    fl_idx w0 = ws < 0 ? 0 : ws, w1 = we > W ? W : we;
+                    T m;
+                    if (w1 <= w0) {
+                        yc[oh * OW + ow] = 0;
+                        continue;
+                    }
+                    m = colmax[w0];
+                    for (j = w0 + 1; j < w1; j++) {
+                        T v = colmax[j];
+                        m = (v > m || v != v) ? v : m;
+                    }
+                    yc[oh * OW + ow] = m;
                 }
             }
         }
