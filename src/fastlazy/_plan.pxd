@@ -191,6 +191,7 @@ cdef enum BufKind:
     BUF_INPUT = 1           # the plan's input buf_index
     BUF_OUTPUT = 2          # the plan's output buf_index
     BUF_PARAM = 3           # a parameter's storage, the same for every sample
+    BUF_UNUSED = 4          # named by the trace, read and written by no step
 
 
 cdef struct PlanData:

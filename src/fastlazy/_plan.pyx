@@ -727,7 +727,13 @@ def _layout(steps, sizes, inputs, outputs, params):
         slot_free_after[chosen] = end[r]
         by_root[r] = (BUF_SCRATCH, chosen)
     for b in range(n):
-        kind[b], index[b] = by_root.get(root(b), (BUF_SCRATCH, -1))
+        # buffers a fusion left without writer or reader point nowhere
+        kind[b], index[b] = by_root.get(root(b), (BUF_UNUSED, -1))
+    for i, st in enumerate(steps):
+        for b in st.inputs:
+            if kind[b] == BUF_UNUSED:
+                raise RuntimeError(f"plan step {i} ({type(st).__name__}) "
+                                   f"reads buffer {b}, which nothing writes")
     return kind, index, slot_size, inplace, copies
 
 
@@ -748,7 +754,7 @@ cdef inline void _point_bufs(const PlanData *d, const RunCtx *c,
         elif d.buf_kind[i] == BUF_OUTPUT:
             bufs[i] = c.outs[k] + t0 * d.out_sizes[k] * d.itemsize
         else:
-            bufs[i] = d.buf_param[i]
+            bufs[i] = d.buf_param[i]        # NULL for an unused buffer
 
 
 cdef inline void _copies(const PlanData *d, const RunCtx *c, Py_ssize_t t0,
