@@ -383,7 +383,8 @@ def test_activation_layers(make, ref, dtype):
     y = layer(x)
     assert y.dtype == dtype
     if ref is None:
-        from scipy.special import erf
+        import math
+        erf = np.vectorize(math.erf, otypes=[np.float64])
         ref = lambda v: 0.5 * v * (1 + erf(v / np.sqrt(2)))  # noqa: E731
     np.testing.assert_allclose(y, ref(x.astype(np.float64)),
                                rtol=1e-5 if dtype == np.float32 else 1e-12,
