@@ -68,6 +68,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--wait-quiet", type=float, default=0.0,
+                    metavar="SECONDS",
+                    help="before each round wait up to SECONDS for other "
+                         "processes to leave the CPUs (default 0)")
     ap.add_argument("--png", default=str(REPO / "docs" / "scale-out.png"))
     ap.add_argument("--json", default=str(REPO / ".benchmarks" /
                                           "scale-out.json"))
@@ -79,7 +83,9 @@ def main():
     from distributed import LocalCluster, Client, wait, futures_of
 
     sys.path.insert(0, str(HERE))
+    import psutil
     import dask_peers as peers
+    from common import wait_quiet
     import fastlazy as fl
     import fastlazy.dask as fd
 
@@ -110,7 +116,8 @@ def main():
                             dashboard_address=None)
     client = Client(cluster)
     client2 = Client(cluster2, set_as_default=False)
-    results = {"cpu": cpu, "scaling": {}, "peers": {}, "oversub": {}}
+    results = {"cpu": cpu, "scaling": {}, "peers": {}, "oversub": {},
+               "load_before": os.getloadavg()}
     try:
         workers = sorted(client.nthreads())
         one = [workers[0]]
@@ -128,16 +135,41 @@ def main():
             return set(cl.run_on_scheduler(
                 lambda dask_scheduler: list(dask_scheduler.tasks)))
 
+        def tree_cpu():
+            """CPU seconds of this process and its children (the worker
+            processes of both clusters)."""
+            total = 0.0
+            me = psutil.Process()
+            for p in [me] + me.children(recursive=True):
+                try:
+                    t = p.cpu_times()
+                    total += t.user + t.system
+                except psutil.Error:
+                    pass
+            return total
+
+        def machine_busy():
+            with open("/proc/stat") as f:
+                v = [int(x) for x in f.readline().split()[1:]]
+            return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+
+        other = []      # cores other processes used during each timed run
+
         def run(Y, where, cl=client):
             """Seconds from submitting Y to all its blocks in memory; then
             Y's keys are released and forgotten before the next run (a
             run must not find the last one's results, nor race its
             release)."""
             before = scheduler_keys(cl)
+            if args.wait_quiet:
+                wait_quiet(args.wait_quiet)
+            busy0, own0 = machine_busy(), tree_cpu()
             t = time.perf_counter()
             P = cl.persist(Y, workers=where, allow_other_workers=False)
             wait(P)
             dt = time.perf_counter() - t
+            other.append(max(0.0, (machine_busy() - busy0)
+                             - (tree_cpu() - own0)) / dt)
             del P
             deadline = time.monotonic() + 30
             while not scheduler_keys(cl) <= before:
@@ -167,6 +199,7 @@ def main():
                 check(Y1, layers, X1, one)
                 t1, t2 = [], []
                 run(Y1, one), run(Y2, None)                # warm-up
+                other.clear()
                 for _ in range(args.rounds):
                     t1.append(run(Y1, one))
                     t2.append(run(Y2, None))
@@ -174,10 +207,12 @@ def main():
                 r2 = rows / statistics.median(t2)
                 cell = {"chunk": chunk, "tasks": -(-rows // chunk),
                         "rows_s_1w": r1, "rows_s_2w": r2,
-                        "speedup": r2 / r1}
+                        "speedup": r2 / r1,
+                        "other_load": statistics.median(other)}
                 results["scaling"][name]["cells"].append(cell)
                 print(f"{name} chunk {chunk:>7}: 1 worker {r1:12,.0f} rows/s"
-                      f"  2 workers {r2:12,.0f} rows/s  x{r2 / r1:.2f}",
+                      f"  2 workers {r2:12,.0f} rows/s  x{r2 / r1:.2f}"
+                      f"  (other load {cell['other_load']:.2f} cores)",
                       flush=True)
                 del X1, X2, Y1, Y2
 
@@ -247,6 +282,7 @@ def main():
         cluster2.close()
         cluster.close()
 
+    results["load_after"] = os.getloadavg()
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=1))
     print_tables(results)
@@ -257,15 +293,18 @@ def main():
 def print_tables(res):
     cpu = res["cpu"]
     print(f"\nCPU: {cpu['model']}, {cpu['cpus']} CPUs; flags: "
-          f"{cpu['flags']}\n")
+          f"{cpu['flags']}")
+    print("machine load average (1, 5, 15 min) before: "
+          f"{res['load_before']}, after: {res['load_after']} (other "
+          f"processes share the 2 CPUs)\n")
     print("| network | rows | chunk rows | tasks | 1 worker rows/s | "
-          "2 workers rows/s | 2 / 1 |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          "2 workers rows/s | 2 / 1 | other load (cores) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, s in res["scaling"].items():
         for c in s["cells"]:
             print(f"| {name} | {s['rows']:,} | {c['chunk']:,} | {c['tasks']:,}"
                   f" | {c['rows_s_1w']:,.0f} | {c['rows_s_2w']:,.0f} | "
-                  f"{c['speedup']:.2f} |")
+                  f"{c['speedup']:.2f} | {c['other_load']:.2f} |")
     print("\nPer-task overhead: the smallest chunk within 10% of the best "
           "2-worker rows/s")
     for name, s in res["scaling"].items():

@@ -259,6 +259,7 @@ def _predict_array(block, x, batch_size, out, bar):
             bar.update(first)
         while done < n:
             stop = min(done + batch_size, n)
+            y = None        # the last result goes before the next exists
             y = block(convert(x[done:stop]))
             out[done:stop] = y
             done = stop
