@@ -231,12 +231,14 @@ def main():
             for p, Y in graphs.items():
                 check(Y, layers, X, None)
                 run(Y, None)
+            other.clear()
             for _ in range(args.rounds):
                 for p, Y in graphs.items():
                     times[p].append(run(Y, None))
             fl_rate = rows / statistics.median(times["fastlazy"])
             results["peers"][name] = {
                 "chunk": chunk, "rows": rows,
+                "other_load": statistics.median(other),
                 "rows_s": {p: rows / statistics.median(t)
                            for p, t in times.items()}}
             for p, t in times.items():
@@ -266,6 +268,7 @@ def main():
         times = {c: [] for c in cases}
         for c, (cl, Y) in cases.items():
             run(Y, None, cl)
+        other.clear()
         for _ in range(args.rounds):
             for c, (cl, Y) in cases.items():
                 times[c].append(run(Y, None, cl))
@@ -276,6 +279,7 @@ def main():
             results["oversub"][c] = r
             print(f"oversubscription, chunk {chunk}: {c:<58} {r:12,.0f} "
                   f"rows/s  ({r / base:.2f} of the first)", flush=True)
+        results["oversub_other_load"] = statistics.median(other)
     finally:
         client2.close()
         client.close()
@@ -313,13 +317,15 @@ def print_tables(res):
         print(f"- {name}: {min(ok):,} rows per chunk (best {best:,.0f} "
               f"rows/s)")
     print("\n| network | chunk rows | peer (2 workers x 1 thread) | rows/s |"
-          " fastlazy / peer |")
-    print("|---|---:|---|---:|---:|")
+          " fastlazy / peer | other load (cores) |")
+    print("|---|---:|---|---:|---:|---:|")
     for name, p in res["peers"].items():
         f = p["rows_s"]["fastlazy"]
         for peer, r in p["rows_s"].items():
             print(f"| {name} | {p['chunk']:,} | {peer} | {r:,.0f} | "
-                  f"{f / r:.2f} |")
+                  f"{f / r:.2f} | {p['other_load']:.2f} |")
+    print(f"\nOversubscription (other load "
+          f"{res.get('oversub_other_load', float('nan')):.2f} cores):")
     print("\n| textbook network, same rows | rows/s | relative |")
     print("|---|---:|---:|")
     base = None
