@@ -1,8 +1,8 @@
 """fastlazy on Dask against NumPy on Dask (map_blocks of the same network)
 and ONNX Runtime on Dask, on one LocalCluster of 2 worker processes with 1
 thread each (127.0.0.1).  Each peer ships its network to a worker once (one
-graph key); the input is generated and persisted on the workers before
-timing, and a timed call is submit -> every output block in worker memory.
+graph key); the input is generated on the workers before timing, block i
+on worker i mod 2, and a timed call is submit -> every output block in worker memory.
 Goal: fastlazy >= 3x NumPy on Dask for the textbook network.  The scaling
 sweep (1 vs 2 workers, chunk sizes) and the PNG are benches/scale_out.py."""
 
@@ -16,8 +16,6 @@ from common import other_load, tag
 dask = pytest.importorskip("dask", reason="needs fastlazy[dask]")
 distributed = pytest.importorskip("distributed", reason="needs "
                                   "fastlazy[dask]")
-import dask.array as da  # noqa: E402
-
 import dask_peers as peers  # noqa: E402
 import fastlazy.dask as fd  # noqa: E402
 
@@ -43,11 +41,10 @@ def data(request, client):
     name = request.param
     net, layers = peers.build(name)
     k = peers.in_units(name)
-    X = client.persist(da.random.default_rng(0).standard_normal(
-        (ROWS[name], k), chunks=(CHUNK[name], k), dtype=np.float32))
-    distributed.wait(X)
-    client.rebalance(distributed.futures_of(X))
-    return name, net, layers, X
+    X, futures = peers.placed_input(client, 0, ROWS[name], CHUNK[name], k,
+                                    sorted(client.nthreads()))
+    yield name, net, layers, X
+    del futures
 
 
 def _persist_and_release(client, Y):

@@ -36,6 +36,31 @@ def in_units(name):
     return CONFIGS[NETS[name]].in_units
 
 
+def _random_block(seed, index, rows, features):
+    return np.random.default_rng([seed, index]).standard_normal(
+        (rows, features), dtype=np.float32)
+
+
+def placed_input(client, seed, rows, chunk, features, workers):
+    """A (rows, features) float32 dask array whose blocks are generated
+    and kept on ``workers``, block i on ``workers[i % len(workers)]``.
+
+    Explicit placement, because persisting one array twice (restricted,
+    then not) reuses the same keys, and the scheduler may put all root
+    tasks of an unrestricted array on one worker: either way a "2 worker"
+    run would read all its input from one of them."""
+    from distributed import wait
+    sizes = [min(chunk, rows - i) for i in range(0, rows, chunk)]
+    futures = [client.submit(_random_block, seed, i, n, features,
+                             workers=[workers[i % len(workers)]],
+                             allow_other_workers=False, pure=False)
+               for i, n in enumerate(sizes)]
+    wait(futures)
+    X = da.concatenate([da.from_delayed(f, (n, features), np.float32)
+                        for f, n in zip(futures, sizes)])
+    return X, futures
+
+
 # -- NumPy on Dask ------------------------------------------------------------
 
 

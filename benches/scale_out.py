@@ -9,11 +9,14 @@ docs/scale-out.png.
 
 One LocalCluster of 2 worker processes with 1 thread each on 127.0.0.1 (the
 scheduler and this client share the same cores).  The input is generated
-and persisted on the workers first, so only scoring is timed: each cell is
+on the workers first, block i on worker i mod 2 (or all on the one worker),
+so only scoring is timed: each cell is
 the wall time from submitting ``persist(predict(...))`` to all blocks being
-in worker memory.  "1 worker" runs the same graph restricted to one of the
-two workers, its input persisted there; "2 workers" uses both, the input
-spread evenly.  A and B alternate in every round and the table shows
+in worker memory.  "1 worker" runs restricted to one of the two workers,
+its input generated there; "2 workers" uses both, the input spread evenly.
+Each cell also shows how many cores other processes used meanwhile
+(machine busy time minus this process tree's CPU time): on a shared
+machine a cell with other load near 1 core cannot show 2-worker scaling.  A and B alternate in every round and the table shows
 medians, so a slow spell on the shared machine hits both alike: compare
 ratios, not absolute rows/s.
 
@@ -78,9 +81,8 @@ def main():
     args = ap.parse_args()
 
     import numpy as np
-    import dask.array as da
     import distributed
-    from distributed import LocalCluster, Client, wait, futures_of
+    from distributed import LocalCluster, Client, wait
 
     sys.path.insert(0, str(HERE))
     import psutil
@@ -121,15 +123,6 @@ def main():
     try:
         workers = sorted(client.nthreads())
         one = [workers[0]]
-
-        def persisted(X, where):
-            """X generated on the workers (restricted to ``where``, or
-            spread over all), in memory before any timing."""
-            P = client.persist(X, workers=where)
-            wait(P)
-            if where is None:
-                client.rebalance(futures_of(P))
-            return P
 
         def scheduler_keys(cl):
             return set(cl.run_on_scheduler(
@@ -192,9 +185,9 @@ def main():
             k = peers.in_units(name)
             results["scaling"][name] = {"rows": rows, "cells": []}
             for chunk in chunk_list:
-                X = da.random.default_rng(0).standard_normal(
-                    (rows, k), chunks=(chunk, k), dtype=np.float32)
-                X1, X2 = persisted(X, one), persisted(X, None)
+                X1, f1 = peers.placed_input(client, 0, rows, chunk, k, one)
+                X2, f2 = peers.placed_input(client, 1, rows, chunk, k,
+                                            workers)
                 Y1, Y2 = fd.predict(net, X1), fd.predict(net, X2)
                 check(Y1, layers, X1, one)
                 t1, t2 = [], []
@@ -214,15 +207,14 @@ def main():
                       f"  2 workers {r2:12,.0f} rows/s  x{r2 / r1:.2f}"
                       f"  (other load {cell['other_load']:.2f} cores)",
                       flush=True)
-                del X1, X2, Y1, Y2
+                del X1, X2, Y1, Y2, f1, f2
 
         # -- peers on Dask, 2 workers --------------------------------------
         for name, (rows, _) in plans.items():
             net, layers = peers.build(name)
             k = peers.in_units(name)
             chunk = peer_chunk[name]
-            X = persisted(da.random.default_rng(1).standard_normal(
-                (rows, k), chunks=(chunk, k), dtype=np.float32), None)
+            X, fx = peers.placed_input(client, 2, rows, chunk, k, workers)
             graphs = {"fastlazy": fd.predict(net, X),
                       "NumPy (map_blocks)": peers.numpy_on_dask(layers, X),
                       "ONNX Runtime (map_blocks)": peers.ort_on_dask(layers,
@@ -245,18 +237,16 @@ def main():
                 r = rows / statistics.median(t)
                 print(f"{name} peers, chunk {chunk}: {p:<26} {r:12,.0f} "
                       f"rows/s  fastlazy x{fl_rate / r:.2f}", flush=True)
-            del X, graphs
+            del X, graphs, fx
 
         # -- oversubscription: workers x fastlazy threads -------------------
         name = "textbook"
         rows = plans[name][0]
         net, layers = peers.build(name)
         chunk = peer_chunk[name]
-        X = da.random.default_rng(2).standard_normal(
-            (rows, 20), chunks=(chunk, 20), dtype=np.float32)
-        Xa = persisted(X, None)
-        Pb = client2.persist(X)
-        wait(Pb)
+        Xa, fa = peers.placed_input(client, 3, rows, chunk, 20, workers)
+        Pb, fb = peers.placed_input(client2, 3, rows, chunk, 20,
+                                    sorted(client2.nthreads()))
         cases = {
             "2 workers x 1 thread, fastlazy 1 thread (fastlazy.dask)":
                 (client, fd.predict(net, Xa)),
