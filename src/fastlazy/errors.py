@@ -11,6 +11,7 @@ __all__ = [
     "ParameterFileError",
     "ParameterShapeError",
     "UnsupportedOperatorError",
+    "PredictInterrupted",
 ]
 
 
@@ -43,3 +44,35 @@ class UnsupportedOperatorError(FastLazyError, NotImplementedError):
     """An exported MXNet graph uses an operator fastlazy does not implement,
     or has a shape (branches, several inputs or outputs) that a
     :class:`~fastlazy.nn.Sequential` cannot express."""
+
+
+class PredictInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped :func:`fastlazy.predict.predict` between two chunks.
+
+    A :class:`KeyboardInterrupt` (not a :class:`FastLazyError`), so that
+    ``except Exception`` does not swallow the user's Ctrl-C.
+
+    Attributes
+    ----------
+    rows_done : int
+        Rows finished: ``out[:rows_done]`` holds their results, rows after
+        it are untouched (or, in a new array, unset).
+    rows_total : int or None
+        Rows in the input (None for an iterable of chunks).
+    out : ndarray or None
+        The output array (the caller's ``out``, or the new one; for an
+        iterable without ``out``, the finished rows only).
+    """
+
+    def __init__(self, rows_done, rows_total, out):
+        of = "" if rows_total is None else f" of {rows_total}"
+        super().__init__(
+            f"predict interrupted after {rows_done}{of} rows: "
+            f"out[:{rows_done}] holds their results (the exception's .out "
+            f"and .rows_done give them)")
+        self.rows_done = rows_done
+        self.rows_total = rows_total
+        self.out = out
+
+    def __reduce__(self):
+        return type(self), (self.rows_done, self.rows_total, self.out)
