@@ -61,6 +61,25 @@ cdef extern from "kernels/fl_kernels.h" nogil:
                            fl_idx ph, fl_idx pw, fl_idx dh, fl_idx dw,
                            fl_idx OW, fl_idx oh0, fl_idx oh1, double *col,
                            fl_idx ldc) noexcept nogil
+        void (*dwconv_f32)(const float *x, const float *w, float *y,
+                           fl_idx C, fl_idx H, fl_idx W, fl_idx kh,
+                           fl_idx kw, fl_idx sh, fl_idx sw, fl_idx ph,
+                           fl_idx pw, fl_idx dh, fl_idx dw, fl_idx OH,
+                           fl_idx OW, const float *scale, const float *shift,
+                           int act, float *buf) noexcept nogil
+        void (*dwconv_f64)(const double *x, const double *w, double *y,
+                           fl_idx C, fl_idx H, fl_idx W, fl_idx kh,
+                           fl_idx kw, fl_idx sh, fl_idx sw, fl_idx ph,
+                           fl_idx pw, fl_idx dh, fl_idx dw, fl_idx OH,
+                           fl_idx OW, const double *scale,
+                           const double *shift, int act,
+                           double *buf) noexcept nogil
+        size_t (*dwconv_buf_f32)(fl_idx kh, fl_idx kw, fl_idx sh, fl_idx sw,
+                                 fl_idx dh, fl_idx dw, fl_idx OH,
+                                 fl_idx OW) noexcept nogil
+        size_t (*dwconv_buf_f64)(fl_idx kh, fl_idx kw, fl_idx sh, fl_idx sw,
+                                 fl_idx dh, fl_idx dw, fl_idx OH,
+                                 fl_idx OW) noexcept nogil
         void (*chan_epilogue_f32)(fl_idx O, fl_idx N, const float *src,
                                   fl_idx lds, float *dst, fl_idx ldd,
                                   const float *scale, const float *shift,

@@ -146,46 +146,78 @@ cdef inline floating *_conv_panel(const Step *s, char *slot,
                                             s.itemsize))
 
 
-cdef inline void _depthwise(const ConvGeometry *g, const floating *xn,
-                            const floating *w, floating *yn) noexcept nogil:
-    """One sample of a depthwise convolution (groups == channels, one
-    output channel each): each output row is a sum of shifted input rows
-    scaled by one tap, so the inner loop runs along the output width with
-    unit stride when the stride is 1 (vectorised by the compiler).  Taps
-    whose input column falls in the padding are skipped by range, not by a
-    test per value."""
-    cdef Py_ssize_t c, oh, i, j, ow, ih, lo, hi, off
-    cdef Py_ssize_t H = g.H, W = g.W, OH = g.OH, OW = g.OW
-    cdef Py_ssize_t kh = g.kh, kw = g.kw, sh = g.sh, sw = g.sw
-    cdef const floating *xc
-    cdef const floating *xr
-    cdef floating *yr
-    cdef floating t
-    for c in range(g.C):
-        xc = xn + c * H * W
-        for oh in range(OH):
-            yr = yn + (c * OH + oh) * OW
-            for ow in range(OW):
-                yr[ow] = 0
-            for i in range(kh):
-                ih = oh * sh - g.ph + i * g.dh
-                if ih < 0 or ih >= H:
-                    continue
-                xr = xc + ih * W
-                for j in range(kw):
-                    t = w[(c * kh + i) * kw + j]
-                    off = j * g.dw - g.pw
-                    # valid ow: 0 <= ow*sw + off < W
-                    lo = 0 if off >= 0 else (-off + sw - 1) // sw
-                    hi = (W - off + sw - 1) // sw if W - off > 0 else 0
-                    if hi > OW:
-                        hi = OW
-                    if sw == 1:
-                        for ow in range(lo, hi):
-                            yr[ow] += t * xr[ow + off]
-                    else:
-                        for ow in range(lo, hi):
-                            yr[ow] += t * xr[ow * sw + off]
+cdef inline void _dwconv(const ConvGeometry *g, const floating *xn,
+                         const floating *w, floating *yn, Py_ssize_t c0,
+                         Py_ssize_t c1, const floating *scale,
+                         const floating *shift, int act,
+                         char *buf) noexcept nogil:
+    """Channels [c0, c1) of one sample of a depthwise convolution (groups
+    == channels), its epilogue included: the table's direct kernel
+    (kernels/depthwise.inc.h), ``buf`` its scratch (one per thread)."""
+    cdef Py_ssize_t HW = g.H * g.W, P = g.OH * g.OW, K = g.kh * g.kw
+    if scale != NULL:
+        scale += c0
+    if shift != NULL:
+        shift += c0
+    if floating is float:
+        fl_kt.dwconv_f32(xn + c0 * HW, w + c0 * K, yn + c0 * P, c1 - c0,
+                         g.H, g.W, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh,
+                         g.dw, g.OH, g.OW, scale, shift, act, <float *>buf)
+    else:
+        fl_kt.dwconv_f64(xn + c0 * HW, w + c0 * K, yn + c0 * P, c1 - c0,
+                         g.H, g.W, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh,
+                         g.dw, g.OH, g.OW, scale, shift, act, <double *>buf)
+
+
+cdef inline Py_ssize_t _dwconv_buf_bytes(const ConvGeometry *g,
+                                         Py_ssize_t itemsize) noexcept nogil:
+    if itemsize == 4:
+        return <Py_ssize_t>fl_kt.dwconv_buf_f32(g.kh, g.kw, g.sh, g.sw, g.dh,
+                                                g.dw, g.OH, g.OW)
+    return <Py_ssize_t>fl_kt.dwconv_buf_f64(g.kh, g.kw, g.sh, g.sw, g.dh,
+                                            g.dw, g.OH, g.OW)
+
+
+cdef struct _DwJob:
+    const Step *s
+    const char *x
+    char *y
+    char *slots              # slot t at slots + t * _conv_slot_bytes(s)
+    const char *scale
+    const char *shift
+    Py_ssize_t items         # samples x chunks of channels
+    Py_ssize_t chunks
+    Py_ssize_t per_chunk     # channels per chunk
+    long next
+
+
+cdef void _dw_job(void *ctx, int tid, int nthreads) noexcept nogil:
+    """Pool job: threads take (sample, chunk of channels) items from a
+    shared counter, each with its own scratch slot."""
+    cdef _DwJob *j = <_DwJob *>ctx
+    cdef const Step *s = j.s
+    cdef const ConvGeometry *g = &s.a.conv.g
+    cdef Py_ssize_t item, n, c0, c1
+    cdef Py_ssize_t in_b = s.in_size * s.itemsize
+    cdef Py_ssize_t out_b = s.out_size * s.itemsize
+    cdef char *slot = j.slots + tid * _conv_slot_bytes(s)
+    while True:
+        item = fl_next_item(&j.next)
+        if item >= j.items:
+            break
+        n = item // j.chunks
+        c0 = (item % j.chunks) * j.per_chunk
+        c1 = c0 + j.per_chunk if c0 + j.per_chunk < g.C else g.C
+        if s.itemsize == 4:
+            _dwconv(g, <const float *>(j.x + n * in_b),
+                    <const float *>s.a.conv.w, <float *>(j.y + n * out_b),
+                    c0, c1, <const float *>j.scale, <const float *>j.shift,
+                    s.a.conv.act, slot)
+        else:
+            _dwconv(g, <const double *>(j.x + n * in_b),
+                    <const double *>s.a.conv.w, <double *>(j.y + n * out_b),
+                    c0, c1, <const double *>j.scale,
+                    <const double *>j.shift, s.a.conv.act, slot)
 
 
 cdef inline void _conv2d_run(const Step *s, Py_ssize_t nb, const floating *x,
@@ -222,6 +254,7 @@ cdef inline void _conv2d_run(const Step *s, Py_ssize_t nb, const floating *x,
     cdef floating *yn
     cdef int nthreads
     cdef _ConvJob job
+    cdef _DwJob dw
     if a.bn_mean != NULL:
         # BatchNorm folded: y = act(conv * scale + shift), from the current
         # values of gamma, beta, running_mean, running_var and the bias
@@ -242,10 +275,27 @@ cdef inline void _conv2d_run(const Step *s, Py_ssize_t nb, const floating *x,
                              coeff + O)
         shift = coeff + O
     if a.depthwise:
+        nthreads = <int>a.slots
+        if nthreads > _num_threads:
+            nthreads = _num_threads
+        if nthreads > 1 and nb * s.macs >= _PAR_MACS:
+            # a big one on its own: chunks of channels to the pool's
+            # threads, a few per thread so that they finish together
+            dw.s = s
+            dw.x = <const char *>x
+            dw.y = <char *>y
+            dw.slots = slot0
+            dw.scale = <const char *>scale
+            dw.shift = <const char *>shift
+            dw.per_chunk = (C + 4 * nthreads - 1) // (4 * nthreads)
+            dw.chunks = (C + dw.per_chunk - 1) // dw.per_chunk
+            dw.items = nb * dw.chunks
+            dw.next = 0
+            fl_pool_run(_dw_job, &dw, nthreads)
+            return
         for n in range(nb):
-            yn = y + n * O * P
-            _depthwise(g, x + n * C * HW, w, yn)
-            _epilogue(O, P, yn, P, yn, P, scale, shift, a.act)
+            _dwconv(g, x + n * C * HW, w, y + n * O * P, 0, C, scale, shift,
+                    a.act, slot0)
         return
     if rows < 0:
         sb = -rows
@@ -462,9 +512,12 @@ cdef int _fill_conv(Step *s, object st, object dtype, list keep) except -1:
     a.depthwise = g.groups == g.C and g.O == g.C and g.groups > 1 and \
         _CONV_DEPTHWISE
     if a.depthwise:
-        # direct: no im2col, no GEMM of one output channel per group
+        # direct: no im2col, no GEMM of one output channel per group; the
+        # slot is the kernel's scratch, one per thread for a big one
         a.block_rows = 0
-        col_bytes = 0
+        col_bytes = _dwconv_buf_bytes(g, s.itemsize)
+        if s.macs >= _PAR_MACS and g.C > 1:
+            slots = max(1, min(_num_threads, 16))
     elif 2 * P <= _CONV_BATCH_COLS:
         # small outputs: several whole samples per GEMM; the slot holds
         # their packed inputs and their GEMM output

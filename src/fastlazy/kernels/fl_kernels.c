@@ -11,7 +11,7 @@
  *     isa_avx512.h  isa_avx2.h  isa_base.h     what differs between levels
  *     instance.inc.h                           T, V, lanes, helpers, table
  *     act.inc.h  dense_small.inc.h             the bodies
- *     gemm_packed.inc.h  conv.inc.h
+ *     gemm_packed.inc.h  conv.inc.h  depthwise.inc.h
  *
  * The faster levels are compiled with per-function target attributes,
  * never with -march, so the extension runs on any x86-64 CPU and picks its

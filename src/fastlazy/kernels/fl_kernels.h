@@ -62,6 +62,12 @@ enum {
  *     (convolution: weights @ im2col block); buf holds gemm_ab_buf(K) bytes.
  * act(y, n, act)
  *     an activation in place; relu and float32 sigmoid vectorised.
+ * dwconv(x, w, y, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW,
+ *        scale, shift, act, buf)
+ *     a depthwise convolution of one sample (groups == channels), its
+ *     epilogue act(conv * scale[c] + shift[c]) included; buf holds
+ *     dwconv_buf(kh, kw, sh, sw, dh, dw, OH, OW) bytes
+ *     (depthwise.inc.h states the contract).
  * im2col, chan_epilogue, bn_coeffs, chan_affine, pool2d, layernorm
  *     the convolution's helpers (conv.inc.h states each one's contract).
  */
@@ -107,6 +113,20 @@ typedef struct {
                        fl_idx kh, fl_idx kw, fl_idx sh, fl_idx sw, fl_idx ph,
                        fl_idx pw, fl_idx dh, fl_idx dw, fl_idx OW,
                        fl_idx oh0, fl_idx oh1, double *col, fl_idx ldc);
+    void (*dwconv_f32)(const float *x, const float *w, float *y, fl_idx C,
+                       fl_idx H, fl_idx W, fl_idx kh, fl_idx kw, fl_idx sh,
+                       fl_idx sw, fl_idx ph, fl_idx pw, fl_idx dh, fl_idx dw,
+                       fl_idx OH, fl_idx OW, const float *scale,
+                       const float *shift, int act, float *buf);
+    void (*dwconv_f64)(const double *x, const double *w, double *y,
+                       fl_idx C, fl_idx H, fl_idx W, fl_idx kh, fl_idx kw,
+                       fl_idx sh, fl_idx sw, fl_idx ph, fl_idx pw, fl_idx dh,
+                       fl_idx dw, fl_idx OH, fl_idx OW, const double *scale,
+                       const double *shift, int act, double *buf);
+    size_t (*dwconv_buf_f32)(fl_idx kh, fl_idx kw, fl_idx sh, fl_idx sw,
+                             fl_idx dh, fl_idx dw, fl_idx OH, fl_idx OW);
+    size_t (*dwconv_buf_f64)(fl_idx kh, fl_idx kw, fl_idx sh, fl_idx sw,
+                             fl_idx dh, fl_idx dw, fl_idx OH, fl_idx OW);
     void (*chan_epilogue_f32)(fl_idx O, fl_idx N, const float *src,
                               fl_idx lds, float *dst, fl_idx ldd,
                               const float *scale, const float *shift,

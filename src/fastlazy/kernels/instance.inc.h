@@ -89,6 +89,7 @@ FL_HELPER V FL_FN(relu)(V v)
 #include "act.inc.h"
 #include "dense_small.inc.h"
 #include "gemm_packed.inc.h"
+#include "depthwise.inc.h"
 #if FL_ISA_LEVEL == 0
 /* Im2col, the channel epilogue, pooling and the normalizations stream
  * memory and do a few operations per value: compiled once, at the
@@ -108,6 +109,8 @@ static void FL_FN(fill)(fl_kernel_table *t)
     t->FL_DT(gemm_ab) = FL_FN(gemm_ab);
     t->FL_DT(gemm_ab_buf) = FL_FN(gemm_ab_buf);
     t->FL_DT(act) = FL_FN(act);
+    t->FL_DT(dwconv) = FL_FN(dwconv);
+    t->FL_DT(dwconv_buf) = FL_FN(dwconv_buf);
 #if FL_ISA_LEVEL == 0
     t->FL_DT(im2col) = FL_FN(im2col);
     t->FL_DT(chan_epilogue) = FL_FN(chan_epilogue);
@@ -149,3 +152,4 @@ static void FL_FN(fill)(fl_kernel_table *t)
 #undef FL_SMALL_W4
 #undef FL_SMALL_W2
 #undef FL_SMALL_W1
+#undef FL_DW_NV

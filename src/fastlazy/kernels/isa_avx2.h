@@ -15,3 +15,6 @@
 #define FL_SMALL_W4 2
 #define FL_SMALL_W2 4
 #define FL_SMALL_W1 4
+
+/* 2 rows x 2 vectors of accumulators + 9 weights: 13 of 16 registers */
+#define FL_DW_NV 2

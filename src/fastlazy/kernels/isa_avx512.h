@@ -25,3 +25,8 @@
 #define FL_SMALL_W4 4
 #define FL_SMALL_W2 8
 #define FL_SMALL_W1 8
+
+/* Depthwise convolution: vectors per output row of its 2-row tile (8
+ * accumulators, 9 broadcast 3x3 weights and the loads fit the 32
+ * registers). */
+#define FL_DW_NV 4

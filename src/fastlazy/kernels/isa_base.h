@@ -15,3 +15,5 @@
 #define FL_SMALL_W4 2
 #define FL_SMALL_W2 4
 #define FL_SMALL_W1 4
+
+#define FL_DW_NV 2
