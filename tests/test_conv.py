@@ -853,10 +853,12 @@ def test_vectorised_sigmoid_of_the_epilogue(level):
                                      (3, 1, 2, 2), (3, 2, 0, 1), (1, 1, 0, 1),
                                      (4, 3, 1, 1), (3, 1, 0, 3)])
 @pytest.mark.parametrize("act", [None, "relu", "sigmoid"])
-def test_depthwise_direct_kernel(dtype, k, s, p, d, act):
+@pytest.mark.parametrize("level", [0, 3, 4])
+def test_depthwise_direct_kernel(dtype, k, s, p, d, act, level, isa_restore):
     """Depthwise convolutions (groups == channels, MobileNet's) run a
     direct kernel: against NumPy and against the im2col + GEMM route, with
-    a BatchNorm folded in."""
+    a BatchNorm folded in, at every instruction-set level."""
+    require_isa(level)
     c = 6
     net = nn.Sequential()
     net.add(nn.Conv2D(c, k, strides=s, padding=p, dilation=d, groups=c,
@@ -892,3 +894,41 @@ def test_depthwise_direct_kernel(dtype, k, s, p, d, act):
     tol = TOL[dtype]
     np.testing.assert_allclose(direct, ref, **tol)
     np.testing.assert_allclose(direct, gemm, **tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("level", [0, 3, 4])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_depthwise_odd_widths(dtype, level, threads, isa_restore):
+    """Output widths 1, 7, 15, 17, 33 and 65 (every vector tail at every
+    level), odd and even heights, stride 1 and 2, one and three samples,
+    with bias and relu; at 2 threads one sample's channels are shared out
+    to the pool (the threshold lowered to force it): against NumPy."""
+    require_isa(level)
+    rng = np.random.default_rng(31)
+    c = 9
+    old_threads = fl.get_num_threads()
+    old_tuning = _plan.set_tuning(parallel_macs=0 if threads > 1 else None)
+    fl.set_num_threads(threads)
+    try:
+        for s in (1, 2):
+            for ow in (1, 7, 15, 17, 33, 65):
+                h, w = (5, ow) if s == 1 else (10, 2 * ow)
+                layer = nn.Conv2D(c, 3, strides=s, padding=1, groups=c,
+                                  activation="relu", in_channels=c,
+                                  dtype=dtype)
+                layer.initialize()
+                fill(layer, seed=ow, dtype=dtype)
+                for n in (1, 3):
+                    x = rand(rng, n, c, h, w, dtype=dtype)
+                    y = layer(x)
+                    ref = np.maximum(conv2d_ref(x, layer.weight.data(),
+                                                layer.bias.data(), (s, s),
+                                                (1, 1), (1, 1), c), 0)
+                    assert y.shape == ref.shape == (n, c, 5, ow)
+                    np.testing.assert_allclose(
+                        y, ref, **TOL[dtype],
+                        err_msg=f"stride {s} width {ow} samples {n}")
+    finally:
+        fl.set_num_threads(old_threads)
+        _plan.set_tuning(parallel_macs=old_tuning[2])

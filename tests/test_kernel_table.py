@@ -194,3 +194,103 @@ def test_twin_rejects_bad_arrays():
         _plan.kernel_table("nope", y, 0)
     with pytest.raises(ValueError):
         _plan.kernel_table("act", np.zeros(3, np.int32), 0)
+
+
+def dwconv_ref(x, w, stride, pad, dil):
+    """Depthwise convolution of one sample (C, H, W) by (C, kh, kw) in
+    float64: a sum over taps of strided slices of the zero-padded input."""
+    (sh, sw), (ph, pw), (dh, dw) = stride, pad, dil
+    c, h, wd = x.shape
+    kh, kw = w.shape[1:]
+    xp = np.pad(x.astype(np.float64), ((0, 0), (ph, ph), (pw, pw)))
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    y = np.zeros((c, oh, ow))
+    for i in range(kh):
+        for j in range(kw):
+            y += w[:, i, j, None, None].astype(np.float64) * xp[
+                :, i * dh:i * dh + (oh - 1) * sh + 1:sh,
+                j * dw:j * dw + (ow - 1) * sw + 1:sw]
+    return y
+
+
+# (kernel, stride, padding, dilation): the 3x3 paths compiled with the
+# geometry as constants (stride 1 and 2), and the general one
+DW_GEOMS = [((3, 3), (1, 1), (1, 1), (1, 1)), ((3, 3), (2, 2), (1, 1), (1, 1)),
+            ((3, 3), (2, 2), (0, 0), (1, 1)), ((5, 5), (1, 1), (2, 2), (1, 1)),
+            ((5, 5), (2, 2), (2, 2), (1, 1)), ((3, 3), (1, 1), (2, 2), (2, 2)),
+            ((1, 1), (1, 1), (0, 0), (1, 1)), ((4, 2), (3, 1), (1, 2), (1, 1)),
+            ((3, 3), (1, 2), (3, 0), (1, 2)), ((2, 3), (2, 3), (0, 1), (2, 1))]
+# output widths around the vector lanes (2 to 16) and the tile (4 vectors)
+DW_WIDTHS = [1, 7, 15, 17, 33, 65]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geom", DW_GEOMS, ids=lambda g: "k{}s{}p{}d{}".format(
+    *["x".join(map(str, v)) for v in g]))
+def test_dwconv(level, dtype, geom):
+    """Every geometry at output widths hitting every vector tail and both
+    tile heights (odd and even output rows), with scale and shift, shift
+    only and neither: against NumPy, nothing written past the output or
+    past the scratch the table asks for."""
+    k, s, p, d = geom
+    rng = np.random.default_rng(11)
+    tol = DENSE_TOL[dtype]
+    for ow in DW_WIDTHS:
+        for oh in (1, 4, 5):
+            h = (oh - 1) * s[0] + d[0] * (k[0] - 1) + 1 - 2 * p[0]
+            w_ = (ow - 1) * s[1] + d[1] * (k[1] - 1) + 1 - 2 * p[1]
+            if h < 1 or w_ < 1:
+                continue
+            c = 3
+            x = rng.standard_normal((c, h, w_)).astype(dtype)
+            w = rng.standard_normal((c,) + k).astype(dtype)
+            scale = rng.uniform(0.5, 2, c).astype(dtype)
+            shift = rng.uniform(-1, 1, c).astype(dtype)
+            z = dwconv_ref(x, w, s, p, d)
+            assert z.shape == (c, oh, ow)
+            for sc, sf in ((scale, shift), (None, shift), (None, None)):
+                got = _plan.dwconv_kernel(x, w, s, p, d, sc, sf, 0, guard=20)
+                assert np.all(np.isnan(got[-20:])), "wrote past the output"
+                want = z * (1 if sc is None else sc[:, None, None]) + \
+                    (0 if sf is None else sf[:, None, None])
+                np.testing.assert_allclose(
+                    got[:-20].reshape(c, oh, ow), want, **tol,
+                    err_msg=f"{geom} out {oh}x{ow} scale {sc is not None} "
+                            f"shift {sf is not None}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ACT_NAMES)
+def test_dwconv_applies_every_activation(level, dtype, name, ref):
+    """The epilogue's activation -- relu on the accumulators, the others
+    on each finished plane -- on values spanning the activations' ranges,
+    NaN from the input included."""
+    code = _plan.ACTIVATIONS[name]
+    rng = np.random.default_rng(12)
+    for s in (1, 2):
+        x = (rng.standard_normal((4, 9, 37)) * 10).astype(dtype)
+        x[1, 4, 20] = np.nan
+        w = rng.standard_normal((4, 3, 3)).astype(dtype)
+        shift = rng.uniform(-1, 1, 4).astype(dtype)
+        got = _plan.dwconv_kernel(x, w, (s, s), (1, 1), (1, 1), None, shift,
+                                  code)
+        z = dwconv_ref(x, w, (s, s), (1, 1), (1, 1)) + shift[:, None, None]
+        want = ref.act(name, z).ravel()
+        assert np.array_equal(np.isnan(got), np.isnan(want))
+        ok = ~np.isnan(want)
+        np.testing.assert_allclose(got[ok], want[ok], **DENSE_TOL[dtype],
+                                   err_msg=f"{name} stride {s}")
+
+
+def test_dwconv_twin_rejects_bad_arrays():
+    x = np.zeros((2, 5, 5), np.float32)
+    with pytest.raises(ValueError):
+        _plan.dwconv_kernel(x, np.zeros((2, 3, 3), np.float64), (1, 1),
+                            (1, 1), (1, 1))
+    with pytest.raises(ValueError):
+        _plan.dwconv_kernel(x, np.zeros((3, 3, 3), np.float32), (1, 1),
+                            (1, 1), (1, 1))
+    with pytest.raises(ValueError):
+        _plan.dwconv_kernel(x, np.zeros((2, 9, 9), np.float32), (1, 1),
+                            (0, 0), (1, 1))

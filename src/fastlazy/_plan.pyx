@@ -1483,3 +1483,62 @@ def kernel_table(str op, cnp.ndarray y, int act, a=None, b=None, c=None):
     else:
         raise ValueError(f"kernel_table: unknown op {op!r}")
     return y
+
+
+def dwconv_kernel(cnp.ndarray x, cnp.ndarray w, stride, padding, dilation,
+                  scale=None, shift=None, int act=0, Py_ssize_t guard=0):
+    """Test twin of ``fl_kt.dwconv_f32/f64`` (by ``x``'s dtype): the
+    depthwise convolution of one sample.
+
+    ``x`` (C, H, W) and ``w`` (C, kh, kw) C-contiguous, ``scale`` and
+    ``shift`` (C,) or None; ``stride``, ``padding``, ``dilation`` pairs.
+    Returns ``guard`` + C*OH*OW values, the output (C, OH, OW) flattened
+    then ``guard`` NaN the kernel must leave alone.  The kernel's scratch
+    is exactly ``dwconv_buf`` bytes followed by a guard band; a write past
+    it raises RuntimeError.
+    """
+    cdef object dt = x.dtype
+    cdef bint f32 = dt == np.float32
+    cdef Py_ssize_t C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, nbuf
+    cdef void *sp = NULL
+    cdef void *tp = NULL
+    cdef cnp.ndarray y, buf
+    if dt not in (np.float32, np.float64) or x.ndim != 3 or w.ndim != 3 \
+            or not x.flags.c_contiguous:
+        raise ValueError("dwconv_kernel: x must be a C-contiguous (C, H, W) "
+                         "float32/64 array and w (C, kh, kw)")
+    C, H, W = x.shape[0], x.shape[1], x.shape[2]
+    kh, kw = w.shape[1], w.shape[2]
+    _twin_ptr(w, dt, C * kh * kw, "w")
+    sh, sw = stride
+    ph, pw = padding
+    dh, dw = dilation
+    OH = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    OW = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    if OH < 1 or OW < 1:
+        raise ValueError("dwconv_kernel: empty output")
+    if scale is not None:
+        sp = _twin_ptr(scale, dt, C, "scale")
+    if shift is not None:
+        tp = _twin_ptr(shift, dt, C, "shift")
+    y = np.full(C * OH * OW + guard, np.nan, dtype=dt)
+    nbuf = <Py_ssize_t>(fl_kt.dwconv_buf_f32(kh, kw, sh, sw, dh, dw, OH, OW)
+                        if f32 else
+                        fl_kt.dwconv_buf_f64(kh, kw, sh, sw, dh, dw, OH, OW))
+    buf = np.full(nbuf + 256, 0xA5, dtype=np.uint8)
+    if f32:
+        fl_kt.dwconv_f32(<float *>cnp.PyArray_DATA(x),
+                         <float *>cnp.PyArray_DATA(w),
+                         <float *>cnp.PyArray_DATA(y), C, H, W, kh, kw, sh,
+                         sw, ph, pw, dh, dw, OH, OW, <float *>sp,
+                         <float *>tp, act, <float *>cnp.PyArray_DATA(buf))
+    else:
+        fl_kt.dwconv_f64(<double *>cnp.PyArray_DATA(x),
+                         <double *>cnp.PyArray_DATA(w),
+                         <double *>cnp.PyArray_DATA(y), C, H, W, kh, kw, sh,
+                         sw, ph, pw, dh, dw, OH, OW, <double *>sp,
+                         <double *>tp, act, <double *>cnp.PyArray_DATA(buf))
+    if np.any(buf[nbuf:] != 0xA5):
+        raise RuntimeError(f"dwconv_kernel: the kernel wrote past its "
+                           f"{nbuf}-byte scratch")
+    return y
