@@ -49,6 +49,21 @@ FL_KERNEL size_t FL_FN(dwconv_buf)(fl_idx kh, fl_idx kw, fl_idx sh,
     return (size_t)(hp * sw * ws) * sizeof(T);
 }
 
+#if defined(__GNUC__) && !defined(__clang__)
+/* the even (odd) lanes of the 2L values a, b: GCC folds the constant
+ * index vector into one two-source permute */
+FL_HELPER V FL_FN(dw_even)(V a, V b, int odd)
+{
+    __typeof__((V){0} < (V){0}) m;
+    int i;
+    for (i = 0; i < L; i++) m[i] = 2 * i + odd;
+    return __builtin_shuffle(a, b, m);
+}
+#define FL_DW_SPLIT 1
+#else
+#define FL_DW_SPLIT 0
+#endif
+
 /* Copy channel plane xc (H x W) into the data cells of buf; the padding
  * cells were zeroed once per call and are never written. */
 FL_HELPER void FL_FN(dw_fill)(const T *xc, T *buf, fl_idx H, fl_idx W,
@@ -59,35 +74,63 @@ FL_HELPER void FL_FN(dw_fill)(const T *xc, T *buf, fl_idx H, fl_idx W,
     fl_idx r0 = ph < hp ? ph : hp, r1 = ph + H < hp ? ph + H : hp;
     for (r = r0; r < r1; r++) {
         const T *xr = xc + (r - ph) * W;
+        if (sw == 1) {
+            /* columns [pw, pw + W) of the row, cut at ws; rows are short
+             * (56 values): inline vectors, the last one overlapping, beat
+             * a call of memcpy and a scalar tail */
+            T *d = buf + r * ws + pw;
+            fl_idx n = pw + W < ws ? W : ws - pw;
+            if (n >= L) {
+                for (k = 0; k + L <= n; k += L) STORE(d + k, LOAD(xr + k));
+                STORE(d + n - L, LOAD(xr + n - L));
+            } else {
+                for (k = 0; k < n; k++) d[k] = xr[k];
+            }
+            continue;
+        }
+        if (sw == 2) {
+            /* input column i is padded column i + pw: the even input
+             * columns go to one phase row, the odd ones to the other */
+            T *be = buf + (r * 2 + pw % 2) * ws + pw / 2;
+            T *bo = buf + (r * 2 + (pw + 1) % 2) * ws + (pw + 1) / 2;
+            fl_idx ne = ws - pw / 2, no = ws - (pw + 1) / 2, m = 0;
+            if (ne > (W + 1) / 2) ne = (W + 1) / 2;
+            if (no > W / 2) no = W / 2;
+#if FL_DW_SPLIT
+            for (; 2 * m + 2 * L <= W && m + L <= no; m += L) {
+                V a = LOAD(xr + 2 * m), b = LOAD(xr + 2 * m + L);
+                STORE(be + m, FL_FN(dw_even)(a, b, 0));
+                STORE(bo + m, FL_FN(dw_even)(a, b, 1));
+            }
+#endif
+            for (k = m; k < ne; k++) be[k] = xr[2 * k];
+            for (k = m; k < no; k++) bo[k] = xr[2 * k + 1];
+            continue;
+        }
         for (p = 0; p < sw; p++) {
             T *br = buf + (r * sw + p) * ws;
             /* phase columns k with pw <= p + k*sw < pw + W, k < ws */
             fl_idx lo = pw - p > 0 ? (pw - p + sw - 1) / sw : 0;
             fl_idx hi = pw + W - p > 0 ? (pw + W - p + sw - 1) / sw : 0;
+            const T *s = xr + p - pw;
             if (hi > ws) hi = ws;
-            if (hi <= lo) continue;
-            if (sw == 1) {
-                memcpy(br + lo, xr + lo - pw, (size_t)(hi - lo) * sizeof(T));
-            } else if (sw == 2) {
-                const T *s = xr + p - pw;
-                for (k = lo; k < hi; k++) br[k] = s[2 * k];
-            } else {
-                const T *s = xr + p - pw;
-                for (k = lo; k < hi; k++) br[k] = s[k * sw];
-            }
+            for (k = lo; k < hi; k++) br[k] = s[k * sw];
         }
     }
 }
 
 /* Output rows [oh, oh + R) x vectors [ow0, ow0 + NV*L) of one channel: all
  * kh*kw taps accumulated in R*NV registers, then y = acc * sc + sf (and
- * relu when asked) stored, the last vector of a row cut at OW.  R, NV and
- * (for the 3x3 paths) the geometry are constants once inlined. */
+ * relu when asked) stored.  The last vector of a row is stored whole
+ * unless that would pass yend, the end of this call's output: its excess
+ * lands on outputs this call stores later (dw_plane's order; a partial
+ * store costed a fifth of the time).  R, NV and (for the 3x3 paths) the
+ * geometry are constants once inlined. */
 FL_HELPER void FL_FN(dw_tile)(const T *buf, const T *wc, T *yc, fl_idx OW,
                               fl_idx oh, fl_idx ow0, const int R,
                               const int NV, fl_idx KH, fl_idx KW, fl_idx SH,
                               fl_idx SW, fl_idx DH, fl_idx DW, fl_idx ws,
-                              T sc, T sf, int relu)
+                              const T *yend, T sc, T sf, int relu)
 {
     V acc[2][4];
     fl_idx i, j;
@@ -96,9 +139,15 @@ FL_HELPER void FL_FN(dw_tile)(const T *buf, const T *wc, T *yc, fl_idx OW,
     for (r = 0; r < R; r++)
 #pragma GCC unroll 4
         for (v = 0; v < NV; v++) acc[r][v] = (V){0};
+    /* unrolled when the geometry is constant: the tile's second row then
+     * reuses the first row's loads (same address, once the indices fold) */
+#pragma GCC unroll 8
     for (i = 0; i < KH; i++) {
+#pragma GCC unroll 8
         for (j = 0; j < KW; j++) {
-            V wv = (V){0} + wc[i * KW + j];
+            /* a - 0 is a for every a (a + 0 is not, at -0): a plain
+             * broadcast */
+            V wv = wc[i * KW + j] - (V){0};
             fl_idx p = (j * DW) % SW, q = (j * DW) / SW + ow0;
 #pragma GCC unroll 2
             for (r = 0; r < R; r++) {
@@ -118,7 +167,7 @@ FL_HELPER void FL_FN(dw_tile)(const T *buf, const T *wc, T *yc, fl_idx OW,
             T *dst = yc + (oh + r) * OW + ow0 + v * L;
             fl_idx n = OW - (ow0 + v * L);
             if (relu) o = RELU(o);
-            if (n >= L)
+            if (n >= L || dst + L <= yend)
                 STORE(dst, o);
             else
                 STORE_PART(dst, o, n);
@@ -128,32 +177,37 @@ FL_HELPER void FL_FN(dw_tile)(const T *buf, const T *wc, T *yc, fl_idx OW,
 
 /* One channel's output plane (OH x OW), by tiles of 2 rows x FL_DW_NV
  * vectors; the last odd row and the last vectors of a row by smaller
- * tiles. */
+ * tiles.  The tiles of a pair of rows go from the right to the left, so
+ * that whatever a row's last vector stores past the row's end (dw_tile)
+ * is stored again later: the next row's first vectors, in this pair's
+ * leftmost tile or the next pair's. */
 FL_HELPER void FL_FN(dw_plane)(const T *buf, const T *wc, T *yc, fl_idx OH,
                                fl_idx OW, fl_idx KH, fl_idx KW, fl_idx SH,
                                fl_idx SW, fl_idx DH, fl_idx DW, fl_idx ws,
-                               T sc, T sf, int relu)
+                               const T *yend, T sc, T sf, int relu)
 {
     fl_idx nb = (OW + L - 1) / L, oh = 0, b;
 #define FL_DW_ROW(R)                                                         \
     do {                                                                     \
-        for (b = 0; b + FL_DW_NV <= nb; b += FL_DW_NV)                       \
-            FL_FN(dw_tile)(buf, wc, yc, OW, oh, b * L, R, FL_DW_NV, KH, KW,  \
-                           SH, SW, DH, DW, ws, sc, sf, relu);                \
+        b = nb - nb % FL_DW_NV;                                              \
         if (nb - b == 1)                                                     \
             FL_FN(dw_tile)(buf, wc, yc, OW, oh, b * L, R, 1, KH, KW, SH, SW, \
-                           DH, DW, ws, sc, sf, relu);                        \
+                           DH, DW, ws, yend, sc, sf, relu);                  \
         else if (FL_DW_NV > 2 && nb - b == 2)                                \
             FL_FN(dw_tile)(buf, wc, yc, OW, oh, b * L, R, 2, KH, KW, SH, SW, \
-                           DH, DW, ws, sc, sf, relu);                        \
+                           DH, DW, ws, yend, sc, sf, relu);                  \
         else if (FL_DW_NV > 3 && nb - b == 3)                                \
             FL_FN(dw_tile)(buf, wc, yc, OW, oh, b * L, R, 3, KH, KW, SH, SW, \
-                           DH, DW, ws, sc, sf, relu);                        \
+                           DH, DW, ws, yend, sc, sf, relu);                  \
+        for (b -= FL_DW_NV; b >= 0; b -= FL_DW_NV)                           \
+            FL_FN(dw_tile)(buf, wc, yc, OW, oh, b * L, R, FL_DW_NV, KH, KW,  \
+                           SH, SW, DH, DW, ws, yend, sc, sf, relu);          \
     } while (0)
     for (; oh + 2 <= OH; oh += 2) FL_DW_ROW(2);
     if (oh < OH) FL_DW_ROW(1);
 #undef FL_DW_ROW
 }
+#undef FL_DW_SPLIT
 
 /* The depthwise convolution of one sample: x (C, H, W), w (C, 1, kh, kw),
  * y (C, OH, OW),
@@ -171,6 +225,7 @@ FL_KERNEL void FL_FN(dwconv)(const T *x, const T *w, T *y, fl_idx C,
                              const T *scale, const T *shift, int act, T *buf)
 {
     fl_idx hp, ws, c;
+    const T *yend = y + C * OH * OW;
     int relu = act == FL_ACT_RELU;
     int k3s1 = kh == 3 && kw == 3 && dh == 1 && dw == 1 && sh == 1
                && sw == 1;
@@ -185,14 +240,14 @@ FL_KERNEL void FL_FN(dwconv)(const T *x, const T *w, T *y, fl_idx C,
         T sc = scale ? scale[c] : (T)1, sf = shift ? shift[c] : (T)0;
         FL_FN(dw_fill)(x + c * H * W, buf, H, W, sw, ph, pw, hp, ws);
         if (k3s1)
-            FL_FN(dw_plane)(buf, wc, yc, OH, OW, 3, 3, 1, 1, 1, 1, ws, sc,
-                            sf, relu);
+            FL_FN(dw_plane)(buf, wc, yc, OH, OW, 3, 3, 1, 1, 1, 1, ws, yend,
+                            sc, sf, relu);
         else if (k3s2)
-            FL_FN(dw_plane)(buf, wc, yc, OH, OW, 3, 3, 2, 2, 1, 1, ws, sc,
-                            sf, relu);
+            FL_FN(dw_plane)(buf, wc, yc, OH, OW, 3, 3, 2, 2, 1, 1, ws, yend,
+                            sc, sf, relu);
         else
             FL_FN(dw_plane)(buf, wc, yc, OH, OW, kh, kw, sh, sw, dh, dw, ws,
-                            sc, sf, relu);
+                            yend, sc, sf, relu);
         /* the other activations on the plane while it is in cache */
         if (act != FL_ACT_NONE && !relu) FL_FN(act)(yc, OH * OW, act);
     }
