@@ -97,10 +97,21 @@ FL_HELPER void FL_FN(dw_fill)(const T *xc, T *buf, fl_idx H, fl_idx W,
             if (ne > (W + 1) / 2) ne = (W + 1) / 2;
             if (no > W / 2) no = W / 2;
 #if FL_DW_SPLIT
-            for (; 2 * m + 2 * L <= W && m + L <= no; m += L) {
-                V a = LOAD(xr + 2 * m), b = LOAD(xr + 2 * m + L);
+            for (;;) {
+                V a, b;
+                if (2 * m + 2 * L > W || m + L > no) {
+                    /* the last pair overlapping the one before (its
+                     * values stored twice) rather than a scalar tail */
+                    fl_idx e = (W - 2 * L) / 2 < no - L ? (W - 2 * L) / 2
+                                                        : no - L;
+                    if (m == 0 || e < 0 || e + L <= m) break;
+                    m = e;
+                }
+                a = LOAD(xr + 2 * m);
+                b = LOAD(xr + 2 * m + L);
                 STORE(be + m, FL_FN(dw_even)(a, b, 0));
                 STORE(bo + m, FL_FN(dw_even)(a, b, 1));
+                m += L;
             }
 #endif
             for (k = m; k < ne; k++) be[k] = xr[2 * k];
