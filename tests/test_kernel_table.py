@@ -221,7 +221,8 @@ DW_GEOMS = [((3, 3), (1, 1), (1, 1), (1, 1)), ((3, 3), (2, 2), (1, 1), (1, 1)),
             ((5, 5), (2, 2), (2, 2), (1, 1)), ((3, 3), (1, 1), (2, 2), (2, 2)),
             ((1, 1), (1, 1), (0, 0), (1, 1)), ((4, 2), (3, 1), (1, 2), (1, 1)),
             ((3, 3), (1, 2), (3, 0), (1, 2)), ((2, 3), (2, 3), (0, 1), (2, 1))]
-# output widths around the vector lanes (2 to 16) and the tile (4 vectors)
+# output widths around the kernel's vector lanes (2 to 8) and its tile (2
+# vectors): every tail, one and several tiles per row
 DW_WIDTHS = [1, 7, 15, 17, 33, 65]
 
 

@@ -6,7 +6,7 @@
  * instance.
  *
  * An output value is a sum of kh*kw products, and neighbouring outputs of
- * a row read neighbouring inputs: the kernel computes vectors of L outputs
+ * a row read neighbouring inputs: the kernel computes vectors of DL outputs
  * along a row, a tile of 2 rows x FL_DW_NV vectors at a time, every tap
  * accumulated in registers and the tile stored once.  Padding and the
  * vector tails are not tested per value: each channel plane is first
@@ -17,10 +17,50 @@
  * ... for p < sw) and an output vector reads one phase row with unit
  * stride -- XNNPACK's stride-2 kernels split even and odd columns the same
  * way, in registers.  The common 3x3 (stride 1 and 2, no dilation) is
- * compiled with the geometry as constants (loads shared between the tile's
- * two rows, taps unrolled); other geometries run the same code with it as
- * variables.
+ * compiled with the geometry as constants (taps unrolled, weights in
+ * registers); other geometries run the same code with it as variables.
+ * The vector width and the tile are the level descriptor's FL_DW_VBYTES
+ * and FL_DW_NV (measured, see isa_avx512.h).
  */
+
+/* The kernel's vectors: FL_DW_VBYTES wide, from the level's descriptor
+ * (narrower than the level's registers where that measured faster). */
+typedef T FL_FN(dwvec) __attribute__((vector_size(FL_DW_VBYTES)));
+#define DV FL_FN(dwvec)
+#define DL ((int)(FL_DW_VBYTES / sizeof(T)))   /* lanes of DV */
+
+FL_HELPER DV FL_FN(dw_load)(const T *p)
+{
+    DV v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+FL_HELPER void FL_FN(dw_store)(T *p, DV v)
+{
+    memcpy(p, &v, sizeof v);
+}
+
+/* the first n (0..DL) lanes of v; never writes past n */
+FL_HELPER void FL_FN(dw_store_part)(T *p, DV v, fl_idx n)
+{
+    T b[DL];
+    fl_idx i;
+    memcpy(b, &v, sizeof v);
+    for (i = 0; i < n; i++) p[i] = b[i];
+}
+
+/* keep v unless v <= 0: NaN survives, as with numpy.maximum */
+FL_HELPER DV FL_FN(dw_relu)(DV v)
+{
+    __typeof__(v <= 0) m = v <= 0;
+    return (DV)((__typeof__(m))v & ~m);
+}
+
+#define DLOAD(p) FL_FN(dw_load)(p)
+#define DSTORE(p, v) FL_FN(dw_store)(p, v)
+#define DSTORE_PART(p, v, n) FL_FN(dw_store_part)(p, v, n)
+#define DRELU(v) FL_FN(dw_relu)(v)
 
 #ifndef FL_DW_SHARED
 #define FL_DW_SHARED
@@ -45,18 +85,18 @@ FL_KERNEL size_t FL_FN(dwconv_buf)(fl_idx kh, fl_idx kw, fl_idx sh,
 {
     fl_idx hp, ws;
     if (OH <= 0 || OW <= 0) return 0;
-    fl_dw_layout(kh, kw, sh, sw, dh, dw, OH, OW, L, &hp, &ws);
+    fl_dw_layout(kh, kw, sh, sw, dh, dw, OH, OW, DL, &hp, &ws);
     return (size_t)(hp * sw * ws) * sizeof(T);
 }
 
 #if defined(__GNUC__) && !defined(__clang__)
 /* the even (odd) lanes of the 2L values a, b: GCC folds the constant
  * index vector into one two-source permute */
-FL_HELPER V FL_FN(dw_even)(V a, V b, int odd)
+FL_HELPER DV FL_FN(dw_even)(DV a, DV b, int odd)
 {
-    __typeof__((V){0} < (V){0}) m;
+    __typeof__((DV){0} < (DV){0}) m;
     int i;
-    for (i = 0; i < L; i++) m[i] = 2 * i + odd;
+    for (i = 0; i < DL; i++) m[i] = 2 * i + odd;
     return __builtin_shuffle(a, b, m);
 }
 #define FL_DW_SPLIT 1
@@ -80,9 +120,9 @@ FL_HELPER void FL_FN(dw_fill)(const T *xc, T *buf, fl_idx H, fl_idx W,
              * a call of memcpy and a scalar tail */
             T *d = buf + r * ws + pw;
             fl_idx n = pw + W < ws ? W : ws - pw;
-            if (n >= L) {
-                for (k = 0; k + L <= n; k += L) STORE(d + k, LOAD(xr + k));
-                STORE(d + n - L, LOAD(xr + n - L));
+            if (n >= DL) {
+                for (k = 0; k + DL <= n; k += DL) DSTORE(d + k, DLOAD(xr + k));
+                DSTORE(d + n - DL, DLOAD(xr + n - DL));
             } else {
                 for (k = 0; k < n; k++) d[k] = xr[k];
             }
@@ -98,20 +138,20 @@ FL_HELPER void FL_FN(dw_fill)(const T *xc, T *buf, fl_idx H, fl_idx W,
             if (no > W / 2) no = W / 2;
 #if FL_DW_SPLIT
             for (;;) {
-                V a, b;
-                if (2 * m + 2 * L > W || m + L > no) {
+                DV a, b;
+                if (2 * m + 2 * DL > W || m + DL > no) {
                     /* the last pair overlapping the one before (its
                      * values stored twice) rather than a scalar tail */
-                    fl_idx e = (W - 2 * L) / 2 < no - L ? (W - 2 * L) / 2
-                                                        : no - L;
-                    if (m == 0 || e < 0 || e + L <= m) break;
+                    fl_idx e = (W - 2 * DL) / 2 < no - DL ? (W - 2 * DL) / 2
+                                                        : no - DL;
+                    if (m == 0 || e < 0 || e + DL <= m) break;
                     m = e;
                 }
-                a = LOAD(xr + 2 * m);
-                b = LOAD(xr + 2 * m + L);
-                STORE(be + m, FL_FN(dw_even)(a, b, 0));
-                STORE(bo + m, FL_FN(dw_even)(a, b, 1));
-                m += L;
+                a = DLOAD(xr + 2 * m);
+                b = DLOAD(xr + 2 * m + DL);
+                DSTORE(be + m, FL_FN(dw_even)(a, b, 0));
+                DSTORE(bo + m, FL_FN(dw_even)(a, b, 1));
+                m += DL;
             }
 #endif
             for (k = m; k < ne; k++) be[k] = xr[2 * k];
@@ -130,7 +170,7 @@ FL_HELPER void FL_FN(dw_fill)(const T *xc, T *buf, fl_idx H, fl_idx W,
     }
 }
 
-/* Output rows [oh, oh + R) x vectors [ow0, ow0 + NV*L) of one channel: all
+/* Output rows [oh, oh + R) x vectors [ow0, ow0 + NV*DL) of one channel: all
  * kh*kw taps accumulated in R*NV registers, then y = acc * sc + sf (and
  * relu when asked) stored.  The last vector of a row is stored whole
  * unless that would pass yend, the end of this call's output: its excess
@@ -143,13 +183,13 @@ FL_HELPER void FL_FN(dw_tile)(const T *buf, const T *wc, T *yc, fl_idx OW,
                               fl_idx SW, fl_idx DH, fl_idx DW, fl_idx ws,
                               const T *yend, T sc, T sf, int relu)
 {
-    V acc[2][4];
+    DV acc[2][4];
     fl_idx i, j;
     int r, v;
 #pragma GCC unroll 2
     for (r = 0; r < R; r++)
 #pragma GCC unroll 4
-        for (v = 0; v < NV; v++) acc[r][v] = (V){0};
+        for (v = 0; v < NV; v++) acc[r][v] = (DV){0};
     /* unrolled when the geometry is constant: the tile's second row then
      * reuses the first row's loads (same address, once the indices fold) */
 #pragma GCC unroll 8
@@ -158,7 +198,7 @@ FL_HELPER void FL_FN(dw_tile)(const T *buf, const T *wc, T *yc, fl_idx OW,
         for (j = 0; j < KW; j++) {
             /* a - 0 is a for every a (a + 0 is not, at -0): a plain
              * broadcast */
-            V wv = wc[i * KW + j] - (V){0};
+            DV wv = wc[i * KW + j] - (DV){0};
             fl_idx p = (j * DW) % SW, q = (j * DW) / SW + ow0;
 #pragma GCC unroll 2
             for (r = 0; r < R; r++) {
@@ -166,7 +206,7 @@ FL_HELPER void FL_FN(dw_tile)(const T *buf, const T *wc, T *yc, fl_idx OW,
                                + q;
 #pragma GCC unroll 4
                 for (v = 0; v < NV; v++)
-                    acc[r][v] += wv * LOAD(row + v * L);
+                    acc[r][v] += wv * DLOAD(row + v * DL);
             }
         }
     }
@@ -174,14 +214,14 @@ FL_HELPER void FL_FN(dw_tile)(const T *buf, const T *wc, T *yc, fl_idx OW,
     for (r = 0; r < R; r++) {
 #pragma GCC unroll 4
         for (v = 0; v < NV; v++) {
-            V o = acc[r][v] * sc + sf;
-            T *dst = yc + (oh + r) * OW + ow0 + v * L;
-            fl_idx n = OW - (ow0 + v * L);
-            if (relu) o = RELU(o);
-            if (n >= L || dst + L <= yend)
-                STORE(dst, o);
+            DV o = acc[r][v] * sc + sf;
+            T *dst = yc + (oh + r) * OW + ow0 + v * DL;
+            fl_idx n = OW - (ow0 + v * DL);
+            if (relu) o = DRELU(o);
+            if (n >= DL || dst + DL <= yend)
+                DSTORE(dst, o);
             else
-                STORE_PART(dst, o, n);
+                DSTORE_PART(dst, o, n);
         }
     }
 }
@@ -197,21 +237,21 @@ FL_HELPER void FL_FN(dw_plane)(const T *buf, const T *wc, T *yc, fl_idx OH,
                                fl_idx SW, fl_idx DH, fl_idx DW, fl_idx ws,
                                const T *yend, T sc, T sf, int relu)
 {
-    fl_idx nb = (OW + L - 1) / L, oh = 0, b;
+    fl_idx nb = (OW + DL - 1) / DL, oh = 0, b;
 #define FL_DW_ROW(R)                                                         \
     do {                                                                     \
         b = nb - nb % FL_DW_NV;                                              \
         if (nb - b == 1)                                                     \
-            FL_FN(dw_tile)(buf, wc, yc, OW, oh, b * L, R, 1, KH, KW, SH, SW, \
+            FL_FN(dw_tile)(buf, wc, yc, OW, oh, b * DL, R, 1, KH, KW, SH, SW, \
                            DH, DW, ws, yend, sc, sf, relu);                  \
         else if (FL_DW_NV > 2 && nb - b == 2)                                \
-            FL_FN(dw_tile)(buf, wc, yc, OW, oh, b * L, R, 2, KH, KW, SH, SW, \
+            FL_FN(dw_tile)(buf, wc, yc, OW, oh, b * DL, R, 2, KH, KW, SH, SW, \
                            DH, DW, ws, yend, sc, sf, relu);                  \
         else if (FL_DW_NV > 3 && nb - b == 3)                                \
-            FL_FN(dw_tile)(buf, wc, yc, OW, oh, b * L, R, 3, KH, KW, SH, SW, \
+            FL_FN(dw_tile)(buf, wc, yc, OW, oh, b * DL, R, 3, KH, KW, SH, SW, \
                            DH, DW, ws, yend, sc, sf, relu);                  \
         for (b -= FL_DW_NV; b >= 0; b -= FL_DW_NV)                           \
-            FL_FN(dw_tile)(buf, wc, yc, OW, oh, b * L, R, FL_DW_NV, KH, KW,  \
+            FL_FN(dw_tile)(buf, wc, yc, OW, oh, b * DL, R, FL_DW_NV, KH, KW,  \
                            SH, SW, DH, DW, ws, yend, sc, sf, relu);          \
     } while (0)
     for (; oh + 2 <= OH; oh += 2) FL_DW_ROW(2);
@@ -243,7 +283,7 @@ FL_KERNEL void FL_FN(dwconv)(const T *x, const T *w, T *y, fl_idx C,
     int k3s2 = kh == 3 && kw == 3 && dh == 1 && dw == 1 && sh == 2
                && sw == 2;
     if (C <= 0 || OH <= 0 || OW <= 0) return;
-    fl_dw_layout(kh, kw, sh, sw, dh, dw, OH, OW, L, &hp, &ws);
+    fl_dw_layout(kh, kw, sh, sw, dh, dw, OH, OW, DL, &hp, &ws);
     memset(buf, 0, (size_t)(hp * sw * ws) * sizeof(T));
     for (c = 0; c < C; c++) {
         const T *wc = w + c * kh * kw;
@@ -263,3 +303,10 @@ FL_KERNEL void FL_FN(dwconv)(const T *x, const T *w, T *y, fl_idx C,
         if (act != FL_ACT_NONE && !relu) FL_FN(act)(yc, OH * OW, act);
     }
 }
+
+#undef DLOAD
+#undef DSTORE
+#undef DSTORE_PART
+#undef DRELU
+#undef DL
+#undef DV

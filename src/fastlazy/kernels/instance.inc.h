@@ -152,4 +152,5 @@ static void FL_FN(fill)(fl_kernel_table *t)
 #undef FL_SMALL_W4
 #undef FL_SMALL_W2
 #undef FL_SMALL_W1
+#undef FL_DW_VBYTES
 #undef FL_DW_NV

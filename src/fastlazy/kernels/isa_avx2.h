@@ -16,5 +16,7 @@
 #define FL_SMALL_W2 4
 #define FL_SMALL_W1 4
 
-/* 2 rows x 2 vectors of accumulators + 9 weights: 13 of 16 registers */
+/* depthwise: 2 rows x 2 vectors of accumulators + 9 weights: 13 of 16
+ * registers */
+#define FL_DW_VBYTES 32
 #define FL_DW_NV 2

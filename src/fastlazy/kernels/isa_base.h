@@ -16,4 +16,5 @@
 #define FL_SMALL_W2 4
 #define FL_SMALL_W1 4
 
+#define FL_DW_VBYTES 16
 #define FL_DW_NV 2
