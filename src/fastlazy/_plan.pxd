@@ -79,7 +79,8 @@ cdef struct ConvArgs:
     # packing); < 0 -(samples packed side by side per GEMM)
     Py_ssize_t block_rows
     Py_ssize_t slots    # im2col slots in the workspace (threads of a big one)
-    bint depthwise      # groups == channels: the direct kernel, no im2col
+    bint depthwise      # groups == channels: the table's dwconv, no im2col;
+                        # its slots hold the kernel's scratch
 
 
 cdef struct PoolGeometry:

@@ -1,13 +1,14 @@
 # Plan steps for convolutional networks: 2-D convolution (im2col + GEMM,
 # with bias, an optional folded inference BatchNorm and the activation
-# applied in one epilogue pass), 2-D max/average pooling, BatchNorm and
-# LayerNorm.
+# applied in one epilogue pass; a depthwise one by its direct kernel, the
+# epilogue inside), 2-D max/average pooling, BatchNorm and LayerNorm.
 #
 # Included into _plan.pyx: these steps share the plan's Step struct (their
 # arguments are ConvArgs, PoolArgs and NormArgs in _plan.pxd), its kernel
 # table and its thread pool.  Every step function is ``noexcept nogil`` and
 # touches only raw pointers; the numeric kernels are entries of the kernel
-# table (kernels/conv.inc.h, and gemm_ab in kernels/gemm_packed.inc.h).  All
+# table (kernels/conv.inc.h, gemm_ab in kernels/gemm_packed.inc.h, dwconv
+# in kernels/depthwise.inc.h).  All
 # checks happen in the _fill_* functions, when the plan is built.
 #
 # A BatchNorm -- on its own or folded into a convolution -- reads its four
@@ -225,7 +226,10 @@ cdef inline void _conv2d_run(const Step *s, Py_ssize_t nb, const floating *x,
     """Convolve ``nb`` samples.  ``work``: 2*O epilogue coefficients, then
     the im2col slots (see _fill_conv).
 
-    ConvArgs.block_rows picks the schedule:
+    A depthwise convolution (ConvArgs.depthwise) runs the table's dwconv
+    per sample, its epilogue included; a big one on its own shares chunks
+    of channels out to the pool's threads, each with its own scratch slot.
+    Otherwise ConvArgs.block_rows picks the schedule:
     > 0  per sample, per block of that many output rows, per group: pack,
          one GEMM straight into the output, the epilogue over the block
          (_conv_block); a big convolution run on its own shares the blocks
