@@ -7,6 +7,8 @@ come from the level's descriptor."""
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from fastlazy import _plan
 
@@ -295,3 +297,33 @@ def test_dwconv_twin_rejects_bad_arrays():
     with pytest.raises(ValueError):
         _plan.dwconv_kernel(x, np.zeros((2, 9, 9), np.float32), (1, 1),
                             (0, 0), (1, 1))
+
+
+# the level fixture holds for every example: switching the table once per
+# test is what is wanted
+@settings(max_examples=150, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(k=st.tuples(st.integers(1, 5), st.integers(1, 5)),
+       s=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+       p=st.tuples(st.integers(0, 3), st.integers(0, 3)),
+       d=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+       size=st.tuples(st.integers(1, 12), st.integers(1, 40)),
+       c=st.integers(1, 4), double=st.booleans())
+def test_dwconv_any_geometry(level, k, s, p, d, size, c, double):
+    """Random geometries (padding up to and past the kernel, any stride and
+    dilation, inputs down to one value wide) at every level: against NumPy,
+    nothing written past the output or the scratch."""
+    dtype = np.float64 if double else np.float32
+    h, w_ = size
+    oh = (h + 2 * p[0] - d[0] * (k[0] - 1) - 1) // s[0] + 1
+    ow = (w_ + 2 * p[1] - d[1] * (k[1] - 1) - 1) // s[1] + 1
+    assume(oh >= 1 and ow >= 1)
+    rng = np.random.default_rng(h * 100 + w_)
+    x = rng.standard_normal((c, h, w_)).astype(dtype)
+    w = rng.standard_normal((c,) + k).astype(dtype)
+    shift = rng.uniform(-1, 1, c).astype(dtype)
+    got = _plan.dwconv_kernel(x, w, s, p, d, None, shift, 1, guard=9)
+    assert np.all(np.isnan(got[-9:])), "wrote past the output"
+    want = np.maximum(dwconv_ref(x, w, s, p, d) + shift[:, None, None], 0)
+    np.testing.assert_allclose(got[:-9].reshape(c, oh, ow), want,
+                               **DENSE_TOL[dtype])
