@@ -37,7 +37,7 @@ SRC = os.path.join(os.path.dirname(HERE), "src")
 CHILD = r'''
 import sys, time
 import numpy as np
-case, threads, peer, src = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+case, threads, peer, src = sys.argv[1], int(sys.argv[2]), *sys.argv[3:5]
 rng = np.random.default_rng(0)
 E = 192
 if case in ("dw1", "dw2"):

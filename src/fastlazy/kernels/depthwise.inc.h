@@ -90,7 +90,7 @@ FL_KERNEL size_t FL_FN(dwconv_buf)(fl_idx kh, fl_idx kw, fl_idx sh,
 }
 
 #if defined(__GNUC__) && !defined(__clang__)
-/* the even (odd) lanes of the 2L values a, b: GCC folds the constant
+/* the even (odd) lanes of the 2*DL values a, b: GCC folds the constant
  * index vector into one two-source permute */
 FL_HELPER DV FL_FN(dw_even)(DV a, DV b, int odd)
 {
@@ -121,7 +121,8 @@ FL_HELPER void FL_FN(dw_fill)(const T *xc, T *buf, fl_idx H, fl_idx W,
             T *d = buf + r * ws + pw;
             fl_idx n = pw + W < ws ? W : ws - pw;
             if (n >= DL) {
-                for (k = 0; k + DL <= n; k += DL) DSTORE(d + k, DLOAD(xr + k));
+                for (k = 0; k + DL <= n; k += DL)
+                    DSTORE(d + k, DLOAD(xr + k));
                 DSTORE(d + n - DL, DLOAD(xr + n - DL));
             } else {
                 for (k = 0; k < n; k++) d[k] = xr[k];
@@ -142,8 +143,8 @@ FL_HELPER void FL_FN(dw_fill)(const T *xc, T *buf, fl_idx H, fl_idx W,
                 if (2 * m + 2 * DL > W || m + DL > no) {
                     /* the last pair overlapping the one before (its
                      * values stored twice) rather than a scalar tail */
-                    fl_idx e = (W - 2 * DL) / 2 < no - DL ? (W - 2 * DL) / 2
-                                                        : no - DL;
+                    fl_idx e = (W - 2 * DL) / 2;
+                    if (e > no - DL) e = no - DL;
                     if (m == 0 || e < 0 || e + DL <= m) break;
                     m = e;
                 }
@@ -190,8 +191,9 @@ FL_HELPER void FL_FN(dw_tile)(const T *buf, const T *wc, T *yc, fl_idx OW,
     for (r = 0; r < R; r++)
 #pragma GCC unroll 4
         for (v = 0; v < NV; v++) acc[r][v] = (DV){0};
-    /* unrolled when the geometry is constant: the tile's second row then
-     * reuses the first row's loads (same address, once the indices fold) */
+    /* unrolled when the geometry is constant (weights in registers, each
+     * load an FMA operand; loading the vectors the two rows share once
+     * measured no faster) */
 #pragma GCC unroll 8
     for (i = 0; i < KH; i++) {
 #pragma GCC unroll 8
@@ -242,16 +244,16 @@ FL_HELPER void FL_FN(dw_plane)(const T *buf, const T *wc, T *yc, fl_idx OH,
     do {                                                                     \
         b = nb - nb % FL_DW_NV;                                              \
         if (nb - b == 1)                                                     \
-            FL_FN(dw_tile)(buf, wc, yc, OW, oh, b * DL, R, 1, KH, KW, SH, SW, \
-                           DH, DW, ws, yend, sc, sf, relu);                  \
+            FL_FN(dw_tile)(buf, wc, yc, OW, oh, b * DL, R, 1, KH, KW, SH,    \
+                           SW, DH, DW, ws, yend, sc, sf, relu);              \
         else if (FL_DW_NV > 2 && nb - b == 2)                                \
-            FL_FN(dw_tile)(buf, wc, yc, OW, oh, b * DL, R, 2, KH, KW, SH, SW, \
-                           DH, DW, ws, yend, sc, sf, relu);                  \
+            FL_FN(dw_tile)(buf, wc, yc, OW, oh, b * DL, R, 2, KH, KW, SH,    \
+                           SW, DH, DW, ws, yend, sc, sf, relu);              \
         else if (FL_DW_NV > 3 && nb - b == 3)                                \
-            FL_FN(dw_tile)(buf, wc, yc, OW, oh, b * DL, R, 3, KH, KW, SH, SW, \
-                           DH, DW, ws, yend, sc, sf, relu);                  \
+            FL_FN(dw_tile)(buf, wc, yc, OW, oh, b * DL, R, 3, KH, KW, SH,    \
+                           SW, DH, DW, ws, yend, sc, sf, relu);              \
         for (b -= FL_DW_NV; b >= 0; b -= FL_DW_NV)                           \
-            FL_FN(dw_tile)(buf, wc, yc, OW, oh, b * DL, R, FL_DW_NV, KH, KW,  \
+            FL_FN(dw_tile)(buf, wc, yc, OW, oh, b * DL, R, FL_DW_NV, KH, KW, \
                            SH, SW, DH, DW, ws, yend, sc, sf, relu);          \
     } while (0)
     for (; oh + 2 <= OH; oh += 2) FL_DW_ROW(2);
