@@ -670,3 +670,40 @@ def test_batchnorm_folds_inside_a_graph_not_when_shared():
         ref = relu(bn_ref(net.bn, c))
         ref = ref + (c if share else net.other(x))
         np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("level", [0, 3, 4])
+def test_relu6_fuses_into_the_layer_before(level):
+    """F.clip(x, 0, 6) (MobileNet's relu6) is a kernel activation: folded
+    into the Conv2D (depthwise too), BatchNorm or Dense before it, at every
+    instruction-set level, with NaN kept."""
+    from conftest import require_isa
+    from fastlazy import _compile, _plan
+    require_isa(level)
+    try:
+        relu6 = nn.HybridLambda(lambda F, x: F.clip(x, 0, 6))
+        net = nn.HybridSequential()
+        net.add(nn.Conv2D(8, 3, padding=1), nn.BatchNorm(), relu6,
+                nn.Conv2D(8, 3, padding=1, groups=8),
+                nn.HybridLambda(lambda F, x: F.clip(x, 0, 6)),
+                nn.Flatten(), nn.Dense(16),
+                nn.HybridLambda(lambda F, x: F.clip(x, 0, 6)))
+        net.initialize(init=init.Normal(2.0))
+        x = np.random.default_rng(17).standard_normal((2, 3, 6, 6)) * 4
+        x[0, 0, 2, 2] = np.nan
+        y = net(x)
+        steps = _compile.fused_steps(net, x.shape)
+        assert [type(s).__name__ for s in steps] == ["ConvStep", "ConvStep",
+                                                     "DenseStep"]
+        assert all(s.act == _plan.RELU6 for s in steps)
+        # the reference: each layer on its own, then NumPy's clip
+        def clip(v):
+            return np.where(np.isnan(v), v, np.clip(v, 0, 6))
+        c = clip(bn_ref(net[1], net[0](x).astype(np.float64)))
+        d = clip(net[3](c.astype(np.float32)).astype(np.float64))
+        ref = clip(dense_ref(net[6], d))
+        np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+        assert np.isnan(y[0]).any() and not np.isnan(y[1]).any()
+        assert y[~np.isnan(y)].max() <= 6 and y[~np.isnan(y)].min() >= 0
+    finally:
+        _plan.set_isa(None)

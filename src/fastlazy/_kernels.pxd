@@ -14,6 +14,7 @@ cdef extern from "kernels/fl_kernels.h" nogil:
         FL_ACT_SOFTSIGN
         FL_ACT_GELU
         FL_ACT_SILU
+        FL_ACT_RELU6
 
     ctypedef struct fl_kernel_table:
         # dense layers

@@ -33,7 +33,8 @@ from fastlazy._blas cimport (
     openblas_get_corename, openblas_get_num_threads, openblas_set_num_threads,
 )
 from fastlazy._kernels cimport (
-    FL_ACT_GELU, FL_ACT_NONE, FL_ACT_RELU, FL_ACT_SIGMOID, FL_ACT_SILU,
+    FL_ACT_GELU, FL_ACT_NONE, FL_ACT_RELU, FL_ACT_RELU6, FL_ACT_SIGMOID,
+    FL_ACT_SILU,
     FL_ACT_SOFTRELU, FL_ACT_SOFTSIGN, FL_ACT_TANH, fl_kernels_init,
     fl_kernels_isa, fl_kt,
 )
@@ -59,6 +60,9 @@ ACTIVATIONS = {
     'softsign': FL_ACT_SOFTSIGN, 'gelu': FL_ACT_GELU, 'silu': FL_ACT_SILU,
 }
 NO_ACT = FL_ACT_NONE
+# clip(x, 0, 6) as a kernel activation (fused into the layer before it);
+# not one of Gluon's Activation names
+RELU6 = FL_ACT_RELU6
 
 
 def activation_code(name, where):

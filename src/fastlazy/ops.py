@@ -453,6 +453,9 @@ def clip(data, a_min, a_max, **kwargs):
     """Values clipped to [a_min, a_max] (relu6 is ``clip(x, 0, 6)``)."""
     lo, hi = float(a_min), float(a_max)
     if isinstance(data, Sym):
+        if (lo, hi) == (0.0, 6.0):
+            # relu6: a kernel activation, fused into the layer before it
+            return _act_step(data, _plan.RELU6)
         return _act_step(data, _plan.EXTRA_ACTIVATIONS["clip"], lo, hi)
     z = _np_float(data)
     return np.clip(z, lo, hi).astype(z.dtype)

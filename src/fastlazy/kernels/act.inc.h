@@ -74,6 +74,14 @@ FL_KERNEL void FL_FN(act)(T *y, fl_idx n, int act)
         }
         return;
     }
+    if (act == FL_ACT_RELU6) {
+        /* a plain loop: compiled for the level, the compiler vectorises it */
+        for (; i < n; i++) {
+            T v = y[i];
+            y[i] = v != v ? v : (v < 0 ? (T)0 : (v > 6 ? (T)6 : v));
+        }
+        return;
+    }
 #if !FL_DOUBLE
     if (act == FL_ACT_SIGMOID) {
         FL_FN(vsigmoid)(y, n);

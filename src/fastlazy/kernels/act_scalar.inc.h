@@ -40,6 +40,8 @@ static T FL_DT(fl_act1)(T v, int act)
         if (v >= 0) return v / ((T)1 + EXP(-v));
         if (isinf(v)) return (T)0;
         { T e = EXP(v); return v * e / ((T)1 + e); }
+    case FL_ACT_RELU6:
+        return v != v ? v : (v < 0 ? (T)0 : (v > 6 ? (T)6 : v));
     default:
         return v;
     }

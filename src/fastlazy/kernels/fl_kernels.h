@@ -40,7 +40,9 @@ enum {
     FL_ACT_SOFTRELU = 4,
     FL_ACT_SOFTSIGN = 5,
     FL_ACT_GELU = 6,
-    FL_ACT_SILU = 7
+    FL_ACT_SILU = 7,
+    /* min(max(v, 0), 6) (MobileNet's relu6, F.clip(x, 0, 6)); NaN kept */
+    FL_ACT_RELU6 = 8
 };
 
 /* The kernels of one instruction-set level.  What each computes:
