@@ -242,7 +242,7 @@ def test_changing_a_child_or_parameter_attribute_type_is_refused(
         y = h(X)
         np.testing.assert_allclose(
             y, (X @ h.layer.weight.data().T + h.layer.bias.data())
-            * h.scale.data(), rtol=1e-5)
+            * h.scale.data(), rtol=1e-5, atol=1e-6)
 
 
 def test_replacing_a_child_with_one_of_its_type_leaves_no_stale_entry(
