@@ -125,10 +125,10 @@ def bench_numpy(benchmark, case, width, batch, threads):
         np.add(h, bs[0], out=h)
         for i in range(len(case.blocks)):
             np.matmul(h, wt[1 + 2 * i], out=t)
-            t += bs[1 + 2 * i]
+            np.add(t, bs[1 + 2 * i], out=t)
             np.maximum(t, 0, out=t)
             np.matmul(t, wt[2 + 2 * i], out=u)
-            u += bs[2 + 2 * i]
+            np.add(u, bs[2 + 2 * i], out=u)
             np.maximum(u, 0, out=u)
             np.add(h, u, out=h)
         return h @ out_w + out_b
