@@ -422,3 +422,27 @@ def test_deduplicated_file_loads_into_tied_net(tmp_path, ref):
     other = tied()
     with pytest.raises(fl.ParameterFileError, match="1.weight"):
         other.load_parameters(part, ignore_extra=True)
+
+
+@pytest.mark.parametrize("protocol", [4, 5])
+def test_pickled_network_is_its_parameters_plus_under_1kb(protocol):
+    """No plan, packed copy, lock or hook travels; the values go as raw
+    bytes (out of band with protocol 5)."""
+    import pickle
+    net = nn.Sequential()
+    net.add(nn.Dense(256, activation="relu"), nn.Dense(10))
+    net.initialize()
+    x = np.ones((64, 20), np.float32)
+    y = net(x)                      # a plan and packed weights exist now
+    params = sum(p.data().nbytes for p in net.collect_params().values())
+    blob = pickle.dumps(net, protocol=protocol)
+    assert len(blob) < params + 1024, (len(blob), params)
+    back = pickle.loads(blob)
+    np.testing.assert_array_equal(back(x), y)
+    for p in back.collect_params().values():
+        assert p.data().flags.writeable
+    buffers = []
+    blob = pickle.dumps(net, protocol=5, buffer_callback=buffers.append)
+    assert len(blob) < 1024 and len(buffers) == 4
+    back = pickle.loads(blob, buffers=buffers)
+    np.testing.assert_array_equal(back(x), y)

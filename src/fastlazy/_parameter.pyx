@@ -13,6 +13,7 @@ This module knows nothing of plans, blocks or kernels; ``_parameter.pxd`` is
 its C-level contract.
 """
 
+import pickle
 import threading
 import warnings
 import weakref
@@ -450,19 +451,32 @@ cdef class Parameter:
 
     # -- pickling ----------------------------------------------------------
 
-    def __reduce__(self):
+    def __reduce_ex__(self, protocol):
+        # the values as raw bytes (an out-of-band buffer with protocol 5):
+        # a pickled network is its parameters plus a few hundred bytes
+        cdef object values = None
+        if self._storage is not None:
+            values = pickle.PickleBuffer(self._storage) if protocol >= 5 \
+                else self._storage.tobytes()
         return (_rebuild_parameter,
                 (self.name, self._shape, self._dtype.str, self.init,
                  self.allow_deferred_init, self.grad_req, self._transposed,
-                 self._state, self._storage, self._pending, self._key))
+                 self._state, values, self._pending, self._key))
 
 
 def _rebuild_parameter(name, shape, dtype, init, allow_deferred, grad_req,
-                       transposed, state, storage, pending, key):
+                       transposed, state, values, pending, key):
     cdef Parameter p = Parameter(name, shape, dtype, init, allow_deferred,
                                  grad_req, transposed)
     p._state = state
-    p._storage = storage
+    if values is not None:
+        stored = tuple(shape[::-1]) if transposed else tuple(shape)
+        arr = np.frombuffer(values, dtype=dtype).reshape(stored)
+        # a writable buffer (out of band, or a bytearray) becomes the storage
+        # as it is; read-only bytes are copied
+        if not arr.flags.writeable or not arr.flags.aligned:
+            arr = arr.copy()
+        p._storage = arr
     p._pending = pending
     p._key = key
     return p

@@ -769,39 +769,45 @@ class Block:
                          for k, b in self._children.items())
         return f"{type(self).__name__}(\n{body}\n)"
 
+    # What a pickle or a copy leaves out: per-process and per-object state,
+    # rebuilt empty (plans, their watchers, the lock, hooks, the eager
+    # fallback -- a copy finds that out again at its first call).  Listed in
+    # Block.__init__'s order, which __setstate__ keeps, so a copy keeps
+    # CPython's compact attribute storage.
+    _TRANSIENT = ("_plan", "_hook_plan", "_plans", "_eager_reason", "_lock",
+                  "_forward_hooks", "_forward_pre_hooks", "_fallen")
+    _BASE_ORDER = ("_children", "_reg_params") + _TRANSIENT[:5] + (
+        "_empty_prefix", "_prefix", "_name", "_params", "_name_counter") \
+        + _TRANSIENT[5:]
+
     def __getstate__(self):
-        # plans, their watchers, the lock and the hooks belong to this
-        # process and this object
         state = self.__dict__.copy()
-        state["_plan"] = None
-        state["_hook_plan"] = None
-        state["_plans"] = None
-        state["_fallen"] = None
-        # a copy finds out again (and watches its own blocks) at its first
-        # call
-        state["_eager_reason"] = None
-        state["_forward_hooks"] = OrderedDict()
-        state["_forward_pre_hooks"] = OrderedDict()
-        del state["_lock"]
+        for key in Block._TRANSIENT:
+            state.pop(key, None)
+        state.pop("_scope", None)
         return state
 
     def __setstate__(self, state):
-        # attribute by attribute, not through self.__dict__ (see
-        # __setattr__): a copy keeps CPython's compact attribute storage
+        # attribute by attribute, in __init__'s order, not through
+        # self.__dict__ (see __setattr__)
         state = dict(state)
         state.pop("_scope", None)
-        state["_lock"] = threading.RLock()
-        for key, value in (("_forward_hooks", OrderedDict()),
-                           ("_forward_pre_hooks", OrderedDict()),
-                           ("_fallen", None), ("_hook_plan", None),
-                           ("_name_counter", {})):
-            state.setdefault(key, value)
-        state.setdefault("_empty_prefix", state.get("_prefix") == "")
-        if "_container_attrs" not in state:
-            state["_container_attrs"] = {
-                k for k, v in state.items()
-                if isinstance(v, (list, tuple, dict))}
-        for key, value in state.items():
+        fresh = {"_plan": None, "_hook_plan": None, "_plans": None,
+                 "_eager_reason": None, "_lock": threading.RLock(),
+                 "_forward_hooks": OrderedDict(),
+                 "_forward_pre_hooks": OrderedDict(), "_fallen": None,
+                 "_name_counter": {},
+                 "_empty_prefix": state.get("_prefix") == ""}
+        ordered = {}
+        for key in Block._BASE_ORDER:
+            ordered[key] = state.pop(key) if key in state else fresh[key]
+        ordered.update(state)
+        if "_container_attrs" not in ordered:
+            ordered["_container_attrs"] = {
+                k for k, v in ordered.items()
+                if k not in Block._BASE_ORDER
+                and isinstance(v, (list, tuple, dict))}
+        for key, value in ordered.items():
             object.__setattr__(self, key, value)
 
     def predict(self, data, batch_size=None, out=None, progress=False):

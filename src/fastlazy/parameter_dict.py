@@ -62,10 +62,11 @@ class Constant(Parameter):
         return (f"Constant {self.name} (shape={self.shape}, "
                 f"dtype={self.dtype.name})")
 
-    def __reduce__(self):
+    def __reduce_ex__(self, protocol):
         # Parameter's reduce rebuilds a Parameter: rebuild a Constant and
         # give it that one's state
-        return (_rebuild_constant, (self.value, Parameter.__reduce__(self)[1]))
+        return (_rebuild_constant,
+                (self.value, Parameter.__reduce_ex__(self, protocol)[1]))
 
 
 def _rebuild_constant(value, args):
