@@ -27,7 +27,6 @@ from .errors import (DeferredInitializationError, FastLazyError,
                      ParameterFileError, ParameterShapeError, ShapeError,
                      UnsupportedOperatorError)
 from .parameter_dict import Constant, ParameterDict
-from .symbol_block import SymbolBlock
 
 __version__ = "0.1.0"
 
@@ -52,11 +51,15 @@ def load_mxnet_export(prefix, epoch=0, *, dtype=None, symbol_file=None,
 
 
 def __getattr__(name):
-    # fl.F / fl.ops: the operator namespace, imported on first use (it is
-    # only needed to trace or to write hybrid_forward code)
+    # fl.F / fl.ops (the operator namespace) and fl.SymbolBlock, imported on
+    # first use: only tracing, hybrid_forward code and exported graphs need
+    # them
     if name in ("F", "ops"):
         from . import ops
         return ops
+    if name == "SymbolBlock":
+        from .symbol_block import SymbolBlock
+        return SymbolBlock
     raise AttributeError(f"module 'fastlazy' has no attribute {name!r}")
 
 

@@ -13,7 +13,7 @@ from libc.math cimport exp, expm1, log, tanh
 
 # Activations beyond the kernels' table (codes of the kernels are < 16):
 # element-wise loops here, never fused into a kernel's epilogue.
-cpdef enum ExtraActivation:
+cdef enum ExtraActivation:
     ACT_LEAKY = 16
     ACT_ELU = 17
     ACT_SELU = 18
@@ -24,7 +24,7 @@ EXTRA_ACTIVATIONS = {"leaky": ACT_LEAKY, "elu": ACT_ELU, "selu": ACT_SELU,
                      "clip": ACT_CLIP, "swish": ACT_SWISH}
 
 # Binary and scalar operators
-cpdef enum ArithOp:
+cdef enum ArithOp:
     OP_ADD = 0
     OP_SUB = 1
     OP_MUL = 2
@@ -38,7 +38,7 @@ BINARY_OPS = {"add": OP_ADD, "sub": OP_SUB, "mul": OP_MUL, "div": OP_DIV,
               "max": OP_MAX, "min": OP_MIN, "rsub": OP_RSUB,
               "rdiv": OP_RDIV, "pow": OP_POW}
 
-cpdef enum ReduceOp:
+cdef enum ReduceOp:
     REDUCE_SUM = 0
     REDUCE_MEAN = 1
     REDUCE_MAX = 2

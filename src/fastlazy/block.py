@@ -11,6 +11,7 @@ its compiled work in ``_emit`` (typed steps, :mod:`fastlazy._steps`).
 """
 
 import re
+import sys
 import threading
 import warnings
 import weakref
@@ -23,7 +24,6 @@ from ._parameter import Parameter, _float_dtype
 from ._util import is_int
 from .errors import DeferredInitializationError, ShapeError
 from .initializers import Uniform
-from .ops import Sym
 from .parameter_dict import ParameterDict
 
 __all__ = ["Block", "HybridBlock", "Sequential", "HybridSequential"]
@@ -147,7 +147,11 @@ class HookHandle:
 
 def _traced(x, more):
     """Whether a call's inputs are values of a trace (see _compile)."""
-    return isinstance(x, Sym) or any(isinstance(m, Sym) for m in more)
+    ops = sys.modules.get("fastlazy.ops")
+    if ops is None:             # nothing was ever traced in this process
+        return False
+    return isinstance(x, ops.Sym) or any(isinstance(m, ops.Sym)
+                                         for m in more)
 
 
 def _indent(text, spaces):
