@@ -253,7 +253,6 @@ cdef class Plan:
     cdef Py_ssize_t out_dims[32]
     cdef int out_ndim
     cdef list keep              # arrays and parameters the steps point into
-    cdef list weights           # per step: the Dense weight Parameter or None
     cdef object dtype
     cdef str where
     # one cached workspace; a concurrent call on the same plan gets its own

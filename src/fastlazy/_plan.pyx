@@ -932,7 +932,6 @@ cdef class Plan:
         kind, index, slot_size, inplace, copies = _layout(
             steps, sizes, inputs, outputs, params)
         self.keep = []
-        self.weights = [None] * len(steps)
         d.nsteps = len(steps)
         d.nbufs = len(sizes)
         d.nslots = len(slot_size)
@@ -987,7 +986,6 @@ cdef class Plan:
             d.macs += s.macs
             if s.kind == STEP_DENSE:
                 d.dense_macs += s.macs
-                self.weights[i] = st.weight
         for st in steps:
             for param in st.params():
                 (<Parameter>param)._watch(self)

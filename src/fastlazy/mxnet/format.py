@@ -493,6 +493,23 @@ class SymbolGraph:
     outputs: list
 
 
+def _load_graph(source):
+    """``(graph, display name, error)`` for a ``-symbol.json`` path or
+    text: the parsed object, checked to have 'nodes' and 'heads' lists, and
+    a function that makes a ParameterFileError naming the file."""
+    graph, name = _load_json(source)
+
+    def error(message):
+        return ParameterFileError(f"{name}: {message}")
+
+    if not isinstance(graph, dict):
+        raise error("expected a JSON object with 'nodes' and 'heads'")
+    for key in ("nodes", "heads"):
+        if not isinstance(graph.get(key), list):
+            raise error(f"missing or non-list {key!r}")
+    return graph, name, error
+
+
 def _load_json(source):
     """Return ``(parsed JSON, display name)`` for a path or JSON text."""
     if isinstance(source, (bytes, bytearray)):
@@ -624,16 +641,7 @@ def read_symbol_graph(source):
     OSError
         If ``source`` is a path that cannot be read.
     """
-    graph, name = _load_json(source)
-
-    def error(message):
-        return ParameterFileError(f"{name}: {message}")
-
-    if not isinstance(graph, dict):
-        raise error("expected a JSON object with 'nodes' and 'heads'")
-    for key in ("nodes", "heads"):
-        if not isinstance(graph.get(key), list):
-            raise error(f"missing or non-list {key!r}")
+    graph, name, error = _load_graph(source)
 
     names = []
     seen = set()
@@ -719,16 +727,7 @@ def read_symbol_dag(source):
     OSError
         If ``source`` is a path that cannot be read.
     """
-    graph, name = _load_json(source)
-
-    def error(message):
-        return ParameterFileError(f"{name}: {message}")
-
-    if not isinstance(graph, dict):
-        raise error("expected a JSON object with 'nodes' and 'heads'")
-    for key in ("nodes", "heads"):
-        if not isinstance(graph.get(key), list):
-            raise error(f"missing or non-list {key!r}")
+    graph, name, error = _load_graph(source)
     raw_nodes = graph["nodes"]
     labels = [n.get("name") if isinstance(n, dict) else None
               for n in raw_nodes]
