@@ -29,6 +29,7 @@ cdef enum StepKind:
     STEP_SOFTMAX = 11
     STEP_PRELU = 12
     STEP_COPY = 13
+    STEP_DENSE_BF16 = 14      # a Dense step on bfloat16 weights
 
 
 cdef struct Step
@@ -38,8 +39,10 @@ ctypedef void (*step_fn)(const Step *s, Py_ssize_t b, char *const *bufs,
 
 cdef struct DenseArgs:
     char *w             # weight, stored transposed: (K, M), C order
+                        # (NULL for bfloat16 weights: only packed is read)
     char *bias          # (M,) or NULL
     char *packed        # panel layout of w, current for this call, or NULL
+                        # (bfloat16: its pair panels, made with the plan)
     void *wparam        # the weight's Parameter (kept alive by the plan)
     int act
     int route           # -1: by shape; else a DenseRoute (test twins)
