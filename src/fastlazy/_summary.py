@@ -108,6 +108,19 @@ def summary(block, *inputs):
             f"   Trainable params: {trainable}",
             f"   Non-trainable params: {total - trainable}",
             f"Shared params in forward computation graph: {shared}",
-            f"Unique parameters in model: {total - shared}", "-" * 80]
+            f"Unique parameters in model: {total - shared}"]
+    # the storage of each dtype, when not all float32 (after a cast)
+    kinds = {}
+    for p in block.collect_params().values():
+        s = pending.get(p, p.shape)
+        size = int(np.prod(s)) if s and -1 not in s else 0
+        entry = kinds.setdefault(p.dtype.name, [0, 0, p.dtype.itemsize])
+        entry[0] += 1
+        entry[1] += size
+    if kinds and set(kinds) != {"float32"}:
+        out.append("Parameter storage by dtype: " + ", ".join(
+            f"{name} {n} ({size} values, {size * isz} bytes)"
+            for name, (n, size, isz) in kinds.items()))
+    out.append("-" * 80)
     print("\n".join(out))
     return result

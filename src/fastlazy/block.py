@@ -762,7 +762,10 @@ class Block:
     def save_parameters(self, filename, deduplicate=False):
         """Save every parameter to ``filename`` (NumPy ``.npz``) under
         structural keys ('0.weight').  The file is written whole or not at
-        all.  Parameters must be initialized (see :meth:`build`)."""
+        all.  Parameters must be initialized (see :meth:`build`).
+        bfloat16 parameters are saved as their exact float32 values (a
+        ``.npz`` has no bfloat16); loading them into a bfloat16 network
+        gives the same bits back, into a float32 one the same values."""
         from .io import save_arrays
         arrays = OrderedDict()
         seen = set()
