@@ -743,6 +743,30 @@ def test_depthwise_and_batchnorm_conv(ref):
                                atol=1e-6)
 
 
+@pytest.mark.parametrize("batch", [1, 2, 40])
+def test_dense_with_folded_batchnorm(batch, two_threads):
+    """A BatchNorm over a Dense layer's outputs runs in the bfloat16
+    kernel's output pass (on every panel the threads split)."""
+    rng = np.random.default_rng(15)
+    net = nn.Sequential()
+    net.add(nn.Dense(300), nn.BatchNorm(), nn.Activation("relu"),
+            nn.Dense(7))
+    net.initialize(init=init.Xavier())
+    x = rng.standard_normal((batch, 50)).astype(np.float32)
+    net(x)
+    for p in net[1].collect_params().values():
+        p.set_data(rng.uniform(0.5, 1.5, p.shape))
+    net.cast("bfloat16")
+    assert [type(s).__name__ for s in
+            fl._compile.fused_steps(net, x.shape)] == ["DenseStep"] * 2
+    tuning = _plan.set_tuning(parallel_macs=0)     # split even this one
+    try:
+        np.testing.assert_allclose(net(x), rounded_twin(net)(x), rtol=1e-5,
+                                   atol=1e-5)
+    finally:
+        _plan.set_tuning(*tuning)
+
+
 class Residual(nn.HybridBlock):
     def __init__(self, units, **kwargs):
         super().__init__(**kwargs)

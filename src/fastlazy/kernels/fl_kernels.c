@@ -43,9 +43,11 @@
 
 FL_API fl_kernel_table fl_kt;
 
+#if FL_X86
 /* Whether the CPU has AVX512-BF16 (vdpbf16ps); set by fl_kernels_init
  * before the instances fill the table. */
 static int fl_cpu_bf16 = 0;
+#endif
 
 /* ------------------------------------------------------------------ */
 /* Scalar activations, one per dtype, at the baseline. */
