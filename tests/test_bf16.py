@@ -202,6 +202,7 @@ def test_pack_layout():
     for K, M in [(1, 1), (5, 3), (8, 17), (33, 40)]:
         bits = rng.integers(0, 2 ** 16, (K, M), dtype=np.uint16)
         pk, nr = _plan.bf16_pack(bits)
+        assert nr == _plan.packed_tile()[1]       # 2 float32 vectors
         KP = (K + 1) // 2
         npan = (M + nr - 1) // nr
         pad = np.zeros((2 * KP, npan * nr), np.uint32)

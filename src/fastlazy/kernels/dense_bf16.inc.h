@@ -122,21 +122,25 @@ FL_HELPER void FL_FN(bfs_tile)(const int R, fl_idx K, const float *x,
     const fl_idx KF = K / 2;
     fl_idx q = 0;
     if (R == 1) {
-        for (; q + 2 <= KF; q += 2) {
-            const uint32_t *w = bp + q * NR;
-            const float *xk = x + 2 * q;
+        /* the two halves of the panel at once: two sequential streams
+         * (one stream read 19 GB/s from DRAM here, two 24) */
+        const fl_idx h = KF / 2;
+        for (; q < h; q++) {
+            const uint32_t *w = bp + q * NR, *w2 = w + h * NR;
+            const float *xk = x + 2 * q, *xk2 = xk + 2 * h;
             VU a0, a1, a2, a3;
             FL_FN(bf_prefetch)(w);
-            FL_FN(bf_prefetch)(w + NR);
+            FL_FN(bf_prefetch)(w2);
             a0 = LOADI(w);
             a1 = LOADI(w + L);
-            a2 = LOADI(w + NR);
-            a3 = LOADI(w + NR + L);
+            a2 = LOADI(w2);
+            a3 = LOADI(w2 + L);
             FL_FN(pk_fma)(&c0, xk[0], BF_LO(a0), BF_LO(a1));
             FL_FN(pk_fma)(&d0, xk[1], BF_HI(a0), BF_HI(a1));
-            FL_FN(pk_fma)(&e0, xk[2], BF_LO(a2), BF_LO(a3));
-            FL_FN(pk_fma)(&f0, xk[3], BF_HI(a2), BF_HI(a3));
+            FL_FN(pk_fma)(&e0, xk2[0], BF_LO(a2), BF_LO(a3));
+            FL_FN(pk_fma)(&f0, xk2[1], BF_HI(a2), BF_HI(a3));
         }
+        q = 2 * h;
     }
     for (; q < KF; q++) {
         const uint32_t *w = bp + q * NR;
