@@ -252,6 +252,13 @@ def run(configs, threads_list, rounds, target, only=None, quiet=0.0):
                    "time_us": {k: statistics.median(v) * 1e6
                                for k, v in times.items()},
                    "error": errs}
+            if "fastlazy fp32" in times and "fastlazy bf16" in times:
+                # the speed-up within each round (same load for both)
+                per = sorted(a / b for a, b in zip(times["fastlazy fp32"],
+                                                    times["fastlazy bf16"]))
+                row["speedup_rounds"] = [per[len(per) // 4],
+                                         statistics.median(per),
+                                         per[(3 * len(per)) // 4]]
             results.append(row)
             t = row["time_us"]
             print(f"{cfg} {threads}t: " + ", ".join(
@@ -271,8 +278,9 @@ def measure_bandwidth(threads_list):
 
 def table(results, bw):
     lines = ["| config | threads | fastlazy fp32 | fastlazy bf16 | bf16 "
-             "speed-up | torch bf16 (x its fp32) | ORT fp32 | error fp32 / "
-             "bf16 / torch bf16 |", "|---|---|---|---|---|---|---|---|"]
+             "speed-up (median of rounds, q25-q75) | torch bf16 (x its "
+             "fp32) | ORT fp32 | error fp32 / bf16 / torch bf16 |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in results:
         t, e = row["time_us"], row["error"]
         torch16 = (f"{t['torch bf16']:.1f} ({t['torch fp32'] / t['torch bf16']:.2f}x)"
@@ -281,11 +289,13 @@ def table(results, bw):
         err = " / ".join(f"{e[k]:.1e}" for k in ("fastlazy fp32",
                                                   "fastlazy bf16",
                                                   "torch bf16") if k in e)
+        q = row.get("speedup_rounds")
+        spread = f" ({q[0]:.2f}-{q[2]:.2f})" if q else ""
         lines.append(
             f"| {row['config']} | {row['threads']} | "
             f"{t['fastlazy fp32']:.2f} | {t['fastlazy bf16']:.2f} | "
-            f"{t['fastlazy fp32'] / t['fastlazy bf16']:.2f}x | {torch16} | "
-            f"{ort_} | {err} |")
+            f"{q[1] if q else t['fastlazy fp32'] / t['fastlazy bf16']:.2f}x"
+            f"{spread} | {torch16} | {ort_} | {err} |")
     out = "\n".join(lines)
     c5 = [r for r in results if r["config"] == "C5"]
     if c5 and bw:
@@ -305,8 +315,10 @@ def table(results, bw):
             b32 = weights * 4 / (t["fastlazy fp32"] * 1e-6) / 1e9
             b16 = weights * 2 / (t["fastlazy bf16"] * 1e-6) / 1e9
             m = bw.get(n, {})
+            q = row.get("speedup_rounds")
+            speed = q[1] if q else t["fastlazy fp32"] / t["fastlazy bf16"]
             extra.append(
-                f"- {n} thread(s): bf16 {t['fastlazy fp32'] / t['fastlazy bf16']:.2f}x "
+                f"- {n} thread(s): bf16 {speed:.2f}x "
                 f"fp32; weight bytes/time fp32 {b32:.1f} GB/s, bf16 "
                 f"{b16:.1f} GB/s; machine {m.get('16MiB', 0):.1f} / "
                 f"{m.get('512MiB', 0):.1f} GB/s")
