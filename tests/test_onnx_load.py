@@ -871,7 +871,10 @@ def _torch_cases():
 
 @needs_ort
 @pytest.mark.parametrize("case", ["acts", "pools", "norms"])
-@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+@pytest.mark.parametrize("exporter", [
+    "legacy",
+    # a minute per model on the project's machine: a long run
+    pytest.param("dynamo", marks=pytest.mark.slow)])
 def test_torch_exports(tmp_path, case, exporter):
     torch = _torch()
     net, shape = _torch_cases()[case]

@@ -69,6 +69,7 @@ def read_model(source, base_dir=None):
     ``base_dir`` given, else the current directory)."""
     onnx = import_onnx()
     if isinstance(source, onnx.ModelProto):
+        check_text(source, "<ModelProto>")
         return source, "<ModelProto>", base_dir or os.getcwd()
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
@@ -90,7 +91,47 @@ def read_model(source, base_dir=None):
         raise ParameterFileError(
             f"{where}: not a readable ONNX model ({type(exc).__name__}: "
             f"{exc}); is it an .onnx file, whole?") from None
+    check_text(model, where)
     return model, where, base
+
+
+def _texts(model):
+    """(what, string) for every name of the model fastlazy reads."""
+    for entry in model.opset_import:
+        yield "an opset domain", entry.domain
+    g = model.graph
+    for n in g.node:
+        yield "a node name", n.name
+        yield f"the operator of node {n.name!r}", n.op_type
+        yield f"the domain of node {n.name!r}", n.domain
+        for v in list(n.input) + list(n.output):
+            yield f"a value of node {n.name!r}", v
+        for a in n.attribute:
+            yield f"an attribute name of node {n.name!r}", a.name
+            for e in a.t.external_data:
+                yield "external data of a constant", e.key
+                yield "external data of a constant", e.value
+    for t in g.initializer:
+        yield "an initializer name", t.name
+        for e in t.external_data:
+            yield f"external data of {t.name!r}", e.key
+            yield f"external data of {t.name!r}", e.value
+    for t in g.sparse_initializer:
+        yield "a sparse initializer name", t.values.name
+    for vi in list(g.input) + list(g.output):
+        yield "a graph input or output name", vi.name
+        if vi.type.WhichOneof("value") == "tensor_type":
+            for d in vi.type.tensor_type.shape.dim:
+                yield f"a dimension of {vi.name!r}", d.dim_param
+
+
+def check_text(model, where):
+    """Every name is text: protobuf hands a string field that is not
+    UTF-8 over as bytes (ONNX's messages are proto2, unchecked)."""
+    for what, value in _texts(model):
+        if not isinstance(value, str):
+            raise ParameterFileError(f"{where}: {what} is not UTF-8 text: "
+                                     f"{value[:40]!r}")
 
 
 # ---------------------------------------------------------------------------

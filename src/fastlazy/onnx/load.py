@@ -49,8 +49,9 @@ __all__ = ["load", "OnnxBlock", "MIN_OPSET", "supported_operators"]
 MIN_OPSET = 13
 #: values per sample of any tensor computed from the inputs (1 GiB float32)
 MAX_SAMPLE = 1 << 28
-#: values of any constant computed at load time
-MAX_FOLD = 1 << 24
+#: values of a constant computed at load time: at most this many, or as
+#: many as the model's initializers hold together if that is more
+MIN_FOLD = 1 << 20
 
 
 # ---------------------------------------------------------------------------
@@ -156,13 +157,14 @@ def _axes_list(axes, rank, node):
     return out
 
 
-def _fold_size(shape, node):
+def _fold_size(shape, node, limit):
     n = prod(shape)
-    if n > MAX_FOLD:
+    if n > limit:
         raise ParameterFileError(
             f"{node.where}: would compute a constant of shape "
             f"{tuple(shape)} ({n} values) at load time; fastlazy folds "
-            f"constants of up to {MAX_FOLD} values")
+            f"constants of up to {limit} values here (as many as the "
+            f"model's initializers hold, at least {MIN_FOLD})")
 
 
 _NP_OPS = {"add": np.add, "sub": np.subtract, "mul": np.multiply,
@@ -170,7 +172,7 @@ _NP_OPS = {"add": np.add, "sub": np.subtract, "mul": np.multiply,
            "min": np.minimum}
 
 
-def _fold_arith(op, a, b, node):
+def _fold_arith(op, a, b, node, limit):
     if _has_batch(a) or _has_batch(b):
         raise _Refuse(f"{node.op} computes with the batch size (fastlazy "
                       f"folds shape computations that only move it)")
@@ -180,7 +182,7 @@ def _fold_arith(op, a, b, node):
     except ValueError:
         raise ShapeError(f"{node.where}: shapes {a.shape} and {b.shape} do "
                          f"not broadcast") from None
-    _fold_size(shape, node)
+    _fold_size(shape, node, limit)
     kind = np.result_type(a, b)
     with np.errstate(all="ignore"):
         if op == "div" and kind.kind in "iub":
@@ -249,6 +251,8 @@ class _Walk:
         self.patterns = Counter()       # "GELU from its erf form" -> count
         self.act_labels = {}            # F activation -> ONNX op label
         self.static_batch = static_batch
+        self.fold_limit = max(MIN_FOLD, sum(prod(t.dims) for t in
+                                            initializers.values()))
         # readers of each program entry, through aliases (Identity, ...)
         self.entry_readers = Counter()
         # inputs, parameters and calls share one namespace (entries);
@@ -396,10 +400,9 @@ class _Walk:
 
     # -- helpers for rules ------------------------------------------------
 
-    @staticmethod
-    def fold(n, array, name=None):
+    def fold(self, n, array, name=None):
         a = np.asarray(array)
-        _fold_size(a.shape, n)
+        _fold_size(a.shape, n, self.fold_limit)
         return Const(_plain(a), name)
 
     @staticmethod
@@ -554,7 +557,8 @@ class _Walk:
             raise ParameterFileError(f"{n.where}: an index of {ind} is out "
                                      f"of range for axis {axis} of size "
                                      f"{size}")
-        _fold_size(full[:ax] + list(idx.array.shape) + full[ax + 1:], n)
+        _fold_size(full[:ax] + list(idx.array.shape) + full[ax + 1:], n,
+                   self.fold_limit)
         return self.fold(n, np.take(data.array,
                                     idx.array.astype(np.int64), axis=ax))
 
@@ -634,7 +638,7 @@ class _Walk:
                 raise ShapeError(f"{n.where}: inputs of ranks "
                                  f"{[a.ndim for a in arrays]}")
             (ax,) = _axes_list([axis], rank, n)
-            _fold_size((sum(a.size for a in arrays),), n)
+            _fold_size((sum(a.size for a in arrays),), n, self.fold_limit)
             if any(a.dtype == object for a in arrays):
                 arrays = [a.astype(object) for a in arrays]
             try:
@@ -733,7 +737,7 @@ class _Walk:
         if isinstance(x, Const):
             if any(v is BATCH for v in out):
                 raise _Refuse("reshapes a constant to the batch size")
-            _fold_size(full, n)
+            _fold_size(full, n, self.fold_limit)
             try:
                 return self.fold(n, x.array.reshape(out), x.name)
             except ValueError:
@@ -800,7 +804,7 @@ class _Walk:
         dims = _int_list(self.const(shape, n, "the shape"), "the shape", n)
         if any(d < 0 for d in dims):
             raise ParameterFileError(f"{n.where}: negative size in {dims}")
-        _fold_size(dims, n)
+        _fold_size(dims, n, self.fold_limit)
         value = np.zeros(1, np.float32)
         if n.has("value"):
             value = self.tensors.decode(n.tensor("value"),
@@ -821,7 +825,7 @@ class _Walk:
         except ValueError:
             raise ShapeError(f"{n.where}: {x.array.shape} does not expand "
                              f"to {dims}") from None
-        _fold_size(out, n)
+        _fold_size(out, n, self.fold_limit)
         return self.fold(n, np.broadcast_to(x.array, out).copy())
 
     def _op_Range(self, n, ins):
@@ -833,7 +837,7 @@ class _Walk:
             raise ParameterFileError(f"{n.where}: range({start}, {limit}, "
                                      f"{delta})")
         count = max(int(math.ceil((limit - start) / delta)), 0)
-        _fold_size((count,), n)
+        _fold_size((count,), n, self.fold_limit)
         kind = _plain(vals[0].array).dtype
         return self.fold(n, (np.arange(count) * delta + start).astype(kind))
 
@@ -842,7 +846,8 @@ class _Walk:
     def _binary(self, n, op, a, b):
         """``a op b`` for op in add sub mul div max min."""
         if isinstance(a, Const) and isinstance(b, Const):
-            return self.fold(n, _fold_arith(op, a.array, b.array, n))
+            return self.fold(n, _fold_arith(op, a.array, b.array, n,
+                                            self.fold_limit))
         if isinstance(a, Dyn) and isinstance(b, Dyn):
             if len(a.shape) != len(b.shape):
                 raise _Refuse(f"broadcasts per-sample shapes {a.shape} and "
@@ -885,7 +890,7 @@ class _Walk:
             raise ShapeError(f"{n.where}: per-sample shape {x.shape} and a "
                              f"constant of shape {arr.shape} do not "
                              f"broadcast") from None
-        key = self.param(c, arr, n, "operand")
+        key = self.param(c, arr.reshape(arr.shape or (1,)), n, "operand")
         return self.call(n, _BROADCAST[op], [x, key] if x_first else
                          [key, x], out)
 
@@ -948,7 +953,8 @@ class _Walk:
     def _op_Pow(self, n, ins):
         a, b = self.nins(n, ins, 2)
         if isinstance(a, Const) and isinstance(b, Const):
-            return self.fold(n, _fold_arith("pow", a.array, b.array, n))
+            return self.fold(n, _fold_arith("pow", a.array, b.array, n,
+                                            self.fold_limit))
         x = self.dyn(a, n, "the base")
         e = self.const(b, n, "the exponent")
         if e.array.size != 1 or _has_batch(e.array) or \
@@ -993,7 +999,7 @@ class _Walk:
             out = ins[0].array
             for v in ins[1:]:
                 out = _fold_arith("add" if op == "mean" else op, out,
-                                  v.array, n)
+                                  v.array, n, self.fold_limit)
             if op == "mean":
                 out = _plain(out) / len(ins)
             return self.fold(n, out)
@@ -1223,7 +1229,7 @@ class _Walk:
             aa, bb = _float(a.array), _float(b.array)
             if aa.ndim == 0 or bb.ndim == 0:
                 raise ShapeError(f"{n.where}: MatMul of a scalar")
-            _fold_size(aa.shape[:-1] + bb.shape[-1:], n)
+            _fold_size(aa.shape[:-1] + bb.shape[-1:], n, self.fold_limit)
             try:
                 return self.fold(n, np.matmul(aa, bb))
             except ValueError as exc:
@@ -1696,7 +1702,10 @@ def _softplus_patterns(order, scalars, heads, where):
             continue
         cond, a, b = w.inputs
         g, sp = producer.get(cond), producer.get(b)
-        if g is None or sp is None or g.op != "Greater" or g.domain or                 sp.op != "Softplus" or sp.domain or readers[cond] != 1 or                 len(g.inputs) != 2 or g.inputs[0] != a or                 sp.inputs != [a] or scalars.get(g.inputs[1], 0) < 15:
+        if g is None or sp is None or g.op != "Greater" or g.domain or \
+                sp.op != "Softplus" or sp.domain or readers[cond] != 1 or \
+                len(g.inputs) != 2 or g.inputs[0] != a or \
+                sp.inputs != [a] or scalars.get(g.inputs[1], 0) < 15:
             continue
         removed.update({g.index, w.index} |
                        ({sp.index} if readers[b] == 1 else set()))
