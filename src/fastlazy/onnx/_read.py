@@ -177,11 +177,12 @@ class Tensors:
         if t.HasField("segment"):
             raise ParameterFileError(f"{where} is a segment of a larger "
                                      f"tensor, which fastlazy does not read")
+        # (each read of a bytes field of the message copies it: once)
+        raw = t.raw_data if int(t.data_location) != 1 else b""
         if int(t.data_location) == 1:
             raw = self._external(t, where, count * stored.itemsize)
             values = np.frombuffer(raw, dtype=stored)
-        elif len(t.raw_data) or count == 0:
-            raw = t.raw_data
+        elif len(raw) or count == 0:
             if len(raw) != count * stored.itemsize:
                 raise ParameterFileError(
                     f"{where} declares {dims} ({count} values of "
