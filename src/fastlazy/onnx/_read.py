@@ -144,10 +144,12 @@ def tensor_dims(t, where):
     dims = tuple(int(d) for d in t.dims)
     if any(d < 0 for d in dims):
         raise ParameterFileError(f"{where}: negative dimension in {dims}")
-    if prod(dims) > MAX_ELEMENTS:
+    if prod(dims) > MAX_ELEMENTS or any(d > MAX_ELEMENTS for d in dims) \
+            or len(dims) > 32:
         raise ParameterFileError(
-            f"{where}: declares {prod(dims)} values {dims}, more than "
-            f"fastlazy reads from one tensor ({MAX_ELEMENTS})")
+            f"{where}: declares dimensions {dims}, beyond what fastlazy "
+            f"reads from one tensor (at most {MAX_ELEMENTS} values, 32 "
+            f"axes)")
     return dims
 
 
