@@ -24,8 +24,10 @@ Add), with a dynamic batch axis.  From that one file:
   before timing.
 
 The machine may be shared: the ratios of one interleaved run carry over,
-the absolute times less.  The CPU, its flags, the BLAS and the thread
-settings are printed with the table.
+the absolute times less; ``other load`` is how many cores other processes
+kept busy while a row ran (``--wait-quiet S`` waits up to S seconds for a
+quiet moment before each row).  The CPU, its flags, the BLAS and the
+thread settings are printed with the table.
 """
 
 import argparse
@@ -49,6 +51,8 @@ except ImportError:
              "(pip install '.[bench]')")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import _other_cores, _usage, wait_quiet  # noqa: E402
+
 from fastlazy._bench import CONFIGS  # noqa: E402
 
 IN_RES, OUT_RES = 20, 10
@@ -153,20 +157,24 @@ def _block_time(fn, reps):
     return (time.perf_counter() - t) / reps
 
 
-def _reps(fn, target=2e-3):
+def _reps(fn, target=4e-3):
     """Calls per timed block: about ``target`` seconds."""
     fn()
     t = _block_time(fn, 3)
     return max(1, min(20000, int(target / max(t, 1e-9))))
 
 
-def interleave(fns, rounds):
+def interleave(fns, rounds, gap=0.0):
     """Median time of each function and median per-round ratios against
-    the first; the functions take turns within every round."""
+    the first; the functions take turns within every round, ``gap``
+    seconds apart (so that one library's spinning worker threads have
+    gone to sleep before the next one runs)."""
     reps = [_reps(f) for f in fns]
     times = [[] for _ in fns]
     for _ in range(rounds):
         for i, f in enumerate(fns):
+            if gap:
+                time.sleep(gap)
             times[i].append(_block_time(f, reps[i]))
     base = np.array(times[0])
     medians = [float(np.median(t)) for t in times]
@@ -242,7 +250,10 @@ def machine():
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--rounds", type=int, default=21)
+    ap.add_argument("--wait-quiet", type=float, default=0.0,
+                    help="before each row, wait up to this many seconds "
+                         "for a quiet machine (a shared machine)")
     ap.add_argument("--load-rounds", type=int, default=9)
     ap.add_argument("--only", default=None,
                     help="comma-separated networks (C1/C2 as C1)")
@@ -268,6 +279,8 @@ def main(argv=None):
           "+ first run | ORT / fastlazy (ready to serve) |")
     print("|---|---|---|---|---|---|---|")
     for name, path in paths.items():
+        if args.wait_quiet:
+            wait_quiet(args.wait_quiet)
         a, b, c, d = load_times(path, args.load_rounds)
         size = os.path.getsize(path)
         print(f"| {name} | {size / 1024:.0f} KiB | {fmt(a)} | {fmt(b)} | "
@@ -276,8 +289,8 @@ def main(argv=None):
     print("\n## Forward: peer time / fastlazy time (above 1: fastlazy "
           "faster), median of per-round ratios\n")
     print("| network | batch | threads | fastlazy | GFLOP/s | ORT run | "
-          "ORT io_binding |")
-    print("|---|---|---|---|---|---|---|")
+          "ORT io_binding | other load |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, (model, k, batches) in nets.items():
         flops = 2 * sum(int(np.prod(numpy_helper.to_array(t).shape))
                         for t in model.graph.initializer
@@ -303,13 +316,21 @@ def main(argv=None):
                 sess.run_with_iobinding(bind)
                 np.testing.assert_allclose(out, ref, rtol=0, atol=0)
                 feed = {"x": x}
+                if args.wait_quiet:
+                    wait_quiet(args.wait_quiet)
+                since = _usage()
+                # at 2 threads ONNX Runtime's workers spin after a call
+                # and would take the second core from the next block
                 med, ratio = interleave(
                     [lambda: net(x), lambda: sess.run(None, feed),
-                     lambda: sess.run_with_iobinding(bind)], args.rounds)
+                     lambda: sess.run_with_iobinding(bind)], args.rounds,
+                    gap=0.02 if nt > 1 else 0.0)
+                other = _other_cores(since)
                 gflops = flops * batch / med[0] / 1e9
                 print(f"| {name} | {batch} | {nt} | {fmt(med[0])} | "
                       f"{gflops:.1f} | {ratio[1]:.2f}x ({fmt(med[1])}) | "
-                      f"{ratio[2]:.2f}x ({fmt(med[2])}) |", flush=True)
+                      f"{ratio[2]:.2f}x ({fmt(med[2])}) | {other:.2f} |",
+                      flush=True)
     fl.set_num_threads(threads[0])
 
 
