@@ -11,7 +11,9 @@ The functions have the names of their modules (``fastlazy/onnx/load.py``
 holds ``load``).  Python's import system binds a submodule to its package's
 attribute of the same name once it is imported, which would replace the
 function ``fl.onnx.load`` by the module; the package's module class below
-keeps the function there.
+keeps the function there.  So ``import fastlazy.onnx.load as m`` gives the
+function too; reach a module itself with ``from fastlazy.onnx.load import
+...`` or ``importlib.import_module("fastlazy.onnx.load")``.
 """
 
 import importlib
