@@ -5,9 +5,10 @@ Seeded from the real files in tests/data/onnx/, mutated at the byte level
 level (dimensions, data types, raw data sizes, node inputs -- cycles,
 missing values --, operators, attributes, input shapes, external data
 locations).  fl.onnx.load must return a block or raise ParameterFileError,
-UnsupportedOperatorError or ShapeError -- nothing else, and never crash;
-a block it returns must run, and where ONNX Runtime also runs the mutated
-file, compute what it computes.
+UnsupportedOperatorError or ShapeError -- nothing else, never crash, and
+never allocate more than a small multiple of the file's size (tracemalloc,
+every fifth file); a block it returns must run, and where ONNX Runtime
+also runs the mutated file, compute what it computes.
 
 The default run tries a few hundred files (a few seconds); ``pytest -m
 slow`` runs the long soak.
@@ -16,6 +17,7 @@ slow`` runs the long soak.
 import os
 import pathlib
 import random
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -227,9 +229,13 @@ def mutated(rng):
 # The check
 
 
-def _check_one(name, data, compare):
-    """Load ``data``: whole or refused cleanly; a loaded block runs, and
-    agrees with ONNX Runtime when it runs the file too."""
+def _check_one(name, data, compare, measure=False):
+    """Load ``data``: whole or refused cleanly, allocating no more than a
+    small multiple of the file's size (``measure``: tracemalloc's peak);
+    a loaded block runs, and agrees with ONNX Runtime when it runs the
+    file too."""
+    if measure:
+        tracemalloc.start()
     try:
         net = fl.onnx.load(data, base_dir=str(DATA),
                            outputs=["probabilities"]
@@ -242,6 +248,13 @@ def _check_one(name, data, compare):
         # file no longer has
         assert "fastlazy.onnx.load: outputs" in str(exc), exc
         return "refused"
+    finally:
+        if measure:
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            external = (DATA / "mlp_external.onnx.data").stat().st_size
+            assert peak < 8 * (len(data) + external) + (8 << 20), \
+                f"loading {len(data)} bytes peaked at {peak} bytes"
     shapes = net.input_shapes
     if sum(int(np.prod(s[1:])) for s in shapes) > 100_000:
         return "loaded"         # a mutated size: too large to run here
@@ -283,7 +296,8 @@ def _run(count, seed, compare_every):
     for i in range(count):
         name, data = mutated(rng)
         try:
-            what = _check_one(name, data, compare=i % compare_every == 0)
+            what = _check_one(name, data, compare=i % compare_every == 0,
+                              measure=i % 5 == 1)
         except Exception as exc:
             raise AssertionError(
                 f"mutation {i} (seed {seed}) of {name}: "
