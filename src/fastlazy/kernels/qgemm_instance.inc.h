@@ -1,0 +1,126 @@
+/*
+ * qgemm_instance.inc.h -- one instruction-set level of the int8 kernels.
+ *
+ * fl_kernels.c includes this file once per int8 level after defining
+ * FLQ_LEVEL; the descriptor below (a few lines per level) says what
+ * differs between levels, and the body (qgemm.inc.h, plain C over GCC
+ * vector extensions) is written once for all of them:
+ *
+ *   FLQ_ISA      function-name suffix (tools/check_isa.py allows AVX only
+ *                in functions ending in _v3 / _v4)
+ *   FLQ_ATTR     the per-function target (never -march)
+ *   FLQ_VBYTES   bytes per vector register; lanes are int32 output columns
+ *   FLQ_MR       rows of the register tile (2 accumulators per row)
+ *   FLQ_KS       k values per dot-product group: 4 for u8 x s8 (vpdpbusd),
+ *                2 for int16 x int16 (vpmaddwd)
+ *   FLQ_ESIZE    bytes per quantized activation: 1 (u8 q, zero point
+ *                kept apart) or 2 (int16 q - zero point, zero point 0)
+ *   FLQ_WPREP(p) a panel row's weights (lanes x FLQ_KS int8 at p) made
+ *                ready for the dot product, type FLQ_WV
+ *   FLQ_DOT(acc, xg, wv)  acc + per-lane dot of the 4 activation bytes xg
+ *                (broadcast) with wv
+ *
+ * One group of activations is always 4 bytes (4 u8 or 2 int16), so the
+ * row layout, the packing and the tile loop are the same at every level.
+ *
+ * Why the AVX2 level multiplies int16 pairs (vpmovsxbw + vpmaddwd) rather
+ * than u8 x s8 bytes (vpmaddubsw): vpmaddubsw adds two u8 x s8 products
+ * into a saturating int16 (255 * 127 * 2 = 64770 > 32767), so it is exact
+ * only with 7-bit weights or activations (twice the rounding error of one
+ * of them).  vpmaddwd on int16 is exact with full 8-bit weights and
+ * asymmetric 8-bit activations; the weights are sign-extended once per
+ * panel row and serve all FLQ_MR rows of the tile.  Both run on the same
+ * two vector multipliers of Zen 3 (one vpmaddubsw + one vpmaddwd per 32
+ * products, against one vpmaddwd per 16), so the exact form costs about
+ * what the byte form would: docs/benchmarks.md has the measurement.
+ */
+#if FLQ_LEVEL == 0
+/* the baseline: 16-byte vectors of the compiler's flags, the generic dot
+ * product (bytes pulled out of each lane by shifts) */
+#define FLQ_ISA base
+#define FLQ_ATTR
+#define FLQ_NAME "baseline (portable C)"
+#define FLQ_VBYTES 16
+#define FLQ_MR 4
+#define FLQ_KS 4
+#define FLQ_ESIZE 1
+#define FLQ_ACT_F32 fl_act_f32_base
+
+#elif FLQ_LEVEL == 3
+#include <immintrin.h>
+#define FLQ_ISA avx2_v3
+#define FLQ_ATTR __attribute__((target("arch=x86-64-v3")))
+#define FLQ_NAME "AVX2 (vpmaddwd on int16 pairs, exact)"
+#define FLQ_VBYTES 32
+#define FLQ_MR 6
+#define FLQ_KS 2
+#define FLQ_ESIZE 2
+#define FLQ_ACT_F32 fl_act_f32_v3
+#define FLQ_WV __m256i
+#define FLQ_WPREP(p) _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p)))
+#define FLQ_DOT(acc, xg, wv) ((acc) + (QVI)_mm256_madd_epi16(_mm256_set1_epi32((int)(xg)), (wv)))
+
+#elif FLQ_LEVEL == 5
+#include <immintrin.h>
+#define FLQ_ISA avxvnni_v3
+#define FLQ_ATTR __attribute__((target("arch=x86-64-v3,avxvnni")))
+#define FLQ_NAME "AVX-VNNI (vpdpbusd, ymm)"
+#define FLQ_VBYTES 32
+#define FLQ_MR 6
+#define FLQ_KS 4
+#define FLQ_ESIZE 1
+#define FLQ_ACT_F32 fl_act_f32_v3
+#define FLQ_WV __m256i
+#define FLQ_WPREP(p) _mm256_loadu_si256((const __m256i *)(p))
+#define FLQ_DOT(acc, xg, wv) ((QVI)_mm256_dpbusd_avx_epi32((__m256i)(acc), _mm256_set1_epi32((int)(xg)), (wv)))
+
+#elif FLQ_LEVEL == 6
+#include <immintrin.h>
+#define FLQ_ISA vnni_v4
+#define FLQ_ATTR __attribute__((target("arch=x86-64-v4,avx512vnni")))
+#define FLQ_NAME "AVX-512 VNNI (vpdpbusd, zmm)"
+#define FLQ_VBYTES 64
+#define FLQ_MR 12
+#define FLQ_KS 4
+#define FLQ_ESIZE 1
+#define FLQ_ACT_F32 fl_act_f32_v4
+#define FLQ_WV __m512i
+#define FLQ_WPREP(p) _mm512_loadu_si512((const void *)(p))
+#define FLQ_DOT(acc, xg, wv) ((QVI)_mm512_dpbusd_epi32((__m512i)(acc), _mm512_set1_epi32((int)(xg)), (wv)))
+#endif
+
+#define FLQ_FN(name) FL_PASTE2(fl_##name, FLQ_ISA)
+#define FLQ_KERNEL static __attribute__((noinline)) FLQ_ATTR
+#define FLQ_HELPER static inline __attribute__((always_inline)) FLQ_ATTR
+
+#include "qgemm.inc.h"
+
+static void FLQ_FN(qfill)(fl_kernel_table *t)
+{
+    t->qpack = FLQ_FN(qpack);
+    t->qrows = FLQ_FN(qrows);
+    t->qgemm = FLQ_FN(qgemm);
+    t->qim2col = FLQ_FN(qim2col);
+    t->q_nr = 2 * (FLQ_VBYTES / 4);
+    t->q_ks = FLQ_KS;
+    t->q_esize = FLQ_ESIZE;
+    t->q_mr = FLQ_MR;
+    t->q_level = FLQ_LEVEL;
+    t->q_isa = FLQ_NAME;
+}
+
+#undef FLQ_FN
+#undef FLQ_KERNEL
+#undef FLQ_HELPER
+#undef FLQ_ISA
+#undef FLQ_ATTR
+#undef FLQ_NAME
+#undef FLQ_VBYTES
+#undef FLQ_MR
+#undef FLQ_KS
+#undef FLQ_ESIZE
+#undef FLQ_ACT_F32
+#undef FLQ_WV
+#undef FLQ_WPREP
+#undef FLQ_DOT
+#undef FLQ_LEVEL
