@@ -561,6 +561,24 @@ def test_non_finite_input_rows_give_nan_rows():
     np.testing.assert_array_equal(y[[0, 2]], good[[0, 2]])
 
 
+def test_edge_rows_and_broken_range():
+    net = mlp([8, 4], ["relu", None], 5)
+    q = fl.quantize(net)
+    x = np.zeros((3, 5), F32)
+    x[1] = [3e38, -3e38, 0, 1, 2]           # hi - lo overflows float32
+    x[2, 0] = 1
+    y = q(x)
+    h = np.maximum(net[0].bias.data(), 0)    # a row of zeros: the biases
+    np.testing.assert_allclose(y[0], ref_dense(h[None], net[1].weight.data(),
+                                               net[1].bias.data())[0],
+                               rtol=1e-5, atol=1e-6)
+    assert np.isnan(y[1]).all() and np.isfinite(y[2]).all()
+    s = fl.quantize(net, mode="static", calib_data=np.ones((2, 5), F32))
+    assert np.isfinite(s(x[[0, 2]])).all()
+    s[0].calib_range.set_data([np.nan, 1])   # a broken range: NaN, not junk
+    assert np.isnan(s(x[[0, 2]])).all()
+
+
 def test_bad_calibration_data():
     net = mlp([8, 4], ["relu", None], 5)
     with pytest.raises(fl.ShapeError, match="calib_data does not fit"):

@@ -11,6 +11,8 @@ import pytest
 import fastlazy as fl
 from fastlazy._bench import CONFIGS, dense_layers, make_net, ort_int8_session
 
+pytestmark = pytest.mark.onnx
+
 pytest.importorskip("onnx", reason="the ONNX comparison needs onnx")
 pytest.importorskip("onnxruntime",
                     reason="the ONNX comparison needs onnxruntime")

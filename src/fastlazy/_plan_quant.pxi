@@ -16,7 +16,7 @@
 # the weight is alive (its values may change at any moment) every call
 # quantizes it again, as the float steps read such a weight in place.
 
-from libc.math cimport rintf
+from libc.math cimport NAN, rintf
 
 
 cdef extern from "<pthread.h>" nogil:
@@ -121,7 +121,8 @@ cdef inline void _q_refresh(const QuantArgs *a) noexcept nogil:
 
 cdef inline float _q_static(const QuantArgs *a, int *zp) noexcept nogil:
     """The static scale and zero point from the calibrated range (0: the
-    layer is dynamic), by the dynamic rule applied to (lo, hi)."""
+    layer is dynamic), by the dynamic rule applied to (lo, hi); NaN for a
+    range that is not finite (its outputs are NaN)."""
     cdef float lo, hi, scale
     cdef int z
     if a.calib == NULL:
@@ -130,8 +131,13 @@ cdef inline float _q_static(const QuantArgs *a, int *zp) noexcept nogil:
     lo = a.calib[0] if a.calib[0] < 0 else 0.0
     hi = a.calib[1] if a.calib[1] > 0 else 0.0
     scale = (hi - lo) / <float>255.0
-    if not scale > 0:
+    if scale == 0:
         scale = 1.0
+    if not (scale <= <float>3.4e38 and a.calib[0] == a.calib[0]
+            and a.calib[1] == a.calib[1]):
+        # a range written with NaN or infinity: NaN outputs (qrows)
+        zp[0] = 0
+        return <float>NAN
     z = <int>rintf(-lo / scale)
     zp[0] = 0 if z < 0 else (255 if z > 255 else z)
     return scale

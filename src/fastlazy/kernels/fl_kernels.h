@@ -82,7 +82,7 @@ enum {
  *     column sums (ceil(M / q_nr) * q_nr each).
  * qrows(n, K, x, ldx, xq, ldq, xs, xz, fscale, fzp)
  *     n float rows to quantized rows of ldq bytes (q_esize bytes a value,
- *     K rounded up to q_ks), each row's scale and zero point; fscale > 0:
+ *     K rounded up to q_ks), each row's scale and zero point; fscale != 0:
  *     that scale and zero point fzp for every row (static).
  * qgemm(n, K, M, xq, ldq, xs, xz, pk, p0, p1, ws, wsum, sh, y, ldy, act)
  *     y[i, m] = act(float(sum_k xq q - xz[i] wsum[m]) * (xs[i] ws[m])

@@ -20,8 +20,10 @@
  *     zp = rint(-lo / xs)   clamped to [0, 255]
  *     u[k] = clamp(rint(clamp(x[k] * inv, -512, 512)) + zp, 0, 255)
  * stored as u (1-byte levels, zp kept beside the row) or as the int16
- * u - zp (2-byte levels, zp reported 0).  A row holding NaN or +-inf gets
- * xs = NaN: its outputs are NaN, never a number made of clamped garbage.
+ * u - zp (2-byte levels, zp reported 0).  A row holding NaN or +-inf (or
+ * values so far apart that hi - lo overflows float32), or a static scale
+ * that is not a positive finite number, gets xs = NaN: its outputs are
+ * NaN, never a number made of clamped garbage.
  *
  * Output (int32 sums, exact for K below 2^31 / (255 * 127) = 66,000):
  *     acc[i, m] = sum_k u[i, k] q[k, m] - zp[i] * wsum[m]
@@ -157,7 +159,7 @@ FLQ_KERNEL void FLQ_FN(qpack)(fl_idx K, fl_idx M, const float *w, fl_idx sk,
 
 /* ------------------------------------------------------------------ */
 /* Activations: n rows of K floats into quantized rows of ldq bytes (K
- * levels, then padding to a whole group).  fscale > 0: the static scale
+ * levels, then padding to a whole group).  fscale != 0: the static scale
  * and zero point fzp for every row; else each row's own range.  xs[i] and
  * xz[i] receive the row's scale and the zero point the kernel subtracts. */
 
@@ -209,16 +211,22 @@ FLQ_KERNEL void FLQ_FN(qrows)(fl_idx n, fl_idx K, const float *x, fl_idx ldx,
             lo = v < lo ? v : lo;
             hi = v > hi ? v : hi;
         }
-        if (fscale > 0.0f) {
+        if (fscale != 0.0f) {               /* static (NaN: a broken range) */
             scale = fscale;
             zp = fzp;
+            bad |= !(fscale > 0.0f && fscale <= FLT_MAX);
         } else {
             scale = (hi - lo) / 255.0f;
-            if (!(scale > 0.0f)) scale = 1.0f;
-            zp = (int)rintf(-lo / scale);
-            zp = zp < 0 ? 0 : (zp > 255 ? 255 : zp);
+            if (scale == 0.0f) scale = 1.0f;          /* a row of zeros */
+            bad |= !(scale <= FLT_MAX);   /* NaN, or hi - lo overflowed */
+            zp = 0;
+            if (!bad) {
+                zp = (int)rintf(-lo / scale);
+                zp = zp < 0 ? 0 : (zp > 255 ? 255 : zp);
+            }
         }
-        inv = 1.0f / scale;
+        /* a bad row: levels of zp, its scale NaN (outputs NaN) */
+        inv = bad ? 0.0f : 1.0f / scale;
         xs[i] = bad ? NAN : scale;
         if (FLQ_ESIZE == 1) {
             for (k = 0; k + QL <= K; k += QL) {
