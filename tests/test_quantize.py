@@ -21,8 +21,9 @@ from fastlazy.quantization import QuantizationError, quantized_layers
 from conftest import conv2d_ref, require_isa
 
 F32 = np.float32
-LEVELS = [0, 3, 5, 6]          # baseline, AVX2, AVX-VNNI, AVX-512 VNNI
-FLOAT_LEVEL = {0: 0, 3: 3, 5: 3, 6: 4}
+# baseline, AVX2 (exact), AVX2 with 7-bit weights, AVX-VNNI, AVX-512 VNNI
+LEVELS = [0, 3, 4, 5, 6]
+FLOAT_LEVEL = {0: 0, 3: 3, 4: 3, 5: 3, 6: 4}
 
 
 # ---------------------------------------------------------------------------
@@ -30,12 +31,14 @@ FLOAT_LEVEL = {0: 0, 3: 3, 5: 3, 6: 4}
 
 
 def ref_weights(wt):
-    """wt (K, M) -> int8 values (K, M), scales (M,), column sums (M,)."""
+    """wt (K, M) -> int8 values (K, M), scales (M,), column sums (M,), for
+    the kernel in use (its largest weight: 127, or 63 for 7-bit weights)."""
+    wmax = _plan.int8_kernels()["weight_max"]
     wt = np.asarray(wt, F32)
-    ws = (np.abs(wt).max(axis=0) / F32(127)).astype(F32)
+    ws = (np.abs(wt).max(axis=0) / F32(wmax)).astype(F32)
     with np.errstate(divide="ignore", invalid="ignore"):
         q = np.where(ws > 0, np.rint(wt / ws), 0)
-    q = np.clip(q, -127, 127).astype(np.int64)
+    q = np.clip(q, -wmax, wmax).astype(np.int64)
     return q, ws, q.sum(axis=0)
 
 
@@ -109,14 +112,17 @@ def close(y, r):
 
 @pytest.fixture(params=LEVELS)
 def level(request, isa_restore):
+    old = _plan.set_int8_avx2("7bit" if request.param == 4 else "exact")
     got = isa_restore.set_isa(FLOAT_LEVEL[request.param])
     have = _plan.int8_kernels()["level"]
     if have != request.param:
+        _plan.set_int8_avx2(old)
         isa_restore.set_isa(None)
         pytest.skip(f"this CPU has no int8 level {request.param} (its "
                     f"int8 kernels at float level {got}: level {have}, "
                     f"{_plan.int8_kernels()['isa']})")
     yield request.param
+    _plan.set_int8_avx2(old)
     isa_restore.set_isa(None)
 
 
@@ -182,9 +188,9 @@ def test_qgemm_matches_reference(n, K, M, act, static, bias, seed):
         _plan.set_isa(FLOAT_LEVEL[lvl])
         try:
             y = _plan.qdense_kernel(x, wt, b, act, calib)
+            r = ref_dense(x, wt.T, b, names[act], calib)
         finally:
             _plan.set_isa(None)
-        r = ref_dense(x, wt.T, b, names[act], calib)
         if act == 2:        # the float sigmoid itself is not bit-exact
             np.testing.assert_allclose(y, r, rtol=1e-5, atol=1e-6)
         else:

@@ -76,7 +76,8 @@ def explain(net, *inputs, file=None):
 
 
 def _int8_line(q):
-    names = {0: "baseline", 3: "AVX2", 5: "AVX-VNNI", 6: "AVX-512 VNNI"}
+    names = {0: "baseline", 3: "AVX2", 4: "AVX2", 5: "AVX-VNNI",
+             6: "AVX-512 VNNI"}
     line = (f"{q['isa']}, {q['rows']} x {q['panel']} tile, "
             f"{q['k_group']} k per dot product")
     if q["best_level"] < 5:

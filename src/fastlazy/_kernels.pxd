@@ -146,6 +146,7 @@ cdef extern from "kernels/fl_kernels.h" nogil:
         int q_esize
         int q_mr
         int q_level
+        int q_wmax
         const char *q_isa
         # the level's tile
         int nr_f32
@@ -158,3 +159,4 @@ cdef extern from "kernels/fl_kernels.h" nogil:
     int fl_kernels_init(int level) noexcept
     const char *fl_kernels_isa() noexcept
     int fl_kernels_qbest() noexcept
+    void fl_kernels_q7(int on) noexcept

@@ -36,7 +36,7 @@ from fastlazy._kernels cimport (
     FL_ACT_GELU, FL_ACT_NONE, FL_ACT_RELU, FL_ACT_RELU6, FL_ACT_SIGMOID,
     FL_ACT_SILU,
     FL_ACT_SOFTRELU, FL_ACT_SOFTSIGN, FL_ACT_TANH, fl_kernels_init,
-    fl_kernels_isa, fl_kernels_qbest, fl_kt,
+    fl_kernels_isa, fl_kernels_q7, fl_kernels_qbest, fl_kt,
 )
 from fastlazy._parameter cimport INITIALIZED, Parameter
 

@@ -35,12 +35,36 @@ cdef struct QWState:
 
 def int8_kernels():
     """The int8 kernels in use: {'level', 'isa', 'panel', 'k_group',
-    'act_bytes', 'rows', 'best_level'} (level 0 baseline, 3 AVX2, 5
-    AVX-VNNI, 6 AVX-512 VNNI; best_level: what the CPU could run)."""
+    'act_bytes', 'rows', 'weight_max', 'best_level'} (level 0 baseline, 3
+    AVX2, 4 AVX2 with 7-bit weights, 5 AVX-VNNI, 6 AVX-512 VNNI;
+    best_level: what the CPU could run by default)."""
     return {"level": fl_kt.q_level, "isa": fl_kt.q_isa.decode(),
             "panel": fl_kt.q_nr, "k_group": fl_kt.q_ks,
             "act_bytes": fl_kt.q_esize, "rows": fl_kt.q_mr,
-            "best_level": fl_kernels_qbest()}
+            "weight_max": fl_kt.q_wmax, "best_level": fl_kernels_qbest()}
+
+
+def set_int8_avx2(str mode):
+    """On a CPU without VNNI, which AVX2 int8 kernel runs: '7bit' (the
+    default: vpmaddubsw on bytes, weights limited to 7 bits so that its
+    saturating int16 sums stay exact) or 'exact' (8-bit weights, int16
+    pairs through vpmaddwd: 1.6x the instructions per product, half the
+    weight rounding error; docs/benchmarks.md has both measured).  CPUs
+    with VNNI ignore it.  Quantized layers re-quantize
+    their weights for the new kernel at their next call.  Returns the
+    previous mode."""
+    global _int8_avx2
+    if mode not in ("exact", "7bit"):
+        raise ValueError(f"set_int8_avx2: mode must be 'exact' or '7bit', "
+                         f"got {mode!r}")
+    old = _int8_avx2
+    _int8_avx2 = mode
+    fl_kernels_q7(mode == "7bit")
+    set_isa(_isa_level)
+    return old
+
+
+_int8_avx2 = "7bit"
 
 
 cdef class QWeights:

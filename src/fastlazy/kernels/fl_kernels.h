@@ -74,8 +74,9 @@ enum {
  *     the convolution's helpers (conv.inc.h states each one's contract).
  *
  * The int8 kernels (qgemm.inc.h states the arithmetic exactly) have a
- * level of their own (q_level: 0 baseline, 3 AVX2, 5 AVX-VNNI, 6 AVX-512
- * VNNI), the best the CPU has at or below the float level:
+ * level of their own (q_level: 0 baseline, 3 AVX2, 4 AVX2 with 7-bit
+ * weights, 5 AVX-VNNI, 6 AVX-512 VNNI), the best the CPU has at or below
+ * the float level (3 or 4 as fl_kernels_q7 chose; 4 by default):
  * qpack(K, M, w, sk, sm, pk, ws, wsum)
  *     per-column int8 weights of w[k * sk + m * sm], packed into panels of
  *     q_nr columns and groups of q_ks values of k, with their scales and
@@ -203,7 +204,9 @@ typedef struct {
     int q_ks;            /* k values per dot-product group */
     int q_esize;         /* bytes per quantized activation */
     int q_mr;            /* rows per register tile */
-    int q_level;         /* 0, 3 AVX2, 5 AVX-VNNI, 6 AVX-512 VNNI */
+    int q_level;         /* 0, 3 AVX2, 4 AVX2 7-bit weights, 5 AVX-VNNI,
+                            6 AVX-512 VNNI */
+    int q_wmax;          /* largest int8 weight magnitude: 127 or 63 */
     const char *q_isa;   /* its name */
     /* the level's tile, from its descriptor (kernels/isa_*.h) */
     int nr_f32;          /* panel width of the packed layout, float32 */
@@ -223,6 +226,9 @@ FL_API int fl_kernels_init(int level);
 FL_API const char *fl_kernels_isa(void);
 /* The int8 level the CPU could run at best (what set_isa(None) picks). */
 FL_API int fl_kernels_qbest(void);
+/* On a CPU without VNNI: 1 for the AVX2 level of 7-bit weights (the
+ * default), 0 for the exact one; then call fl_kernels_init again. */
+FL_API void fl_kernels_q7(int on);
 
 /* ------------------------------------------------------------------ */
 #endif /* FL_KERNELS_PUBLIC_H */

@@ -6,8 +6,9 @@
  * computes the same):
  *
  * Weights, per output column m (symmetric, one scale per column):
- *     ws[m] = max_k |w[k, m]| / 127      (0 for a column of zeros)
- *     q[k, m] = rint(w[k, m] / ws[m])    in [-127, 127] (0 when ws is 0)
+ *     ws[m] = max_k |w[k, m]| / WMAX     (0 for a column of zeros)
+ *     q[k, m] = rint(w[k, m] / ws[m])    in [-WMAX, WMAX] (0 when ws is 0)
+ * with WMAX = 127 (63 at the AVX2 level of 7-bit weights)
  *     wsum[m] = sum_k q[k, m]
  * packed once into panels of NR = 2 vectors of columns and groups of KS
  * values of k (zeros past K and past M):
@@ -137,7 +138,7 @@ FLQ_KERNEL void FLQ_FN(qpack)(fl_idx K, fl_idx M, const float *w, fl_idx sk,
             }
     }
     for (m = 0; m < M; m++)
-        ws[m] = ws[m] == INFINITY ? NAN : ws[m] / 127.0f;
+        ws[m] = ws[m] == INFINITY ? NAN : ws[m] / (float)FLQ_WMAX;
     for (p = 0; p < np; p++)
         for (g = 0; g < KG; g++) {
             signed char *dst = pk + (p * KG + g) * QNR * QKS;
@@ -148,7 +149,8 @@ FLQ_KERNEL void FLQ_FN(qpack)(fl_idx K, fl_idx M, const float *w, fl_idx sk,
                     k = g * QKS + t;
                     if (m < M && k < K && ws[m] > 0.0f) {
                         float v = rintf(w[k * sk + m * sm] / ws[m]);
-                        q = v > 127.0f ? 127 : (v < -127.0f ? -127 : (int)v);
+                        q = v > FLQ_WMAX ? FLQ_WMAX
+                            : (v < -FLQ_WMAX ? -FLQ_WMAX : (int)v);
                         wsum[m] += q;
                     }
                     dst[j * QKS + t] = (signed char)q;
