@@ -85,6 +85,33 @@ FLQ_HELPER QVI FLQ_FN(seli)(QVI m, QVI a, QVI b)
     return (a & m) | (b & ~m);
 }
 
+/* the low byte (low int16) of each int32 lane, in lane order: a byte
+ * shuffle (a plain conversion became one extract per lane) */
+typedef unsigned char FLQ_FN(vbb) __attribute__((vector_size(FLQ_VBYTES)));
+typedef short FLQ_FN(vss) __attribute__((vector_size(FLQ_VBYTES)));
+#if FLQ_VBYTES == 16
+#define FLQ_LOW8(b) __builtin_shufflevector(b, b, 0, 4, 8, 12)
+#define FLQ_LOW16(h) __builtin_shufflevector(h, h, 0, 2, 4, 6)
+#elif FLQ_VBYTES == 32
+#define FLQ_LOW8(b) __builtin_shufflevector(b, b, 0, 4, 8, 12, 16, 20, 24, 28)
+#define FLQ_LOW16(h) __builtin_shufflevector(h, h, 0, 2, 4, 6, 8, 10, 12, 14)
+#else
+#define FLQ_LOW8(b) __builtin_shufflevector(b, b, 0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60)
+#define FLQ_LOW16(h) __builtin_shufflevector(h, h, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30)
+#endif
+
+FLQ_HELPER QVB FLQ_FN(low8)(QVI v)
+{
+    FLQ_FN(vbb) b = (FLQ_FN(vbb))v;
+    return FLQ_LOW8(b);
+}
+
+FLQ_HELPER QVS FLQ_FN(low16)(QVI v)
+{
+    FLQ_FN(vss) h = (FLQ_FN(vss))v;
+    return FLQ_LOW16(h);
+}
+
 FLQ_HELPER unsigned FLQ_FN(ld32)(const unsigned char *p)
 {
     unsigned v;
@@ -232,8 +259,8 @@ FLQ_KERNEL void FLQ_FN(qrows)(fl_idx n, fl_idx K, const float *x, fl_idx ldx,
         xs[i] = bad ? NAN : scale;
         if (FLQ_ESIZE == 1) {
             for (k = 0; k + QL <= K; k += QL) {
-                QVB b = __builtin_convertvector(
-                    FLQ_FN(levels)(FLQ_FN(ldf)(xr + k), inv, zp), QVB);
+                QVB b = FLQ_FN(low8)(
+                    FLQ_FN(levels)(FLQ_FN(ldf)(xr + k), inv, zp));
                 memcpy(qr + k, &b, sizeof b);
             }
             for (; k < K; k++) {
@@ -248,8 +275,8 @@ FLQ_KERNEL void FLQ_FN(qrows)(fl_idx n, fl_idx K, const float *x, fl_idx ldx,
         } else {
             short *sr = (short *)(void *)qr;
             for (k = 0; k + QL <= K; k += QL) {
-                QVS s = __builtin_convertvector(
-                    FLQ_FN(levels)(FLQ_FN(ldf)(xr + k), inv, zp) - zp, QVS);
+                QVS s = FLQ_FN(low16)(
+                    FLQ_FN(levels)(FLQ_FN(ldf)(xr + k), inv, zp) - zp);
                 memcpy(sr + k, &s, sizeof s);
             }
             for (; k < K; k++) {
@@ -426,6 +453,22 @@ FLQ_HELPER void FLQ_FN(qrows_panel)(fl_idx R, fl_idx KG,
 #undef QCASE
 }
 
+/* One row through whole panels [p0, p1) in one call: a matrix-vector
+ * product calls no function per panel (at batch 1 the panel calls were a
+ * fifth of a small layer's instructions). */
+FLQ_KERNEL void FLQ_FN(qgemv)(fl_idx KG, const unsigned char *xq,
+                              const float *xs, const int *xz,
+                              const signed char *pk, fl_idx p0, fl_idx p1,
+                              const float *ws, const int *wsum,
+                              const float *sh, float *y, int act)
+{
+    fl_idx p;
+    for (p = p0; p < p1; p++)
+        FLQ_FN(qtile)(1, KG, xq, 0, xs, xz, pk + p * KG * QNR * QKS,
+                      ws + p * QNR, wsum + p * QNR, sh ? sh + p * QNR : NULL,
+                      y + p * QNR, 0, act);
+}
+
 /* Output columns of panels [p0, p1) for n quantized rows (xq: ldq bytes
  * per row; xs, xz per row); ws, wsum, sh (sh may be NULL) and y at column
  * 0, y with ldy floats per row. */
@@ -440,7 +483,17 @@ FLQ_KERNEL void FLQ_FN(qgemm)(fl_idx n, fl_idx K, fl_idx M,
     const int tile_act = act == FL_ACT_RELU || act == FL_ACT_RELU6
         ? act : FL_ACT_NONE;
     float shpad[QNR], t[QMR * QNR];
+    const fl_idx pa = p0;              /* the first panel, for act below */
     fl_idx p, i, r, R, m0, nc;
+    if (n == 1 && p0 < p1) {
+        /* whole panels in one call; a partial last one below */
+        fl_idx pf = M / QNR < p1 ? M / QNR : p1;
+        if (pf > p0) {
+            FLQ_FN(qgemv)(KG, xq, xs, xz, pk, p0, pf, ws, wsum, sh, y,
+                          tile_act);
+            p0 = pf;
+        }
+    }
     for (p = p0; p < p1; p++) {
         const signed char *bp = pk + p * KG * QNR * QKS;
         const float *shp = sh ? sh + p * QNR : NULL;
@@ -467,12 +520,14 @@ FLQ_KERNEL void FLQ_FN(qgemm)(fl_idx n, fl_idx K, fl_idx M,
             }
         }
     }
-    if (act != tile_act && p1 > p0) {
-        fl_idx a0 = p0 * QNR, a1 = p1 * QNR < M ? p1 * QNR : M;
+    if (act != tile_act && p1 > pa) {
+        fl_idx a0 = pa * QNR, a1 = p1 * QNR < M ? p1 * QNR : M;
         for (i = 0; i < n; i++) FLQ_ACT_F32(y + i * ldy + a0, a1 - a0, act);
     }
 }
 
+#undef FLQ_LOW8
+#undef FLQ_LOW16
 #undef QACC
 #undef QVI
 #undef QVF
