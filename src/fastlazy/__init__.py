@@ -34,7 +34,7 @@ __all__ = ["Parameter", "ParameterDict", "Constant", "SymbolBlock",
            "FastLazyError",
            "DeferredInitializationError", "ShapeError", "ParameterFileError",
            "ParameterShapeError", "UnsupportedOperatorError",
-           "load_mxnet_export", "nn", "init", "random", "ops", "F",
+           "load_mxnet_export", "nn", "init", "random", "ops", "F", "onnx",
            "explain", "show_config",
            "set_num_threads", "get_num_threads", "__version__"]
 
@@ -51,7 +51,7 @@ def load_mxnet_export(prefix, epoch=0, *, dtype=None, symbol_file=None,
 
 
 def __getattr__(name):
-    # fl.F / fl.ops (the operator namespace) and fl.SymbolBlock, imported on
+    # fl.F / fl.ops (the operator namespace), fl.SymbolBlock and fl.onnx, imported on
     # first use: only tracing, hybrid_forward code and exported graphs need
     # them
     if name in ("F", "ops"):
@@ -60,6 +60,11 @@ def __getattr__(name):
     if name == "SymbolBlock":
         from .symbol_block import SymbolBlock
         return SymbolBlock
+    if name == "onnx":
+        # fl.onnx (ONNX files); the onnx package itself is imported only
+        # when one of its functions runs
+        import importlib
+        return importlib.import_module(".onnx", __name__)
     raise AttributeError(f"module 'fastlazy' has no attribute {name!r}")
 
 
