@@ -547,8 +547,13 @@ class _GraphWriter:
         base = self.prefix(st.op)
         shape = self._direct_binary(st, a, b)
         if shape is not None:
-            names = [v.name if isinstance(v, _Value) else self.param(v)
-                     for v in (a, b)]
+            # per-sample shapes align on the right, after the batch axis:
+            # the operand with fewer axes gets leading ones (ONNX would
+            # align its batch axis with a sample axis)
+            rank = max(len(v.shape) for v in (a, b) if isinstance(v, _Value))
+            names = [self.view(v, (1,) * (rank - len(v.shape)) + v.shape,
+                               base) if isinstance(v, _Value)
+                     else self.param(v) for v in (a, b)]
             return _Value(self.node(op, names, base), shape)
         # the step's own layout: its (up to 4) per-sample dimensions, each
         # operand's broadcast ones as 1
@@ -731,6 +736,26 @@ class _GraphWriter:
             claimed.add(t)
 
 
+_EXPORTS_WHAT = ("Export writes networks fastlazy compiles as one plan "
+                 "(fl.explain(net, input_shape) shows how a network runs)")
+
+
+def _refuse_eager(net, where):
+    """A network that runs eagerly cannot be exported: say which block's
+    code is the reason (the tracer's own words)."""
+    if net._eager_reason is not None:
+        block, reason = net._eager_reason
+        raise UnsupportedOperatorError(
+            f"fl.onnx.export: {where} cannot be exported: it runs eagerly "
+            f"because the code of '{block}' cannot be compiled ({reason}). "
+            f"{_EXPORTS_WHAT}")
+    if not net._is_plannable():
+        raise UnsupportedOperatorError(
+            f"fl.onnx.export: {where} cannot be exported: its forward() is "
+            f"Python code; derive from HybridBlock and write "
+            f"hybrid_forward(F, x) to compile it. {_EXPORTS_WHAT}")
+
+
 def _parse_input_shapes(net, input_shape, where):
     """The traced input shapes (batch 1) and whether they were given."""
     if input_shape is None:
@@ -820,9 +845,7 @@ def _trace_network(net, shapes, where):
         raise UnsupportedOperatorError(
             f"fl.onnx.export: {where} cannot be exported: the code of "
             f"{_where(failed.block)} cannot be compiled ({failed.reason}). "
-            f"Export writes networks fastlazy compiles as one plan "
-            f"(fl.explain(net, input_shape) shows how a network runs)") \
-            from None
+            f"{_EXPORTS_WHAT}") from None
     used = _used_params(builder)
     changing = [p for p in list(net.collect_params().values())
                 + list(used.values()) if not p.is_initialized]
@@ -1002,6 +1025,7 @@ def export(net, path=None, input_shape=None, opset=DEFAULT_OPSET, *,
         raise ValueError("fl.onnx.export: external_data needs a path to "
                          "write the data file beside")
     where = _where(net)
+    _refuse_eager(net, where)
     shapes = _parse_input_shapes(net, input_shape, where)
     in_names = _names(input_names, len(shapes), "data", "input_names")
     with net._lock:
