@@ -258,45 +258,48 @@ class _GraphWriter:
 
     # -- activations ------------------------------------------------------
 
-    def activation(self, x, code, alpha=0.0, beta=0.0, base="act"):
-        """Tensor ``x`` through activation ``code``; returns its name."""
+    def activation(self, x, code, alpha=0.0, beta=0.0, base="act",
+                   node=None):
+        """Tensor ``x`` through activation ``code``; returns its name.  The
+        last node is named ``node`` (default ``base`` + the activation)."""
         if code == NO_ACT:
             return x
         name = self._act_names.get(code)
+        last = node or f"{base}_{name}"
         simple = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh",
                   "softrelu": "Softplus", "softsign": "Softsign"}
         if name in simple:
-            return self.node(simple[name], [x], f"{base}_{name}")
+            return self.node(simple[name], [x], last)
         if name == "gelu":
             if self.opset >= 20:
-                return self.node("Gelu", [x], f"{base}_gelu")
+                return self.node("Gelu", [x], last)
             # the exact (erf) form: x * 0.5 * (1 + erf(x / sqrt(2)))
             t = self.node("Mul", [x, self.scalar(1.0 / math.sqrt(2.0))],
                           f"{base}_gelu_scale")
             t = self.node("Erf", [t], f"{base}_gelu_erf")
             t = self.node("Add", [t, self.scalar(1.0)], f"{base}_gelu_add")
             t = self.node("Mul", [x, t], f"{base}_gelu_mul")
-            return self.node("Mul", [t, self.scalar(0.5)], f"{base}_gelu")
+            return self.node("Mul", [t, self.scalar(0.5)], last)
         if name in ("silu", "swish"):
             s = x
             if name == "swish" and alpha != 1.0:
                 s = self.node("Mul", [x, self.scalar(alpha)],
                               f"{base}_swish_beta")
             s = self.node("Sigmoid", [s], f"{base}_{name}_sigmoid")
-            return self.node("Mul", [x, s], f"{base}_{name}")
+            return self.node("Mul", [x, s], last)
         if name == "relu6":
             return self.node("Clip", [x, self.scalar(0.0), self.scalar(6.0)],
-                             f"{base}_relu6")
+                             last)
         if name == "clip":
             return self.node("Clip", [x, self.scalar(alpha),
-                                      self.scalar(beta)], f"{base}_clip")
+                                      self.scalar(beta)], last)
         if name == "leaky":
-            return self.node("LeakyRelu", [x], f"{base}_leaky",
+            return self.node("LeakyRelu", [x], last,
                              alpha=float(alpha))
         if name == "elu":
-            return self.node("Elu", [x], f"{base}_elu", alpha=float(alpha))
+            return self.node("Elu", [x], last, alpha=float(alpha))
         if name == "selu":
-            return self.node("Selu", [x], f"{base}_selu", alpha=_SELU_ALPHA,
+            return self.node("Selu", [x], last, alpha=_SELU_ALPHA,
                              gamma=_SELU_SCALE)
         raise UnsupportedOperatorError(
             f"{self.where}: activation code {code} has no ONNX form in "
@@ -344,7 +347,7 @@ class _GraphWriter:
                 self._views[(w, "T")] = wt
             y = self.node("MatMul", [a, wt], f"{base}_fwd")
             if b:
-                y = self.node("Add", [y] + b, f"{base}_bias")
+                y = self.node("Add", [y] + b, f"{base}_add_bias")
             shape = lead + (st.M,)
         if st.bn is not None:
             bn = st.bn
@@ -494,9 +497,9 @@ class _GraphWriter:
 
     def _ActStep(self, st):
         x = self.value(st.src)
-        name = self._act_names.get(st.act, "act")
-        y = self.activation(x.name, st.act, st.alpha, st.beta,
-                            base=self.prefix(name))
+        base = self.prefix(self._act_names.get(st.act, "act"))
+        y = self.activation(x.name, st.act, st.alpha, st.beta, base=base,
+                            node=base)
         if y == x.name:
             return x
         return _Value(y, x.shape)
@@ -721,18 +724,22 @@ class _GraphWriter:
 
     def finish_outputs(self, outs, out_shapes, names):
         """Give each output its name and its exact per-sample shape."""
+        tensors = [self.view(self.value(buf), shape, name)
+                   for buf, shape, name in zip(outs, out_shapes, names)]
         consumed = {i for n in self.nodes for i in n.input}
         producers = {o: n for n in self.nodes for o in n.output}
         claimed = set()
-        for buf, shape, name in zip(outs, out_shapes, names):
-            v = self.value(buf)
-            t = self.view(v, shape, name)
+        for t, name in zip(tensors, names):
             node = producers.get(t)
             if node is not None and t not in consumed and t not in claimed:
+                # the node computing the output writes it under its name
                 node.output[list(node.output).index(t)] = name
             else:
+                # an input, a value used further, or one output twice
                 self.nodes.append(self.helper.make_node(
-                    "Identity", [t], [name], name=self._unique(f"{name}_identity", self.node_names, self._node_counters)))
+                    "Identity", [t], [name], name=self._unique(
+                        f"{name}_identity", self.node_names,
+                        self._node_counters)))
             claimed.add(t)
 
 
