@@ -84,15 +84,14 @@ def _activation_names():
 
 
 def _param_values(p):
-    """Parameter ``p``'s values as a new C-contiguous array of its logical
-    shape.  Read from the storage (a Dense weight's is transposed) without
+    """Parameter ``p``'s values as an array of its logical shape: a view of
+    its storage (a Dense weight's is stored transposed), read without
     handing out a ``data()`` view, which would count as a write and make
-    every plan reading ``p`` repack it."""
+    every plan reading ``p`` repack it.  Copied once, when written out."""
     storage = p._snapshot()[2]
     if storage is None:         # pragma: no cover - initialized before
         raise DeferredInitializationError(p._not_ready_message())
-    return np.array(storage.T if p.storage_transposed else storage,
-                    order="C", copy=True)
+    return storage.T if p.storage_transposed else storage
 
 
 class _Value:
@@ -158,8 +157,9 @@ class _GraphWriter:
         return f"{kind}{n}"
 
     def _initializer(self, array, name):
-        self.initializers.append(
-            self.onnx.numpy_helper.from_array(array, name))
+        # kept as arrays: written straight into the model at the end (an
+        # onnx TensorProto made now would be copied twice more)
+        self.initializers.append((name, array))
         self.param_bytes += array.nbytes
 
     def param(self, p):
@@ -169,8 +169,7 @@ class _GraphWriter:
             name = self.fresh(p.name)
             self.param_names[id(p)] = name
             self.param_objs[name] = p
-            self._initializer(_param_values(p).astype(self.dtype, copy=False),
-                              name)
+            self._initializer(_param_values(p), name)
         return name
 
     def const(self, values, base, dtype=None):
@@ -895,8 +894,7 @@ def _build_model(onnx, net, builder, outs, out_shapes, dtype, opset,
     w.finish_outputs(outs, per_sample, output_names)
     outputs = [vi(name, w.elem, ["N"] + list(shape))
                for name, shape in zip(output_names, per_sample)]
-    graph = onnx.helper.make_graph(w.nodes, net.name, inputs, outputs,
-                                   initializer=w.initializers)
+    graph = onnx.helper.make_graph(w.nodes, net.name, inputs, outputs)
     opsets = [onnx.helper.make_opsetid("", opset)]
     from .. import __version__
     model = onnx.helper.make_model(
@@ -905,6 +903,15 @@ def _build_model(onnx, net, builder, outs, out_shapes, dtype, opset,
         ir_version=onnx.helper.find_min_ir_version_for(opsets))
     model.doc_string = f"{type(net).__name__} '{net.name}', exported by " \
         f"fastlazy {__version__}"
+    for name, arr in w.initializers:
+        # the values copied once, into the model's own message, as
+        # little-endian raw data (ONNX's byte order)
+        t = model.graph.initializer.add()
+        t.name = name
+        t.data_type = onnx.helper.np_dtype_to_tensor_dtype(arr.dtype)
+        t.dims.extend(arr.shape)
+        t.raw_data = np.asarray(arr, arr.dtype.newbyteorder("<")) \
+            .tobytes(order="C")
     return model, w.param_bytes
 
 
