@@ -774,6 +774,21 @@ def test_input_shape_that_does_not_fit(tmp_path):
     _no_file(tmp_path)
 
 
+@pytest.mark.parametrize("pool", [
+    lambda: nn.MaxPool2D(1, 3, ceil_mode=True),
+    lambda: nn.AvgPool2D(1, 3, ceil_mode=True, count_include_pad=False)])
+def test_pooling_windows_without_input_are_refused(tmp_path, pool):
+    # fastlazy gives 0 where a window holds no input value; ONNX's pools
+    # give the lowest value (max) or divide by zero (average)
+    net = pool()
+    x = np.ones((1, 1, 5, 5), np.float32)
+    assert net(x).shape == (1, 1, 3, 3)
+    with pytest.raises(fl.UnsupportedOperatorError,
+                       match="windows with no input value"):
+        fl.onnx.export(net, tmp_path / "m.onnx")
+    _no_file(tmp_path)
+
+
 def test_not_a_block():
     with pytest.raises(TypeError, match="fastlazy Block"):
         fl.onnx.export(object(), None, input_shape=(None, 3))

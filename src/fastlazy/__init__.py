@@ -54,16 +54,17 @@ def __getattr__(name):
     # fl.F / fl.ops (the operator namespace), fl.SymbolBlock and fl.onnx, imported on
     # first use: only tracing, hybrid_forward code and exported graphs need
     # them
+    import importlib
     if name in ("F", "ops"):
-        from . import ops
-        return ops
+        # import_module, not "from . import ops": that asks this function
+        # for the attribute again before importing, without end
+        return importlib.import_module(".ops", __name__)
     if name == "SymbolBlock":
         from .symbol_block import SymbolBlock
         return SymbolBlock
     if name == "onnx":
         # fl.onnx (ONNX files); the onnx package itself is imported only
         # when one of its functions runs
-        import importlib
         return importlib.import_module(".onnx", __name__)
     raise AttributeError(f"module 'fastlazy' has no attribute {name!r}")
 

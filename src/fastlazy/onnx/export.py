@@ -386,6 +386,17 @@ class _GraphWriter:
         # fastlazy's ceil mode adds windows past the padded input: explicit
         # extra padding at the end (which never wins a maximum and is not
         # counted in an average) gives the same windows in any opset
+        for size, k, s, p, n in ((g.H, g.kh, g.sh, g.ph, g.OH),
+                                 (g.W, g.kw, g.sw, g.pw, g.OW)):
+            if k <= p or (n - 1) * s - p >= size:
+                raise UnsupportedOperatorError(
+                    f"{self.where}: a {'max' if st.is_max else 'average'} "
+                    f"pooling of window ({g.kh}, {g.kw}), strides "
+                    f"({g.sh}, {g.sw}), padding ({g.ph}, {g.pw}) over "
+                    f"{g.H}x{g.W} has windows with no input value, which "
+                    f"fastlazy sets to 0 and ONNX's pooling operators do "
+                    f"not; use a window larger than the padding (and, in "
+                    f"ceil mode, strides no larger than the window)")
         eh = max(0, (g.OH - 1) * g.sh + g.kh - (g.H + 2 * g.ph))
         ew = max(0, (g.OW - 1) * g.sw + g.kw - (g.W + 2 * g.pw))
         window = dict(kernel_shape=[g.kh, g.kw], strides=[g.sh, g.sw])
