@@ -577,6 +577,14 @@ def test_random_mlps_match_onnx_runtime(units, acts, k, batch, seed):
 # What the file holds and how it is written
 
 
+def test_every_step_kind_has_an_onnx_form():
+    from fastlazy import _steps
+    from fastlazy.onnx.export import _EMITTERS
+    kinds = {getattr(_steps, n) for n in _steps.__all__
+             if n.endswith("Step") and n != "StepBuilder"}
+    assert kinds == set(_EMITTERS)
+
+
 def test_export_without_path_returns_the_checked_model():
     net = nn.Dense(3, in_units=4)
     net.initialize()
@@ -631,8 +639,10 @@ def test_onnx_is_imported_only_by_export(tmp_path):
         import sys
         import fastlazy as fl
         import fastlazy.onnx
+        import fastlazy.onnx.export
         from fastlazy import nn
         assert "onnx" not in sys.modules
+        assert callable(fl.onnx.export), fl.onnx.export
         net = nn.Dense(2, in_units=3)
         net.initialize()
         fl.onnx.export(net, {str(tmp_path / "m.onnx")!r}, (None, 3))

@@ -1,18 +1,13 @@
 """ONNX files: :func:`export` writes a network fastlazy compiles as a
-standard ONNX model.
+standard ONNX model (see docs/onnx.md).
 
 Needs the ``onnx`` package (``pip install 'fastlazy[onnx]'``), which is
-imported only when a function here runs: ``import fastlazy.onnx`` is free.
+imported only when a function here runs: ``import fastlazy.onnx`` does not
+import it.
 """
 
+# Bound here, once the submodule is imported: the name ``export`` is then
+# the function, never the submodule of the same name.
+from .export import export
+
 __all__ = ["export"]
-
-
-def __getattr__(name):
-    # the function lives in the submodule of the same name: importing it
-    # binds the submodule to this name, so the function is put back
-    if name == "export":
-        from .export import export as function
-        globals()[name] = function
-        return function
-    raise AttributeError(f"module 'fastlazy.onnx' has no attribute {name!r}")

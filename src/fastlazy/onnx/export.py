@@ -117,18 +117,17 @@ class _GraphWriter:
         self.where = where
         self.nodes = []
         self.initializers = []
-        self.taken = set()          # every tensor and node name in use
-        self.param_names = {}       # id(Parameter) -> initializer name
-        self.param_objs = {}        # initializer name -> Parameter
         self.param_bytes = 0
-        self.bufs = {}              # buffer -> _Value, or Parameter
-        self._views = {}            # (tensor, shape) -> tensor
-        self._consts = {}           # (kind, key) -> initializer name
-        self._act_names = _activation_names()
+        self.taken = set()          # tensor names in use
         self._counters = {}
-        self.node_names = set()     # node names (their own namespace)
+        self.node_names = set()     # node names (a namespace of their own)
         self._node_counters = {}
-        self._kinds = {}
+        self._kinds = {}            # kind -> nodes named so far (concat0..)
+        self.param_names = {}       # id(Parameter) -> initializer name
+        self.bufs = {}              # buffer -> _Value, or Parameter
+        self._views = {}            # (tensor, shape) -> tensor of that view
+        self._consts = {}           # (dtype, shape, bytes) -> initializer
+        self._act_names = _activation_names()
 
     # -- names, constants, parameters -------------------------------------
 
@@ -168,7 +167,6 @@ class _GraphWriter:
         if name is None:
             name = self.fresh(p.name)
             self.param_names[id(p)] = name
-            self.param_objs[name] = p
             self._initializer(_param_values(p), name)
         return name
 
@@ -307,12 +305,13 @@ class _GraphWriter:
     # -- steps ----------------------------------------------------------
 
     def emit(self, st):
-        method = getattr(self, "_" + type(st).__name__, None)
+        """Write step ``st``'s nodes; its output buffer becomes a tensor."""
+        method = _EMITTERS.get(type(st))
         if method is None:
             raise UnsupportedOperatorError(
                 f"{self.where}: the step {type(st).__name__} has no ONNX "
                 f"form in fastlazy's exporter")
-        self.bufs[st.dst] = method(st)
+        self.bufs[st.dst] = method(self, st)
 
     def _base(self, p, kind):
         """A node name from a parameter's (``dense0_weight`` -> ``dense0``),
@@ -752,6 +751,21 @@ class _GraphWriter:
                         self._node_counters)))
             claimed.add(t)
 
+
+#: the method writing each step kind
+_EMITTERS = {
+    DenseStep: _GraphWriter._DenseStep, ConvStep: _GraphWriter._ConvStep,
+    PoolStep: _GraphWriter._PoolStep,
+    BatchNormStep: _GraphWriter._BatchNormStep,
+    LayerNormStep: _GraphWriter._LayerNormStep,
+    ActStep: _GraphWriter._ActStep, BinaryStep: _GraphWriter._BinaryStep,
+    ScalarStep: _GraphWriter._ScalarStep,
+    ConcatStep: _GraphWriter._ConcatStep,
+    SliceStep: _GraphWriter._SliceStep,
+    ReduceStep: _GraphWriter._ReduceStep,
+    SoftmaxStep: _GraphWriter._SoftmaxStep,
+    PReluStep: _GraphWriter._PReluStep, CopyStep: _GraphWriter._CopyStep,
+}
 
 _EXPORTS_WHAT = ("Export writes networks fastlazy compiles as one plan "
                  "(fl.explain(net, input_shape) shows how a network runs)")
