@@ -573,6 +573,87 @@ def test_random_mlps_match_onnx_runtime(units, acts, k, batch, seed):
     np.testing.assert_allclose(got, net(x), rtol=1e-4, atol=1e-5)
 
 
+class Shared(nn.HybridBlock):
+    """One Dense layer applied twice: one initializer, two Gemms."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        with self.name_scope():
+            self.dense = nn.Dense(6, in_units=6, activation="tanh")
+
+    def hybrid_forward(self, F, x):
+        return self.dense(self.dense(x)) + x
+
+
+def test_a_layer_applied_twice_is_one_initializer(tmp_path):
+    net = Shared()
+    net.initialize(init.Uniform(0.5))
+    model = check_export(net, tmp_path, normal(6), input_shape=(None, 6))
+    assert ops_of(model).count("Gemm") == 2
+    assert len(model.graph.initializer) == 2
+
+
+@st.composite
+def programs(draw):
+    """A random graph over 2-D values: Dense layers, residual adds,
+    concatenations, slices, broadcasts against a reduction, softmax."""
+    prog = []
+    for i in range(draw(st.integers(1, 6))):
+        prog.append((draw(st.sampled_from(["dense", "add", "concat", "slice",
+                                           "scale", "softmax"])),
+                     draw(st.integers(0, i)), draw(st.integers(0, i)),
+                     draw(st.integers(1, 7)),
+                     draw(st.sampled_from([None, "relu", "tanh"]))))
+    return prog
+
+
+class Program(nn.HybridBlock):
+    def __init__(self, prog):
+        super().__init__()
+        self.prog = prog
+        with self.name_scope():
+            self.layers = nn.HybridSequential()
+            for kind, _, _, units, act in prog:
+                self.layers.add(nn.Dense(units, activation=act)
+                                if kind == "dense" else nn.Identity())
+
+    def hybrid_forward(self, F, x):
+        vals = [x]
+        for (kind, a, b, units, _), layer in zip(self.prog, self.layers):
+            va, vb = vals[a], vals[b]
+            if kind == "dense":
+                v = layer(va)
+            elif kind == "add" and va.shape[1] == vb.shape[1]:
+                v = va + vb
+            elif kind in ("add", "concat"):
+                v = F.concat(va, vb, dim=1)
+            elif kind == "slice":
+                n = va.shape[1]
+                v = F.slice_axis(va, axis=1, begin=n // 2, end=n)
+            elif kind == "scale":
+                v = F.broadcast_mul(va, F.sum(F.relu(vb), axis=1,
+                                              keepdims=True))
+            else:
+                v = F.softmax(va, axis=-1)
+            vals.append(v)
+        return vals[-1]
+
+
+@settings(max_examples=30, deadline=None)
+@given(prog=programs(), k=st.integers(1, 6), batch=st.integers(1, 5),
+       seed=st.integers(0, 2 ** 31 - 1))
+def test_random_graphs_match_onnx_runtime(prog, k, batch, seed):
+    net = Program(prog)
+    net.initialize(init.Uniform(0.5))
+    model = fl.onnx.export(net, None, input_shape=(None, k))
+    x = np.random.default_rng(seed).standard_normal((batch, k)) \
+        .astype(np.float32)
+    want = net(x)
+    assert net._eager_reason is None
+    np.testing.assert_allclose(ort_run(model, x)[0], want, rtol=1e-4,
+                               atol=1e-5)
+
+
 # ---------------------------------------------------------------------------
 # What the file holds and how it is written
 
