@@ -3,7 +3,7 @@
 overhead and thread oversubscription; prints Markdown tables and draws
 docs/scale-out.png.
 
-    python benches/scale_out.py              # ~3 minutes on 2 cores
+    python benches/scale_out.py              # ~15 minutes on 2 cores
     python benches/scale_out.py --rounds 5   # more rounds per cell
     python benches/scale_out.py --quick      # fewer rows and chunk sizes
 
@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+TASKS = 400             # most tasks in one job of the scaling table
 REPO = HERE.parent
 
 
@@ -98,9 +99,14 @@ def main():
           f"kernels {fl.show_config(file=open(os.devnull, 'w'))['kernels']}",
           flush=True)
 
+    # rows per job: up to several seconds of scoring for 1 worker, so that
+    # what a job pays once (shipping the network, the first task's plan,
+    # the graph's submission) does not hide what scales with the rows; at
+    # most TASKS tasks per job, so the small chunks measure the per-task
+    # cost without hours of it
     plans = {
-        "textbook": (2_000_000, [1_000, 4_000, 16_000, 64_000, 250_000]),
-        "C3": (40_000, [50, 200, 1_000, 5_000]),
+        "textbook": (8_000_000, [1_000, 4_000, 16_000, 64_000, 250_000]),
+        "C3": (160_000, [50, 200, 1_000, 5_000]),
     }
     if args.quick:
         plans = {"textbook": (500_000, [4_000, 64_000]),
@@ -180,11 +186,12 @@ def main():
                                        atol=1e-4 * np.abs(ref).max())
 
         # -- 1 versus 2 workers, by chunk size ------------------------------
-        for name, (rows, chunk_list) in plans.items():
+        for name, (max_rows, chunk_list) in plans.items():
             net, layers = peers.build(name)
             k = peers.in_units(name)
-            results["scaling"][name] = {"rows": rows, "cells": []}
+            results["scaling"][name] = {"rows": max_rows, "cells": []}
             for chunk in chunk_list:
+                rows = min(max_rows, chunk * TASKS)
                 X1, f1 = peers.placed_input(client, 0, rows, chunk, k, one)
                 X2, f2 = peers.placed_input(client, 1, rows, chunk, k,
                                             workers)
@@ -198,7 +205,8 @@ def main():
                     t2.append(run(Y2, None))
                 r1 = rows / statistics.median(t1)
                 r2 = rows / statistics.median(t2)
-                cell = {"chunk": chunk, "tasks": -(-rows // chunk),
+                cell = {"chunk": chunk, "rows": rows,
+                        "tasks": -(-rows // chunk),
                         "rows_s_1w": r1, "rows_s_2w": r2,
                         "speedup": r2 / r1,
                         "other_load": statistics.median(other)}
@@ -296,7 +304,7 @@ def print_tables(res):
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, s in res["scaling"].items():
         for c in s["cells"]:
-            print(f"| {name} | {s['rows']:,} | {c['chunk']:,} | {c['tasks']:,}"
+            print(f"| {name} | {c['rows']:,} | {c['chunk']:,} | {c['tasks']:,}"
                   f" | {c['rows_s_1w']:,.0f} | {c['rows_s_2w']:,.0f} | "
                   f"{c['speedup']:.2f} | {c['other_load']:.2f} |")
     print("\nPer-task overhead: the smallest chunk within 10% of the best "

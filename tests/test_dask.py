@@ -88,6 +88,40 @@ def test_array_unknown_row_chunks_are_fine():
     close(fd.predict(net, Xu).compute(), net(x))
 
 
+@pytest.mark.parametrize("shape,chunks", [((300, 20), (100, 20)),
+                                          ((90, 1, 8, 8), (30, 1, 8, 8))])
+def test_array_tasks_do_not_copy_their_block(monkeypatch, shape, chunks):
+    """A task scores its block as it is: the block is not passed through
+    Dask's concatenation (a copy of the whole block) on the way in."""
+    import dask.array.core
+    if len(shape) == 2:
+        net = make_net()
+    else:
+        net = nn.Sequential()
+        net.add(nn.Conv2D(2, 3), nn.Flatten(), nn.Dense(3))
+        net.initialize()
+    x = rows(int(np.prod(shape)) // shape[-1], features=shape[-1]) \
+        .reshape(shape)
+    copies, seen = [], []
+    concat = dask.array.core.concatenate_axes
+    real = fd._predict_local
+
+    def counting_concat(*args, **kwargs):
+        copies.append(1)
+        return concat(*args, **kwargs)
+
+    def spy(net_, block, batch_size=None):
+        seen.append(type(block))
+        return real(net_, block, batch_size=batch_size)
+
+    monkeypatch.setattr(dask.array.core, "concatenate_axes", counting_concat)
+    monkeypatch.setattr(fd, "_predict_local", spy)
+    y = fd.predict(net, da.from_array(x, chunks=chunks)).compute(
+        scheduler="sync")
+    assert copies == [] and seen == [np.ndarray] * 3
+    close(y, net(x))
+
+
 def test_array_conv_network_rows_of_any_shape():
     fl.random.seed(1)
     net = nn.Sequential()

@@ -279,9 +279,23 @@ cdef inline bint _packed_wins(Py_ssize_t rows, Py_ssize_t K,
     64 x 64, 100 x 100) take 0.63-0.88x from 8 rows and tie below.  With
     AVX2 (against OpenBLAS's Haswell kernels, OPENBLAS_CORETYPE=Haswell):
     0.46-0.94x on the big layers, 0.87-0.95x on the 4k-32k ones from 8 rows
-    (1.0-1.3x below).  One row stays a matrix-vector product."""
-    if rows < 2 or M < 64:
+    (1.0-1.3x below).  One row stays a matrix-vector product.
+
+    Layers narrower than 64 outputs go packed from 32 rows when their last
+    panel is more than half used (AVX2's 16-column panels: 10, 16, 32, 48
+    outputs; AVX-512's 32-column ones: 32 but not 10): measured with AVX2
+    (Zen 3, benches/sweep_routes.py and the textbook network), K=256/512 x
+    M=10 took 0.6-0.9x the better other route from 8-32 rows (the textbook
+    network: 1.2x slower at 8 rows, equal at 64), and the textbook
+    network on 64,000 rows 0.85x; with 24 or 40 outputs (a half-used panel)
+    the small kernel stayed ahead."""
+    cdef Py_ssize_t tail
+    if rows < 2:
         return False
+    if M < 64:
+        tail = M % fl_kt.nr_f32
+        return rows >= 32 and K * M >= (1 << 11) and \
+            (tail == 0 or 2 * tail > fl_kt.nr_f32)
     return K * M >= (1 << 15) or (rows >= 8 and K * M >= (1 << 12))
 
 

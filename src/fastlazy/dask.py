@@ -140,7 +140,13 @@ def _follow_worker_threads():
 
 
 def _score_block(x, shipped, batch_size):
-    """One task: the network on one block of rows (shape (rows, *sample))."""
+    """One task: the network on one block of rows (shape (rows, *sample)).
+
+    The sample axes are one chunk each, and blockwise hands their single
+    block over in nested one-element lists (one level per sample axis)
+    rather than concatenating it, which would copy the whole block."""
+    while isinstance(x, list):
+        x, = x
     _follow_worker_threads()
     _stats["tasks"] += 1
     return _predict_local(shipped.net, x, batch_size=batch_size)
@@ -266,7 +272,7 @@ def _predict_array(net, X, batch_size):
     out_ind = "i" + "abcdefgh"[:len(out_sample)]
     return da.blockwise(
         _score_block, out_ind, X, in_ind, shipped, None, batch_size, None,
-        new_axes=dict(zip(out_ind[1:], out_sample)), concatenate=True,
+        new_axes=dict(zip(out_ind[1:], out_sample)), concatenate=False,
         dtype=out_dtype, meta=np.empty((0,) * len(out_ind), out_dtype),
         name="fastlazy-predict-" + tokenize(token, X.name, batch_size))
 
