@@ -943,3 +943,31 @@ def test_round_trip_several_inputs_and_outputs(tmp_path):
     y = rng.standard_normal((5, 3)).astype(np.float32)
     for got, want in zip(back(x, y), net(x, y)):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name,fn", OPS, ids=[o[0] for o in OPS])
+def test_round_trip_operators(tmp_path, name, fn):
+    load = _load()
+    net = nn.HybridLambda(fn)
+    path = fl.onnx.export(net, tmp_path / "m.onnx",
+                          input_shape=(None, 4, 5, 6))
+    back = load(path)
+    for batch in (1, 7):
+        x, = normal(4, 5, 6)(batch)
+        np.testing.assert_allclose(back(x), net(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name,make,shape", LAYERS,
+                         ids=[a[0] for a in LAYERS])
+def test_round_trip_layers(tmp_path, name, make, shape):
+    load = _load()
+    net = make()
+    net.initialize(init.Uniform(0.5))
+    net.build((None,) + shape)
+    randomize_bn(net)
+    path = fl.onnx.export(net, tmp_path / "m.onnx",
+                          input_shape=(None,) + shape)
+    back = load(path)
+    for batch in (1, 7):
+        x, = normal(*shape, scale=2.0)(batch)
+        np.testing.assert_allclose(back(x), net(x), rtol=1e-4, atol=1e-5)

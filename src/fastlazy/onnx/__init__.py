@@ -1,13 +1,41 @@
-"""ONNX files: :func:`export` writes a network fastlazy compiles as a
-standard ONNX model (see docs/onnx.md).
+"""ONNX files in and out: ``fl.onnx.load`` and ``fl.onnx.export``.
 
-Needs the ``onnx`` package (``pip install 'fastlazy[onnx]'``), which is
-imported only when a function here runs: ``import fastlazy.onnx`` does not
-import it.
+``fl.onnx.load(path)`` turns an ONNX model (written by ``torch.onnx.export``,
+skl2onnx, ...) into a compiled fastlazy block; ``fl.onnx.export(net, path)``
+writes a fastlazy network as an ONNX model.  Both need the ``onnx`` package
+(``pip install fastlazy[onnx]``), which is imported only when one of them
+runs: ``import fastlazy`` never imports this package, and importing this
+package does not import ``onnx``.
+
+The functions have the names of their modules (``fastlazy/onnx/load.py``
+holds ``load``).  Python's import system binds a submodule to its package's
+attribute of the same name once it is imported, which would replace the
+function ``fl.onnx.load`` by the module; the package's module class below
+keeps the function there.
 """
 
-# Bound here, once the submodule is imported: the name ``export`` is then
-# the function, never the submodule of the same name.
-from .export import export
+import sys
+import types
 
-__all__ = ["export"]
+from .export import export
+from .load import OnnxBlock, load
+
+__all__ = ["load", "export", "OnnxBlock"]
+
+#: attribute -> the module that defines a function of that name
+_FUNCTIONS = {"load": "load", "export": "export"}
+
+
+class _Package(types.ModuleType):
+    """``fastlazy.onnx``: ``load`` and ``export`` stay functions when their
+    modules are imported (see the module docstring)."""
+
+    def __setattr__(self, name, value):
+        if name in _FUNCTIONS and isinstance(value, types.ModuleType) \
+                and hasattr(value, name):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+

@@ -408,14 +408,24 @@ class _GraphWriter:
                           **window)
         else:
             # the average counts the symmetric padding but not the ceil
-            # mode's extra windows: pad with zeros first, then average
-            # without counting the rest
-            padded = self.node(
-                "Pad", [a, self.const(np.array([0, 0, g.ph, g.pw, 0, 0, g.ph,
-                                                g.pw], np.int64), "pads",
-                                      np.int64)], f"{base}_pad")
-            y = self.node("AveragePool", [padded], base,
-                          pads=[0, 0, eh, ew], count_include_pad=0, **window)
+            # mode's extra windows: the average over the input values only
+            # (count_include_pad=0, which every reader takes alike),
+            # rescaled by a constant per output position from that count
+            # to fastlazy's (the window clipped to the padded input)
+            y = self.node("AveragePool", [a], f"{base}_inside", pads=pads,
+                          count_include_pad=0, **window)
+
+            def counts(n, size, k, s, p):
+                start = np.arange(n) * s - p
+                inside = np.minimum(start + k, size) - np.maximum(start, 0)
+                padded = np.minimum(start + k, size + p) - start
+                return inside, padded
+            ih, ph = counts(g.OH, g.H, g.kh, g.sh, g.ph)
+            iw, pw = counts(g.OW, g.W, g.kw, g.sw, g.pw)
+            scale = np.outer(ih, iw) / np.outer(ph, pw)
+            y = self.node("Mul", [y, self.const(scale,
+                                                f"{base}_count_scale")],
+                          base)
         return _Value(y, shape)
 
     def _ones_or(self, p, c, fill, base):
@@ -440,12 +450,31 @@ class _GraphWriter:
             y = self.node("BatchNormalization", [self.view(x, shape, base)]
                           + ins, f"{base}_fwd", epsilon=float(eps))
             return y, shape
-        # channels after other axes: the batch and the axes before the
-        # channels become one axis, normalized per channel, then undone
-        a = self.reshape(x.name, [-1, c, inner], base)
-        y = self.node("BatchNormalization", [a] + ins, f"{base}_fwd",
-                      epsilon=float(eps))
-        return self.reshape(y, [-1] + list(s), f"{base}_back"), s
+        # channels after other axes: BatchNormalization wants them on axis
+        # 1, so the same arithmetic over the same four parameters,
+        # (x - mean) * (gamma / sqrt(var + eps)) + beta, per channel
+        if inner == 1:
+            shape = s if s and s[-1] == c and prod(s[:-1]) == outer else \
+                (outer, c)
+            pshape = (c,)
+        else:
+            shape, pshape = (outer, c, inner), (c, 1)
+        a = self.view(x, shape, base)
+        std = self.node("Sqrt", [self.node("Add", [ins[3], self.scalar(eps)],
+                                           f"{base}_var_eps")],
+                        f"{base}_std")
+        factor = self.node("Div", [ins[0], std], f"{base}_factor")
+
+        def per_channel(t, what):
+            return self.reshape(t, list(pshape), f"{base}_{what}") \
+                if pshape != (c,) else t
+        y = self.node("Sub", [a, per_channel(ins[2], "mean")],
+                      f"{base}_centre")
+        y = self.node("Mul", [y, per_channel(factor, "factor")],
+                      f"{base}_scale")
+        y = self.node("Add", [y, per_channel(ins[1], "beta")],
+                      f"{base}_fwd")
+        return y, shape
 
     def _BatchNormStep(self, st):
         y, shape = self._batchnorm(self.value(st.src), st.gamma, st.beta,
@@ -471,26 +500,20 @@ class _GraphWriter:
                 y = self._layernorm_nodes(a, gamma, beta, len(last), (c,),
                                           st.eps, base)
             return _Value(y, last)
+        # normalized over an axis that is not the last: LayerNormalization
+        # covers every axis from its own, so the arithmetic over that one
+        # (no transposes: a runtime or reader needs none)
         shape = (st.outer, c, st.inner)
         a = self.view(x, shape, base)
-        if self.opset >= 17:
-            t = self.node("Transpose", [a], f"{base}_to_last",
-                          perm=[0, 1, 3, 2])
-            t = self.node("LayerNormalization", [t, gamma, beta],
-                          f"{base}_fwd", axis=-1, epsilon=float(st.eps))
-            y = self.node("Transpose", [t], f"{base}_from_last",
-                          perm=[0, 1, 3, 2])
-        else:
-            y = self._layernorm_nodes(a, gamma, beta, 2, (c, 1), st.eps,
-                                      base)
+        y = self._layernorm_nodes(a, gamma, beta, 2, (c, 1), st.eps, base)
         return _Value(y, shape)
 
     def _layernorm_nodes(self, a, gamma, beta, axis, pshape, eps, base):
         """LayerNorm over ``axis`` of ``a`` without LayerNormalization
-        (opsets before 17): mean, variance, scale and shift."""
+        (opsets before 17, or an axis that is not the last): mean,
+        variance, scale and shift."""
         def reduce_mean(t, name):
-            return self.node("ReduceMean", [t], name, axes=[axis],
-                             keepdims=1)
+            return self.reduce("ReduceMean", t, [axis], True, name)
         mean = reduce_mean(a, f"{base}_mean")
         d = self.node("Sub", [a, mean], f"{base}_centre")
         var = reduce_mean(self.node("Mul", [d, d], f"{base}_square"),
@@ -677,21 +700,30 @@ class _GraphWriter:
         else:
             name = self.view(x, (st.outer, st.mid, st.inner), base)
             axes = [2]
+            first, last = 1, 1
+            s = (st.outer, st.mid, st.inner)
             shape = (st.outer, st.inner)
+        # a sample reduced to one value keeps an axis: (N, 1), not (N,)
+        keep = not shape
+        if keep:
+            shape = s[:first] + (1,) * (last - first + 1) + s[last + 1:]
         op = {"sum": "ReduceSum", "mean": "ReduceMean",
               "max": "ReduceMax"}.get(st.op)
         if op is None:
             raise UnsupportedOperatorError(
                 f"{self.where}: the reduction {st.op!r} has no ONNX form "
                 f"in fastlazy's exporter")
-        # ReduceSum takes its axes as an input from opset 13, the others
-        # from opset 18
+        return _Value(self.reduce(op, name, axes, keep, base), shape)
+
+    def reduce(self, op, x, axes, keepdims, base):
+        """``op`` (ReduceSum, ReduceMean, ReduceMax) of ``x`` over
+        ``axes``: ReduceSum takes its axes as an input from opset 13, the
+        others from opset 18."""
         if op == "ReduceSum" or self.opset >= 18:
-            y = self.node(op, [name, self.axes_const(axes)], base,
-                          keepdims=0)
-        else:
-            y = self.node(op, [name], base, axes=axes, keepdims=0)
-        return _Value(y, shape)
+            return self.node(op, [x, self.axes_const(axes)], base,
+                             keepdims=int(keepdims))
+        return self.node(op, [x], base, axes=list(axes),
+                         keepdims=int(keepdims))
 
     def _SoftmaxStep(self, st):
         x = self.value(st.src)
