@@ -111,8 +111,14 @@ def main():
     if args.quick:
         plans = {"textbook": (500_000, [4_000, 64_000]),
                  "C3": (10_000, [200, 2_000])}
-    peer_chunk = {"textbook": 64_000 if not args.quick else 64_000,
-                  "C3": 1_000 if not args.quick else 2_000}
+    # the peers by chunk size: the per-task cost is the same for every
+    # peer, so it weighs most on the fastest, and larger chunks show what
+    # each computes
+    peer_chunks = {"textbook": [64_000, 250_000, 1_000_000],
+                   "C3": [1_000, 5_000]}
+    if args.quick:
+        peer_chunks = {"textbook": [64_000], "C3": [2_000]}
+    peer_chunk = {name: c[0] for name, c in peer_chunks.items()}
 
     cluster = LocalCluster(n_workers=2, threads_per_worker=1,
                            processes=True, host="127.0.0.1",
@@ -217,35 +223,38 @@ def main():
                       flush=True)
                 del X1, X2, Y1, Y2, f1, f2
 
-        # -- peers on Dask, 2 workers --------------------------------------
+        # -- peers on Dask, 2 workers, by chunk size -----------------------
         for name, (rows, _) in plans.items():
             net, layers = peers.build(name)
             k = peers.in_units(name)
-            chunk = peer_chunk[name]
-            X, fx = peers.placed_input(client, 2, rows, chunk, k, workers)
-            graphs = {"fastlazy": fd.predict(net, X),
-                      "NumPy (map_blocks)": peers.numpy_on_dask(layers, X),
-                      "ONNX Runtime (map_blocks)": peers.ort_on_dask(layers,
-                                                                      X)}
-            times = {p: [] for p in graphs}
-            for p, Y in graphs.items():
-                check(Y, layers, X, None)
-                run(Y, None)
-            other.clear()
-            for _ in range(args.rounds):
+            results["peers"][name] = []
+            for chunk in peer_chunks[name]:
+                X, fx = peers.placed_input(client, 2, rows, chunk, k,
+                                           workers)
+                graphs = {"fastlazy": fd.predict(net, X),
+                          "NumPy (map_blocks)": peers.numpy_on_dask(layers,
+                                                                    X),
+                          "ONNX Runtime (map_blocks)":
+                              peers.ort_on_dask(layers, X)}
+                times = {p: [] for p in graphs}
                 for p, Y in graphs.items():
-                    times[p].append(run(Y, None))
-            fl_rate = rows / statistics.median(times["fastlazy"])
-            results["peers"][name] = {
-                "chunk": chunk, "rows": rows,
-                "other_load": statistics.median(other),
-                "rows_s": {p: rows / statistics.median(t)
-                           for p, t in times.items()}}
-            for p, t in times.items():
-                r = rows / statistics.median(t)
-                print(f"{name} peers, chunk {chunk}: {p:<26} {r:12,.0f} "
-                      f"rows/s  fastlazy x{fl_rate / r:.2f}", flush=True)
-            del X, graphs, fx
+                    check(Y, layers, X, None)
+                    run(Y, None)
+                other.clear()
+                for _ in range(args.rounds):
+                    for p, Y in graphs.items():
+                        times[p].append(run(Y, None))
+                fl_rate = rows / statistics.median(times["fastlazy"])
+                results["peers"][name].append({
+                    "chunk": chunk, "rows": rows,
+                    "other_load": statistics.median(other),
+                    "rows_s": {p: rows / statistics.median(t)
+                               for p, t in times.items()}})
+                for p, t in times.items():
+                    r = rows / statistics.median(t)
+                    print(f"{name} peers, chunk {chunk}: {p:<26} {r:12,.0f} "
+                          f"rows/s  fastlazy x{fl_rate / r:.2f}", flush=True)
+                del X, graphs, fx
 
         # -- oversubscription: workers x fastlazy threads -------------------
         name = "textbook"
@@ -317,11 +326,12 @@ def print_tables(res):
     print("\n| network | chunk rows | peer (2 workers x 1 thread) | rows/s |"
           " fastlazy / peer | other load (cores) |")
     print("|---|---:|---|---:|---:|---:|")
-    for name, p in res["peers"].items():
-        f = p["rows_s"]["fastlazy"]
-        for peer, r in p["rows_s"].items():
-            print(f"| {name} | {p['chunk']:,} | {peer} | {r:,.0f} | "
-                  f"{f / r:.2f} | {p['other_load']:.2f} |")
+    for name, cells in res["peers"].items():
+        for p in cells:
+            f = p["rows_s"]["fastlazy"]
+            for peer, r in p["rows_s"].items():
+                print(f"| {name} | {p['chunk']:,} | {peer} | {r:,.0f} | "
+                      f"{f / r:.2f} | {p['other_load']:.2f} |")
     print(f"\nOversubscription (other load "
           f"{res.get('oversub_other_load', float('nan')):.2f} cores):")
     print("\n| textbook network, same rows | rows/s | relative |")
