@@ -923,3 +923,15 @@ def test_sklearn_mlp_classifier_here(tmp_path):
     net = fl.onnx.load(model, outputs=["probabilities"])
     close(net(x), clf.predict_proba(x), rtol=1e-4)
     close(net(x[:1]), ort_run(model, x[:1], outputs=["probabilities"])[0])
+
+
+def test_readme_lists_every_operator():
+    readme = pathlib.Path(__file__).parent.parent / "README.md"
+    if not readme.exists():
+        pytest.skip("no README.md beside the tests")
+    text = readme.read_text()
+    section = text[text.index("## Coming from ONNX"):
+                   text.index("## Scoring large data")]
+    from fastlazy.onnx.load import supported_operators
+    missing = [op for op in supported_operators() if f"`{op}`" not in section]
+    assert not missing, f"README's ONNX section lacks {missing}"

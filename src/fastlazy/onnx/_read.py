@@ -144,10 +144,12 @@ def tensor_dims(t, where):
     dims = tuple(int(d) for d in t.dims)
     if any(d < 0 for d in dims):
         raise ParameterFileError(f"{where}: negative dimension in {dims}")
-    if prod(dims) > MAX_ELEMENTS:
+    if prod(dims) > MAX_ELEMENTS or any(d > MAX_ELEMENTS for d in dims) \
+            or len(dims) > 32:
         raise ParameterFileError(
-            f"{where}: declares {prod(dims)} values {dims}, more than "
-            f"fastlazy reads from one tensor ({MAX_ELEMENTS})")
+            f"{where}: declares dimensions {dims}, beyond what fastlazy "
+            f"reads from one tensor (at most {MAX_ELEMENTS} values, 32 "
+            f"axes)")
     return dims
 
 
@@ -177,11 +179,12 @@ class Tensors:
         if t.HasField("segment"):
             raise ParameterFileError(f"{where} is a segment of a larger "
                                      f"tensor, which fastlazy does not read")
+        # (each read of a bytes field of the message copies it: once)
+        raw = t.raw_data if int(t.data_location) != 1 else b""
         if int(t.data_location) == 1:
             raw = self._external(t, where, count * stored.itemsize)
             values = np.frombuffer(raw, dtype=stored)
-        elif len(t.raw_data) or count == 0:
-            raw = t.raw_data
+        elif len(raw) or count == 0:
             if len(raw) != count * stored.itemsize:
                 raise ParameterFileError(
                     f"{where} declares {dims} ({count} values of "

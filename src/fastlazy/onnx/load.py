@@ -28,6 +28,7 @@ model raises :class:`~fastlazy.ParameterFileError`, contradicting shapes
 """
 
 import heapq
+import itertools
 import math
 import os
 from collections import Counter
@@ -303,8 +304,9 @@ class _Walk:
         the initializer ``const`` comes from; returns its key."""
         array = _float(array)
         base = const.name or f"{n.name}_{role}"
-        keys = [base] + [f"{base}_{role}" + (str(i) if i > 1 else "")
-                         for i in range(1, 1000)]
+        keys = itertools.chain([base], (
+            f"{base}_{role}" + (str(i) if i > 1 else "")
+            for i in range(1, 1000)))
         for key in keys:
             if key in self.arrays:
                 old = self.arrays[key]
@@ -2094,7 +2096,9 @@ def load(path_or_model, input_shape=None, *, outputs=None, dtype="float32",
             "shapes": tuple(m.shapes[i] for i in m.program.inputs)}
     net = OnnxBlock._from_onnx(m.program, dtype, name, info)
     from ..io import assign_arrays
-    assign_arrays(net, [(key, arr, f"'{key}'")
+    # in the network's dtype first: a weight stored transposed is then
+    # filled by one blocked transposing copy (Parameter.set_data)
+    assign_arrays(net, [(key, np.asarray(arr, dtype=dtype), f"'{key}'")
                         for key, arr in m.walk.arrays.items()],
                   where, cast_dtype=True)
     report, out_shapes = _report(net, m)
