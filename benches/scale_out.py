@@ -3,7 +3,7 @@
 overhead and thread oversubscription; prints Markdown tables and draws
 docs/scale-out.png.
 
-    python benches/scale_out.py              # ~3 minutes on 2 cores
+    python benches/scale_out.py              # ~15 minutes on 2 cores
     python benches/scale_out.py --rounds 5   # more rounds per cell
     python benches/scale_out.py --quick      # fewer rows and chunk sizes
 
@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+TASKS = 400             # most tasks in one job of the scaling table
 REPO = HERE.parent
 
 
@@ -75,6 +76,10 @@ def main():
                     metavar="SECONDS",
                     help="before each round wait up to SECONDS for other "
                          "processes to leave the CPUs (default 0)")
+    ap.add_argument("--nets", default="textbook,C3",
+                    help="networks to run (default: textbook,C3)")
+    ap.add_argument("--parts", default="scaling,peers,oversub",
+                    help="parts to run (default: scaling,peers,oversub)")
     ap.add_argument("--png", default=str(REPO / "docs" / "scale-out.png"))
     ap.add_argument("--json", default=str(REPO / ".benchmarks" /
                                           "scale-out.json"))
@@ -98,15 +103,32 @@ def main():
           f"kernels {fl.show_config(file=open(os.devnull, 'w'))['kernels']}",
           flush=True)
 
+    # rows per job: up to several seconds of scoring for 1 worker, so that
+    # what a job pays once (shipping the network, the first task's plan,
+    # the graph's submission) does not hide what scales with the rows; at
+    # most TASKS tasks per job, so the small chunks measure the per-task
+    # cost without hours of it
     plans = {
-        "textbook": (2_000_000, [1_000, 4_000, 16_000, 64_000, 250_000]),
-        "C3": (40_000, [50, 200, 1_000, 5_000]),
+        "textbook": (8_000_000, [1_000, 4_000, 16_000, 64_000, 250_000]),
+        "C3": (160_000, [50, 200, 1_000, 5_000]),
     }
     if args.quick:
         plans = {"textbook": (500_000, [4_000, 64_000]),
                  "C3": (10_000, [200, 2_000])}
-    peer_chunk = {"textbook": 64_000 if not args.quick else 64_000,
-                  "C3": 1_000 if not args.quick else 2_000}
+    # the peers by chunk size: the per-task cost is the same for every
+    # peer, so it weighs most on the fastest, and larger chunks show what
+    # each computes
+    peer_chunks = {"textbook": [64_000, 250_000, 1_000_000],
+                   "C3": [1_000, 5_000]}
+    if args.quick:
+        peer_chunks = {"textbook": [64_000], "C3": [2_000]}
+    peer_chunk = {name: c[0] for name, c in peer_chunks.items()}
+    nets = args.nets.split(",")
+    unknown = [n for n in nets if n not in plans]
+    if unknown:
+        ap.error(f"--nets: unknown {unknown}; choose from {list(plans)}")
+    plans = {n: plans[n] for n in nets}
+    parts = set(args.parts.split(","))
 
     cluster = LocalCluster(n_workers=2, threads_per_worker=1,
                            processes=True, host="127.0.0.1",
@@ -180,11 +202,13 @@ def main():
                                        atol=1e-4 * np.abs(ref).max())
 
         # -- 1 versus 2 workers, by chunk size ------------------------------
-        for name, (rows, chunk_list) in plans.items():
+        for name, (max_rows, chunk_list) in (plans.items() if "scaling"
+                                             in parts else ()):
             net, layers = peers.build(name)
             k = peers.in_units(name)
-            results["scaling"][name] = {"rows": rows, "cells": []}
+            results["scaling"][name] = {"rows": max_rows, "cells": []}
             for chunk in chunk_list:
+                rows = min(max_rows, chunk * TASKS)
                 X1, f1 = peers.placed_input(client, 0, rows, chunk, k, one)
                 X2, f2 = peers.placed_input(client, 1, rows, chunk, k,
                                             workers)
@@ -198,7 +222,8 @@ def main():
                     t2.append(run(Y2, None))
                 r1 = rows / statistics.median(t1)
                 r2 = rows / statistics.median(t2)
-                cell = {"chunk": chunk, "tasks": -(-rows // chunk),
+                cell = {"chunk": chunk, "rows": rows,
+                        "tasks": -(-rows // chunk),
                         "rows_s_1w": r1, "rows_s_2w": r2,
                         "speedup": r2 / r1,
                         "other_load": statistics.median(other)}
@@ -209,67 +234,71 @@ def main():
                       flush=True)
                 del X1, X2, Y1, Y2, f1, f2
 
-        # -- peers on Dask, 2 workers --------------------------------------
-        for name, (rows, _) in plans.items():
+        # -- peers on Dask, 2 workers, by chunk size -----------------------
+        for name, (rows, _) in (plans.items() if "peers" in parts else ()):
             net, layers = peers.build(name)
             k = peers.in_units(name)
-            chunk = peer_chunk[name]
-            X, fx = peers.placed_input(client, 2, rows, chunk, k, workers)
-            graphs = {"fastlazy": fd.predict(net, X),
-                      "NumPy (map_blocks)": peers.numpy_on_dask(layers, X),
-                      "ONNX Runtime (map_blocks)": peers.ort_on_dask(layers,
-                                                                      X)}
-            times = {p: [] for p in graphs}
-            for p, Y in graphs.items():
-                check(Y, layers, X, None)
-                run(Y, None)
-            other.clear()
-            for _ in range(args.rounds):
+            results["peers"][name] = []
+            for chunk in peer_chunks[name]:
+                X, fx = peers.placed_input(client, 2, rows, chunk, k,
+                                           workers)
+                graphs = {"fastlazy": fd.predict(net, X),
+                          "NumPy (map_blocks)": peers.numpy_on_dask(layers,
+                                                                    X),
+                          "ONNX Runtime (map_blocks)":
+                              peers.ort_on_dask(layers, X)}
+                times = {p: [] for p in graphs}
                 for p, Y in graphs.items():
-                    times[p].append(run(Y, None))
-            fl_rate = rows / statistics.median(times["fastlazy"])
-            results["peers"][name] = {
-                "chunk": chunk, "rows": rows,
-                "other_load": statistics.median(other),
-                "rows_s": {p: rows / statistics.median(t)
-                           for p, t in times.items()}}
-            for p, t in times.items():
-                r = rows / statistics.median(t)
-                print(f"{name} peers, chunk {chunk}: {p:<26} {r:12,.0f} "
-                      f"rows/s  fastlazy x{fl_rate / r:.2f}", flush=True)
-            del X, graphs, fx
+                    check(Y, layers, X, None)
+                    run(Y, None)
+                other.clear()
+                for _ in range(args.rounds):
+                    for p, Y in graphs.items():
+                        times[p].append(run(Y, None))
+                fl_rate = rows / statistics.median(times["fastlazy"])
+                results["peers"][name].append({
+                    "chunk": chunk, "rows": rows,
+                    "other_load": statistics.median(other),
+                    "rows_s": {p: rows / statistics.median(t)
+                               for p, t in times.items()}})
+                for p, t in times.items():
+                    r = rows / statistics.median(t)
+                    print(f"{name} peers, chunk {chunk}: {p:<26} {r:12,.0f} "
+                          f"rows/s  fastlazy x{fl_rate / r:.2f}", flush=True)
+                del X, graphs, fx
 
         # -- oversubscription: workers x fastlazy threads -------------------
-        name = "textbook"
-        rows = plans[name][0]
-        net, layers = peers.build(name)
-        chunk = peer_chunk[name]
-        Xa, fa = peers.placed_input(client, 3, rows, chunk, 20, workers)
-        Pb, fb = peers.placed_input(client2, 3, rows, chunk, 20,
-                                    sorted(client2.nthreads()))
-        cases = {
-            "2 workers x 1 thread, fastlazy 1 thread (fastlazy.dask)":
-                (client, fd.predict(net, Xa)),
-            "2 workers x 1 thread, fastlazy forced to 2 threads":
-                (client, peers.forced_threads_on_dask(net, Xa, 2)),
-            "1 worker x 2 threads, fastlazy 2 threads (fastlazy.dask)":
-                (client2, fd.predict(net, Pb)),
-        }
-        times = {c: [] for c in cases}
-        for c, (cl, Y) in cases.items():
-            run(Y, None, cl)
-        other.clear()
-        for _ in range(args.rounds):
+        if "oversub" in parts and "textbook" in plans:
+            name = "textbook"
+            rows = plans[name][0]
+            net, layers = peers.build(name)
+            chunk = peer_chunk[name]
+            Xa, fa = peers.placed_input(client, 3, rows, chunk, 20, workers)
+            Pb, fb = peers.placed_input(client2, 3, rows, chunk, 20,
+                                        sorted(client2.nthreads()))
+            cases = {
+                "2 workers x 1 thread, fastlazy 1 thread (fastlazy.dask)":
+                    (client, fd.predict(net, Xa)),
+                "2 workers x 1 thread, fastlazy forced to 2 threads":
+                    (client, peers.forced_threads_on_dask(net, Xa, 2)),
+                "1 worker x 2 threads, fastlazy 2 threads (fastlazy.dask)":
+                    (client2, fd.predict(net, Pb)),
+            }
+            times = {c: [] for c in cases}
             for c, (cl, Y) in cases.items():
-                times[c].append(run(Y, None, cl))
-        base = None
-        for c, t in times.items():
-            r = rows / statistics.median(t)
-            base = base or r
-            results["oversub"][c] = r
-            print(f"oversubscription, chunk {chunk}: {c:<58} {r:12,.0f} "
-                  f"rows/s  ({r / base:.2f} of the first)", flush=True)
-        results["oversub_other_load"] = statistics.median(other)
+                run(Y, None, cl)
+            other.clear()
+            for _ in range(args.rounds):
+                for c, (cl, Y) in cases.items():
+                    times[c].append(run(Y, None, cl))
+            base = None
+            for c, t in times.items():
+                r = rows / statistics.median(t)
+                base = base or r
+                results["oversub"][c] = r
+                print(f"oversubscription, chunk {chunk}: {c:<58} {r:12,.0f} "
+                      f"rows/s  ({r / base:.2f} of the first)", flush=True)
+            results["oversub_other_load"] = statistics.median(other)
     finally:
         client2.close()
         client.close()
@@ -280,8 +309,10 @@ def main():
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=1))
     print_tables(results)
-    draw(results, args.png)
-    print(f"\nwrote {args.json} and {args.png}")
+    if results["scaling"]:
+        draw(results, args.png)
+    print(f"\nwrote {args.json}" + (f" and {args.png}" if results["scaling"]
+                                   else ""))
 
 
 def print_tables(res):
@@ -296,7 +327,7 @@ def print_tables(res):
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, s in res["scaling"].items():
         for c in s["cells"]:
-            print(f"| {name} | {s['rows']:,} | {c['chunk']:,} | {c['tasks']:,}"
+            print(f"| {name} | {c['rows']:,} | {c['chunk']:,} | {c['tasks']:,}"
                   f" | {c['rows_s_1w']:,.0f} | {c['rows_s_2w']:,.0f} | "
                   f"{c['speedup']:.2f} | {c['other_load']:.2f} |")
     print("\nPer-task overhead: the smallest chunk within 10% of the best "
@@ -309,11 +340,12 @@ def print_tables(res):
     print("\n| network | chunk rows | peer (2 workers x 1 thread) | rows/s |"
           " fastlazy / peer | other load (cores) |")
     print("|---|---:|---|---:|---:|---:|")
-    for name, p in res["peers"].items():
-        f = p["rows_s"]["fastlazy"]
-        for peer, r in p["rows_s"].items():
-            print(f"| {name} | {p['chunk']:,} | {peer} | {r:,.0f} | "
-                  f"{f / r:.2f} | {p['other_load']:.2f} |")
+    for name, cells in res["peers"].items():
+        for p in cells:
+            f = p["rows_s"]["fastlazy"]
+            for peer, r in p["rows_s"].items():
+                print(f"| {name} | {p['chunk']:,} | {peer} | {r:,.0f} | "
+                      f"{f / r:.2f} | {p['other_load']:.2f} |")
     print(f"\nOversubscription (other load "
           f"{res.get('oversub_other_load', float('nan')):.2f} cores):")
     print("\n| textbook network, same rows | rows/s | relative |")

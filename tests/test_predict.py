@@ -61,6 +61,27 @@ def test_ndarray_equals_one_call(net, batch_size):
     close(net.predict(x, batch_size=batch_size), net(x))
 
 
+def test_one_chunk_returns_the_call_result_without_a_copy(net, monkeypatch):
+    """All rows in one call: predict hands back that call's own new array
+    (no second array and copy); several calls fill one new array."""
+    x = rows(300)
+    results = []
+    call = type(net).__call__
+
+    def spy(self, *a, **k):
+        results.append(call(self, *a, **k))
+        return results[-1]
+
+    monkeypatch.setattr(type(net), "__call__", spy)
+    y = net.predict(x)
+    assert len(results) == 1 and y is results[0] and y.flags.owndata
+    results.clear()
+    y = net.predict(x, batch_size=128)
+    assert len(results) == 3 and all(y is not r for r in results)
+    monkeypatch.undo()
+    close(y, net(x))
+
+
 def test_default_batch_size_is_about_8mib():
     assert default_batch_size(20, 4) == (8 << 20) // 80
     assert default_batch_size(784, 4, 10) == (8 << 20) // (794 * 4)

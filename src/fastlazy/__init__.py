@@ -34,7 +34,7 @@ __all__ = ["Parameter", "ParameterDict", "Constant", "SymbolBlock",
            "FastLazyError",
            "DeferredInitializationError", "ShapeError", "ParameterFileError",
            "ParameterShapeError", "UnsupportedOperatorError",
-           "load_mxnet_export", "nn", "init", "random", "ops", "F",
+           "load_mxnet_export", "onnx", "nn", "init", "random", "ops", "F",
            "explain", "show_config", "quantize",
            "set_num_threads", "get_num_threads", "__version__"]
 
@@ -51,18 +51,24 @@ def load_mxnet_export(prefix, epoch=0, *, dtype=None, symbol_file=None,
 
 
 def __getattr__(name):
-    # fl.F / fl.ops (the operator namespace) and fl.SymbolBlock, imported on
-    # first use: only tracing, hybrid_forward code and exported graphs need
-    # them
+    # fl.F / fl.ops (the operator namespace), fl.SymbolBlock and fl.onnx,
+    # imported on first use: only tracing, hybrid_forward code, exported
+    # graphs and ONNX files need them
+    import importlib
     if name in ("F", "ops"):
-        from . import ops
-        return ops
+        # import_module, not "from . import ops": that asks this function
+        # for the attribute again before importing, without end
+        return importlib.import_module(".ops", __name__)
     if name == "SymbolBlock":
         from .symbol_block import SymbolBlock
         return SymbolBlock
     if name == "quantize":
         from .quantization import quantize
         return quantize
+    if name == "onnx":
+        # fl.onnx.load / fl.onnx.export; the onnx package itself is
+        # imported only when one of them runs
+        return importlib.import_module(".onnx", __name__)
     raise AttributeError(f"module 'fastlazy' has no attribute {name!r}")
 
 

@@ -41,9 +41,12 @@ class ParameterShapeError(ParameterFileError, ShapeError):
 
 
 class UnsupportedOperatorError(FastLazyError, NotImplementedError):
-    """An exported MXNet graph uses an operator fastlazy does not implement,
-    or has a shape (branches, several inputs or outputs) that a
-    :class:`~fastlazy.nn.Sequential` cannot express."""
+    """A model file -- an exported MXNet graph, an ONNX model -- uses an
+    operator fastlazy does not implement, or uses one in a way fastlazy
+    cannot reproduce (an attribute value, a computation across the batch
+    axis).  A :class:`NotImplementedError`: the file is valid, fastlazy
+    lacks something.  ``fastlazy.onnx.load`` names every such node of a
+    model in one message (node name, operator, opset, and why)."""
 
 
 class PredictInterrupted(KeyboardInterrupt):

@@ -249,6 +249,8 @@ def _predict_array(block, x, batch_size, out, bar):
         # the first chunk (possibly empty) fixes and checks the output
         first = min(batch_size, n)
         y = block(convert(x[:first]))
+        if out is None and first == n:
+            return y        # one call did it all: its result is ours
         if out is None:
             out = np.empty((n,) + y.shape[1:], y.dtype)
         else:
