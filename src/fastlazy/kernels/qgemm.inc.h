@@ -200,8 +200,9 @@ FLQ_HELPER QVI FLQ_FN(levels)(QVF v, float inv, int zp)
     QVF lo = (QVF){0} - 512.0f, hi = (QVF){0} + 512.0f;
     QVI q;
     v = v * inv;
-    v = FLQ_FN(self)(v < lo, lo, v);   /* NaN compares false: kept, and */
-    v = FLQ_FN(self)(v > hi, hi, v);   /* the row is marked NaN anyway */
+    v = FLQ_FN(self)(v >= lo, v, lo);  /* NaN becomes lo (never converted
+                                        * to int; its row is NaN anyway) */
+    v = FLQ_FN(self)(v > hi, hi, v);
     v = (v + QMAGIC) - QMAGIC;
     q = __builtin_convertvector(v, QVI) + zp;
     q = FLQ_FN(seli)(q < 0, (QVI){0}, q);
@@ -266,7 +267,7 @@ FLQ_KERNEL void FLQ_FN(qrows)(fl_idx n, fl_idx K, const float *x, fl_idx ldx,
             for (; k < K; k++) {
                 float v = xr[k] * inv;
                 int q;
-                v = v < -512.0f ? -512.0f : (v > 512.0f ? 512.0f : v);
+                v = !(v >= -512.0f) ? -512.0f : (v > 512.0f ? 512.0f : v);
                 q = (int)rintf(v) + zp;
                 qr[k] = (unsigned char)(q < 0 ? 0 : (q > 255 ? 255 : q));
             }
@@ -282,7 +283,7 @@ FLQ_KERNEL void FLQ_FN(qrows)(fl_idx n, fl_idx K, const float *x, fl_idx ldx,
             for (; k < K; k++) {
                 float v = xr[k] * inv;
                 int q;
-                v = v < -512.0f ? -512.0f : (v > 512.0f ? 512.0f : v);
+                v = !(v >= -512.0f) ? -512.0f : (v > 512.0f ? 512.0f : v);
                 q = (int)rintf(v) + zp;
                 sr[k] = (short)((q < 0 ? 0 : (q > 255 ? 255 : q)) - zp);
             }
