@@ -114,13 +114,13 @@ def close(y, r):
 def level(request, isa_restore):
     old = _plan.set_int8_avx2("7bit" if request.param == 4 else "exact")
     got = isa_restore.set_isa(FLOAT_LEVEL[request.param])
-    have = _plan.int8_kernels()["level"]
-    if have != request.param:
+    info = _plan.int8_kernels()
+    if info["level"] != request.param:
         _plan.set_int8_avx2(old)
         isa_restore.set_isa(None)
         pytest.skip(f"this CPU has no int8 level {request.param} (its "
-                    f"int8 kernels at float level {got}: level {have}, "
-                    f"{_plan.int8_kernels()['isa']})")
+                    f"int8 kernels at float level {got}: level "
+                    f"{info['level']}, {info['isa']})")
     yield request.param
     _plan.set_int8_avx2(old)
     isa_restore.set_isa(None)
