@@ -306,8 +306,8 @@ def test_export_resolves_to_the_function_of_its_module():
     import importlib.util
     if importlib.util.find_spec("fastlazy.onnx.export") is None:
         pytest.skip("fastlazy.onnx.export is written on another branch")
-    # (import fastlazy.onnx.export as m would give the function: the
-    # package's attribute of that name is the function, by design)
+    # "import fastlazy.onnx.export as module" would look the name up as an
+    # attribute, which is the function: the module is in sys.modules
     module = importlib.import_module("fastlazy.onnx.export")
     assert fl.onnx.export is module.export
     assert callable(fl.onnx.export)

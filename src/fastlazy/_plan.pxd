@@ -29,6 +29,8 @@ cdef enum StepKind:
     STEP_SOFTMAX = 11
     STEP_PRELU = 12
     STEP_COPY = 13
+    STEP_QDENSE = 14          # a Dense layer in int8 (_plan_quant.pxi)
+    STEP_QCONV = 15           # a Conv2D layer in int8
 
 
 cdef struct Step
@@ -158,6 +160,35 @@ cdef struct PreluArgs:
     Py_ssize_t outer, C, inner
 
 
+cdef struct QuantArgs:
+    # A Dense (K inputs, M outputs, rows per sample) or a Conv2D (geometry
+    # g, K = C*kh*kw per output pixel, M = O) run in int8; see
+    # _plan_quant.pxi and kernels/qgemm.inc.h.
+    const float *w          # the float32 weight, re-quantized when it changes
+    Py_ssize_t sk, sm       # w[k * sk + m * sm]
+    signed char *pk         # packed int8 weights (the QWeights' buffers)
+    float *ws               # per-column scales, padded to whole panels
+    int *wsum               # per-column sums of the int8 weights
+    void *qstate            # its QWeights' refresh state (QWState; the plan
+                            # keeps the QWeights alive)
+    const unsigned long long *wversion    # the weight's write version
+    const int *wviews                     # its live data() views
+    const char *bias        # (M,) float32 or NULL
+    const float *calib      # static: (lo, hi) the input was calibrated to;
+                            # NULL: dynamic (each row's own range)
+    char *bn_gamma          # a folded BatchNorm (bn_mean NULL when none)
+    char *bn_beta
+    char *bn_mean
+    char *bn_var
+    double bn_eps
+    int act
+    Py_ssize_t rows, K, M   # per sample: rows of K inputs -> M outputs
+    Py_ssize_t npan         # panels of output columns
+    Py_ssize_t ldq          # bytes per quantized row
+    Py_ssize_t chunk        # rows quantized at a time (pixels for a conv)
+    ConvGeometry g          # STEP_QCONV only
+
+
 cdef union StepArgs:
     DenseArgs dense
     ConvArgs conv
@@ -171,6 +202,7 @@ cdef union StepArgs:
     ReduceArgs reduce
     SoftmaxArgs softmax
     PreluArgs prelu
+    QuantArgs quant
 
 
 cdef struct Step:

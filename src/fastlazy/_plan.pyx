@@ -36,7 +36,7 @@ from fastlazy._kernels cimport (
     FL_ACT_GELU, FL_ACT_NONE, FL_ACT_RELU, FL_ACT_RELU6, FL_ACT_SIGMOID,
     FL_ACT_SILU,
     FL_ACT_SOFTRELU, FL_ACT_SOFTSIGN, FL_ACT_TANH, fl_kernels_init,
-    fl_kernels_isa, fl_kt,
+    fl_kernels_isa, fl_kernels_q7, fl_kernels_qbest, fl_kt,
 )
 from fastlazy._parameter cimport INITIALIZED, Parameter
 
@@ -549,6 +549,7 @@ def packed_state(Parameter w):
 
 include "_plan_conv.pxi"
 include "_plan_graph.pxi"
+include "_plan_quant.pxi"
 
 
 # ---------------------------------------------------------------------------
@@ -583,6 +584,8 @@ cdef int _check_blas_dims(str where, tuple dims) except -1:
 
 cdef int _fill_dense(Step *s, object st, object dtype, list keep) except -1:
     cdef DenseArgs *a = &s.a.dense
+    if st.quant is not None:
+        return _fill_qdense(s, st, dtype, keep)      # int8: _plan_quant.pxi
     _check_blas_dims("Dense", (st.K, st.M))
     s.run = _step_dense
     s.kind = STEP_DENSE

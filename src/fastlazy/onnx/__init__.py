@@ -16,10 +16,10 @@ function too; reach a module itself with ``from fastlazy.onnx.load import
 ...`` or ``importlib.import_module("fastlazy.onnx.load")``.
 """
 
-import importlib
 import sys
 import types
 
+from .export import export
 from .load import OnnxBlock, load
 
 __all__ = ["load", "export", "OnnxBlock"]
@@ -41,12 +41,3 @@ class _Package(types.ModuleType):
 
 sys.modules[__name__].__class__ = _Package
 
-
-def __getattr__(name):
-    # export is written in its own module, which imports onnx at once
-    if name == "export":
-        module = importlib.import_module(f"{__name__}.export")
-        fn = module.export
-        setattr(sys.modules[__name__], "export", fn)
-        return fn
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
