@@ -114,8 +114,9 @@ def forward_ref(block, x):
 
 
 def _net_dtype(block):
+    from fastlazy._util import compute_dtype
     for p in block.collect_params().values():
-        return p.dtype
+        return compute_dtype(p.dtype)      # bfloat16 weights: float32 sums
     return np.dtype(np.float32)
 
 

@@ -628,3 +628,23 @@ def test_vnni_levels_selected_only_with_the_cpu(isa_restore):
     isa_restore.set_isa(0)
     assert _plan.int8_kernels()["level"] == 0
     isa_restore.set_isa(None)
+
+
+def test_quantize_to_bfloat16_is_a_cast_copy_and_int8_refuses_bf16():
+    """dtype='bfloat16': a copy whose weights are bfloat16, the original
+    untouched; int8 quantization of that copy says to cast back first."""
+    fl.random.seed(5)
+    net = nn.Sequential()
+    net.add(nn.Dense(64, activation="relu"), nn.Dense(10))
+    net.initialize()
+    x = np.random.default_rng(0).standard_normal((5, 20)).astype(np.float32)
+    y = net(x)
+    b = fl.quantize(net, dtype="bfloat16")
+    assert "bfloat16" in repr(b) and "bfloat16" not in repr(net)
+    assert str(net[0].weight.dtype) == "float32"
+    np.testing.assert_array_equal(net(x), y)
+    # bf16 weights: relative rounding 2**-8 per weight, float32 sums
+    bound = 2.0 ** -8 * (np.abs(x) @ np.abs(net[0].weight.data().T)).max() * 4
+    assert np.abs(b(x) - y).max() <= bound
+    with pytest.raises(fl.FastLazyError, match="bfloat16.*cast"):
+        fl.quantize(b)

@@ -23,6 +23,7 @@ _BLAS_PATH = _load_blas.load()
 from . import init, nn, random
 from ._parameter import Parameter
 from ._plan import get_num_threads, set_num_threads
+from ._util import bfloat16
 from .errors import (DeferredInitializationError, FastLazyError,
                      ParameterFileError, ParameterShapeError, ShapeError,
                      UnsupportedOperatorError)
@@ -35,7 +36,7 @@ __all__ = ["Parameter", "ParameterDict", "Constant", "SymbolBlock",
            "DeferredInitializationError", "ShapeError", "ParameterFileError",
            "ParameterShapeError", "UnsupportedOperatorError",
            "load_mxnet_export", "onnx", "nn", "init", "random", "ops", "F",
-           "explain", "show_config", "quantize",
+           "explain", "show_config", "quantize", "bfloat16",
            "set_num_threads", "get_num_threads", "__version__"]
 
 
@@ -116,6 +117,8 @@ def show_config(file=None):
         "batched": "packed weights, {} x {} float32 tile".format(
             *_plan.packed_tile()[:2]),
         "int8": _int8_line(_plan.int8_kernels()),
+        # Dense layers on bfloat16 weights (net.cast('bfloat16'))
+        "bfloat16": _plan.bf16_kernel(),
     }
     out = file if file is not None else sys.stdout
     for key, value in config.items():

@@ -29,6 +29,7 @@ import numpy as np
 from ._parameter import as_numeric_array
 from ._plan import Plan
 from ._steps import StepBuilder, fuse
+from ._util import bfloat16
 from .errors import FastLazyError, ShapeError
 from .ops import Sym, TraceContext
 
@@ -53,15 +54,25 @@ def _where(block):
 
 
 def net_dtype(block, inputs=()):
-    """The dtype every parameter of ``block`` shares; for a network without
-    parameters the first input's float dtype (else float32)."""
+    """The dtype every parameter of ``block`` shares, which the network
+    computes in; float32 for bfloat16 weights (with float32 other
+    parameters); for a network without parameters the first input's float
+    dtype (else float32)."""
     dtypes = OrderedDict()
     for p in block.collect_params().values():
         dtypes.setdefault(p.dtype, p.name)
-    if len(dtypes) > 1:
+    bf16 = dtypes.pop(bfloat16, None)
+    if bf16 is not None and not dtypes:
+        dtypes[np.dtype(np.float32)] = bf16
+    if len(dtypes) > 1 or (bf16 is not None and
+                           np.dtype(np.float32) not in dtypes):
+        if bf16 is not None:
+            dtypes[bfloat16] = bf16
         desc = ", ".join(f"{n} is {d.name}" for d, n in dtypes.items())
         raise TypeError(f"{block.name}: parameters mix dtypes ({desc}); "
-                        f"call net.cast('float32') or net.cast('float64')")
+                        f"call net.cast('float32'), net.cast('float64') or "
+                        f"net.cast('bfloat16') (bfloat16 weights of Dense "
+                        f"and Conv2D layers, float32 for the rest)")
     if dtypes:
         return next(iter(dtypes))
     for x in inputs:

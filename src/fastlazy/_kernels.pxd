@@ -2,6 +2,9 @@
 # function pointers, filled for the CPU by fl_kernels_init; noexcept nogil,
 # raw pointers, no Python objects, no allocation.
 
+from libc.stdint cimport uint16_t, uint32_t
+
+
 cdef extern from "kernels/fl_kernels.h" nogil:
     ctypedef Py_ssize_t fl_idx
 
@@ -148,6 +151,24 @@ cdef extern from "kernels/fl_kernels.h" nogil:
         int q_level
         int q_wmax
         const char *q_isa
+        # bfloat16 weights (kernels/dense_bf16.inc.h)
+        void (*pack_bf16)(fl_idx K, fl_idx M, const uint16_t *wt,
+                          uint32_t *pk) noexcept nogil
+        void (*gemm_bf16)(fl_idx n, fl_idx K, fl_idx M, const float *x,
+                          fl_idx ldx, const uint32_t *pk, fl_idx p0,
+                          fl_idx p1, const float *b, float *y, fl_idx ldy,
+                          int act) noexcept nogil
+        void (*gemm_bf16_dot)(fl_idx n, fl_idx K, fl_idx M, const float *x,
+                              fl_idx ldx, const uint32_t *pk, fl_idx p0,
+                              fl_idx p1, const float *b, float *y,
+                              fl_idx ldy, int act) noexcept nogil
+        void (*gemm_bf16_emu)(fl_idx n, fl_idx K, fl_idx M, const float *x,
+                              fl_idx ldx, const uint32_t *pk, fl_idx p0,
+                              fl_idx p1, const float *b, float *y,
+                              fl_idx ldy, int act) noexcept nogil
+        void (*widen_bf16)(fl_idx n, const uint16_t *src,
+                           float *dst) noexcept nogil
+        int nr_bf16
         # the level's tile
         int nr_f32
         int nr_f64

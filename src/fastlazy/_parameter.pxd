@@ -38,9 +38,10 @@ cdef class Parameter:
     cdef object __weakref__
 
     cpdef tuple _merge_shape(self, tuple new)
-    cdef tuple _new_storage(self, tuple shape)
+    cdef tuple _new_storage(self, tuple shape, object dtype=*)
     cdef object _view(self)
     cdef object _handout(self)
+    cdef object _widened(self)
     cdef _run_init(self, chosen, key)
     cdef void _storage_moved(self)
 

@@ -11,6 +11,13 @@ moves, so only the networks that use a parameter ever rebuild for it.
 
 This module knows nothing of plans, blocks or kernels; ``_parameter.pxd`` is
 its C-level contract.
+
+A parameter of dtype ``bfloat16`` keeps its values as 16-bit patterns
+(``uint16`` storage; NumPy has no bfloat16).  Every way in rounds to
+nearest even (``set_data``, initializers, ``cast``, loading); ``data()``
+hands out a read-only float32 copy, exact, so nothing is written behind
+the parameter's back, and each write tells the plans reading it (they
+keep a copy of the values in their kernel's layout) to rebuild.
 """
 
 import pickle
@@ -21,6 +28,7 @@ import weakref
 import numpy as np
 
 cimport numpy as cnp
+from libc.stdint cimport uint16_t
 
 from fastlazy._blas cimport (
     CblasRowMajor, CblasTrans, blas_int, cblas_domatcopy, cblas_somatcopy,
@@ -28,8 +36,14 @@ from fastlazy._blas cimport (
 
 from . import initializers as _init
 from . import random as _random
-from ._util import FLOAT_DTYPES, is_int
+from ._util import FLOAT_DTYPES, bfloat16, is_bfloat16, is_int
 from .errors import DeferredInitializationError, ShapeError
+
+
+cdef extern from "kernels/bf16_convert.h" nogil:
+    void fl_bf16_round_f32(size_t n, const float *src, uint16_t *dst)
+    void fl_bf16_round_f64(size_t n, const double *src, uint16_t *dst)
+    void fl_bf16_widen_f32(size_t n, const uint16_t *src, float *dst)
 
 cnp.import_array()
 
@@ -135,7 +149,8 @@ cdef class Parameter:
 
     @property
     def dtype(self):
-        """The numpy dtype of the values."""
+        """The dtype of the values: a numpy dtype (float32, float64), or
+        :data:`fastlazy.bfloat16`."""
         return self._dtype
 
     @property
@@ -182,14 +197,17 @@ cdef class Parameter:
 
     # -- storage -----------------------------------------------------------
 
-    cdef tuple _new_storage(self, tuple shape):
-        """A zeroed (storage, logical view) pair for ``shape``."""
+    cdef tuple _new_storage(self, tuple shape, object dtype=None):
+        """A zeroed (storage, logical view) pair for ``shape``, of the
+        parameter's storage dtype (uint16 for bfloat16) or ``dtype``."""
         cdef cnp.ndarray st
+        if dtype is None:
+            dtype = np.uint16 if self._dtype is bfloat16 else self._dtype
         try:
             if self._transposed:
-                st = np.zeros((shape[1], shape[0]), dtype=self._dtype)
+                st = np.zeros((shape[1], shape[0]), dtype=dtype)
                 return st, st.T
-            st = np.zeros(shape, dtype=self._dtype)
+            st = np.zeros(shape, dtype=dtype)
         except (MemoryError, ValueError) as exc:
             # NumPy says only "array is too big" or "Unable to allocate"
             nbytes = self._dtype.itemsize
@@ -235,7 +253,23 @@ cdef class Parameter:
         """
         if self._state != INITIALIZED:
             raise DeferredInitializationError(self._not_ready_message())
+        if self._dtype is bfloat16:
+            return self._widened()
         return self._handout()
+
+    cdef object _widened(self):
+        """A bfloat16 parameter's values as a new read-only float32 array
+        (exact): writes go through set_data, which rounds."""
+        cdef cnp.ndarray st = self._storage
+        cdef cnp.ndarray out = np.empty((<object>st).shape, np.float32)
+        cdef size_t n = st.size
+        cdef const uint16_t *src = <const uint16_t *>cnp.PyArray_DATA(st)
+        cdef float *dst = <float *>cnp.PyArray_DATA(out)
+        with nogil:
+            fl_bf16_widen_f32(n, src, dst)
+        view = out.T if self._transposed else out
+        view.flags.writeable = False
+        return view
 
     cdef object _handout(self):
         """A writable view of the storage whose base is a _ViewGuard: while
@@ -268,9 +302,12 @@ cdef class Parameter:
         return [self.data()]
 
     def _storage_array(self):
-        """The underlying C-contiguous storage (transposed for Dense weights).
-        Writable and unguarded: counts as a write (tests only)."""
+        """The underlying C-contiguous storage (transposed for Dense weights;
+        the uint16 patterns of a bfloat16 parameter).  Writable and
+        unguarded: counts as a write (tests only)."""
         self._version += 1
+        if self._dtype is bfloat16:
+            self._storage_moved()
         return self._storage
 
     @property
@@ -305,7 +342,7 @@ cdef class Parameter:
         from it.  An uninitialized parameter becomes initialized.  On error
         (ShapeError, TypeError) the parameter is left as it was.
         """
-        arr = as_numeric_array(data, f"Parameter '{self.name}'.set_data")
+        arr = _as_values(data, f"Parameter '{self.name}'.set_data")
         new = tuple(int(d) for d in arr.shape)
         if self._shape is not None and len(new) != len(self._shape):
             raise ShapeError(
@@ -325,7 +362,7 @@ cdef class Parameter:
                              f"does not fit {self._shape}")
         if self._storage is None:
             st, view = self._new_storage(merged)
-            _copy_into(view, arr)
+            _copy_values(st, view, arr, self._transposed)
             self._shape = merged
             self._storage = st
             self._pending = None
@@ -333,9 +370,12 @@ cdef class Parameter:
             self._version += 1
             self._storage_moved()
         else:
-            _copy_into(self._view(), arr)
+            _copy_values(self._storage, self._view(), arr, self._transposed)
             self._state = INITIALIZED
             self._version += 1
+            if self._dtype is bfloat16:
+                # plans keep the values in their kernel's layout
+                self._storage_moved()
 
     # -- initialization ----------------------------------------------------
 
@@ -388,13 +428,22 @@ cdef class Parameter:
             self._state = DEFERRED
 
     cdef _run_init(self, chosen, key):
-        st, view = self._new_storage(self._shape)
+        cdef bint bf16 = self._dtype is bfloat16
+        # a bfloat16 parameter's initializer fills float32 values laid out
+        # as a float32 parameter's are (so it draws the same numbers), which
+        # are then rounded
+        st, view = self._new_storage(self._shape,
+                                     np.float32 if bf16 else None)
         chosen(_init.InitDesc(self.name, key), view)
+        if bf16:
+            st = _round_bf16(st)
         if self._storage is None:
             self._storage = st
             self._storage_moved()
         else:
             np.copyto(self._storage, st)
+            if bf16:
+                self._storage_moved()
         self._version += 1
         self._state = INITIALIZED
         self._pending = None
@@ -416,12 +465,23 @@ cdef class Parameter:
             raise DeferredInitializationError(self._not_ready_message())
 
     def cast(self, dtype):
-        """Change the dtype, converting stored values."""
+        """Change the dtype, converting stored values: float32, float64 or
+        'bfloat16' (rounded to nearest even; back to a float is exact).  An
+        uninitialized parameter keeps the dtype for when it is created."""
         new = _float_dtype(dtype, f"Parameter '{self.name}'.cast")
-        if new == self._dtype:
+        if new is self._dtype or (new is not bfloat16 and
+                                  self._dtype is not bfloat16 and
+                                  new == self._dtype):
             return
         if self._storage is not None:
-            self._storage = np.ascontiguousarray(self._storage, dtype=new)
+            if new is bfloat16:
+                self._storage = _round_bf16(self._storage)
+            elif self._dtype is bfloat16:
+                self._storage = np.ascontiguousarray(
+                    _widen_bf16(self._storage), dtype=new)
+            else:
+                self._storage = np.ascontiguousarray(self._storage,
+                                                     dtype=new)
         self._dtype = new
         self._packed = None
         self._version += 1
@@ -445,7 +505,8 @@ cdef class Parameter:
         if saved is not None:
             np.copyto(self._storage, saved)
         self._version += 1
-        if self._storage is not before:
+        if self._storage is not before or (saved is not None and
+                                           self._dtype is bfloat16):
             self._packed = None
             self._storage_moved()
 
@@ -475,7 +536,8 @@ def _rebuild_parameter(name, shape, dtype, init, allow_deferred, grad_req,
     p._state = state
     if values is not None:
         stored = tuple(shape[::-1]) if transposed else tuple(shape)
-        arr = np.frombuffer(values, dtype=dtype).reshape(stored)
+        arr = np.frombuffer(values, dtype=np.uint16 if p._dtype is bfloat16
+                            else dtype).reshape(stored)
         # a writable buffer (out of band, or a bytearray) becomes the storage
         # as it is; read-only bytes are copied
         if not arr.flags.writeable or not arr.flags.aligned:
@@ -559,14 +621,84 @@ def _human_bytes(n):
 
 
 def _float_dtype(dtype, where):
+    """The dtype a parameter can have: a float32/float64 numpy dtype, or
+    :data:`fastlazy.bfloat16` (for 'bfloat16', fastlazy.bfloat16 and
+    ml_dtypes.bfloat16)."""
+    if is_bfloat16(dtype):
+        return bfloat16
     try:
         dt = np.dtype(dtype)
     except TypeError:
         raise TypeError(f"{where}: {dtype!r} is not a dtype") from None
+    if is_bfloat16(dt):
+        return bfloat16
     if dt not in FLOAT_DTYPES:
-        raise TypeError(f"{where}: dtype must be float32 or float64, got "
-                        f"{dt.name}")
+        raise TypeError(f"{where}: dtype must be float32, float64 or "
+                        f"bfloat16, got {dt.name}")
     return dt
+
+
+def _round_bf16(object values):
+    """A new uint16 array of ``values`` (any float or integer array, or
+    ml_dtypes bfloat16) rounded to bfloat16, to nearest even; C order, the
+    shape of ``values``.  Runs without the GIL."""
+    cdef cnp.ndarray src
+    cdef cnp.ndarray out
+    cdef size_t n
+    cdef void *sp
+    cdef uint16_t *dp
+    cdef bint f32
+    if is_bfloat16(values.dtype):
+        return np.array(values, order="C").view(np.uint16)
+    f32 = values.dtype == np.float32
+    src = np.ascontiguousarray(values, dtype=np.float32 if f32
+                               else np.float64)
+    out = np.empty((<object>src).shape, np.uint16)
+    n = src.size
+    sp = cnp.PyArray_DATA(src)
+    dp = <uint16_t *>cnp.PyArray_DATA(out)
+    with nogil:
+        if f32:
+            fl_bf16_round_f32(n, <const float *>sp, dp)
+        else:
+            fl_bf16_round_f64(n, <const double *>sp, dp)
+    return out
+
+
+def _widen_bf16(object patterns):
+    """The float32 values of a uint16 array of bfloat16 patterns (exact);
+    a new C-ordered array of the same shape."""
+    cdef cnp.ndarray src = np.ascontiguousarray(patterns, dtype=np.uint16)
+    cdef cnp.ndarray out = np.empty((<object>src).shape, np.float32)
+    cdef size_t n = src.size
+    cdef const uint16_t *sp = <const uint16_t *>cnp.PyArray_DATA(src)
+    cdef float *dp = <float *>cnp.PyArray_DATA(out)
+    with nogil:
+        fl_bf16_widen_f32(n, sp, dp)
+    return out
+
+
+cdef void _copy_values(cnp.ndarray storage, object view, object arr,
+                       bint transposed) except *:
+    """Write ``arr`` (the logical shape) into a parameter's storage: cast
+    (NumPy's unsafe casting) into a float storage through its logical
+    ``view``, rounded to bfloat16 into a uint16 one."""
+    if storage.dtype == np.uint16:
+        # the source in storage order (a copy), then rounded in place
+        np.copyto(storage, _round_bf16(arr.T if transposed else arr))
+    elif is_bfloat16(arr.dtype):
+        np.copyto(view, _widen_bf16(arr.view(np.uint16)))
+    else:
+        _copy_into(view, arr)
+
+
+def _as_values(data, where):
+    """``data`` as an array of numbers for a parameter: as_numeric_array,
+    and ml_dtypes bfloat16 arrays as they are."""
+    arr = np.asarray(data) if isinstance(data, np.ndarray) else None
+    if arr is not None and is_bfloat16(arr.dtype):
+        return arr
+    return as_numeric_array(data, where)
 
 
 def as_numeric_array(data, where):

@@ -31,6 +31,7 @@ cdef enum StepKind:
     STEP_COPY = 13
     STEP_QDENSE = 14          # a Dense layer in int8 (_plan_quant.pxi)
     STEP_QCONV = 15           # a Conv2D layer in int8
+    STEP_DENSE_BF16 = 16      # a Dense step on bfloat16 weights
 
 
 cdef struct Step
@@ -40,8 +41,10 @@ ctypedef void (*step_fn)(const Step *s, Py_ssize_t b, char *const *bufs,
 
 cdef struct DenseArgs:
     char *w             # weight, stored transposed: (K, M), C order
+                        # (NULL for bfloat16 weights: only packed is read)
     char *bias          # (M,) or NULL
     char *packed        # panel layout of w, current for this call, or NULL
+                        # (bfloat16: its pair panels, made with the plan)
     void *wparam        # the weight's Parameter (kept alive by the plan)
     int act
     int route           # -1: by shape; else a DenseRoute (test twins)

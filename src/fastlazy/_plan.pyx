@@ -24,6 +24,7 @@ import numpy as np
 
 cimport numpy as cnp
 from cython cimport floating
+from libc.stdint cimport uint16_t, uint32_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
@@ -41,7 +42,7 @@ from fastlazy._kernels cimport (
 from fastlazy._parameter cimport INITIALIZED, Parameter
 
 from ._parameter import as_numeric_array
-from ._util import prod
+from ._util import bfloat16, prod
 from .errors import DeferredInitializationError, ShapeError
 
 
@@ -550,6 +551,7 @@ def packed_state(Parameter w):
 include "_plan_conv.pxi"
 include "_plan_graph.pxi"
 include "_plan_quant.pxi"
+include "_plan_bf16.pxi"
 
 
 # ---------------------------------------------------------------------------
@@ -561,6 +563,12 @@ cdef char *_param_ptr(Parameter p, object dtype, list keep,
     cdef cnp.ndarray arr = p._storage
     if arr is None or p._state != INITIALIZED:
         raise DeferredInitializationError(p._not_ready_message())
+    if p._dtype is bfloat16:
+        raise TypeError(
+            f"parameter {p.name} is bfloat16; only the weights of Dense "
+            f"and Conv2D layers (FullyConnected, Convolution) compute from "
+            f"bfloat16 values (net.cast('bfloat16') keeps the others "
+            f"float32): cast it back with .cast('float32')")
     if arr.dtype != dtype:
         raise TypeError(f"parameter {p.name} is {arr.dtype}, the network "
                         f"runs in {dtype}; call net.cast(...)")
@@ -636,7 +644,10 @@ cdef int _fill_step(Step *s, object st, object dtype, list keep) except -1:
     kind = type(st)
     from . import _steps
     if kind is _steps.DenseStep:
-        _fill_dense(s, st, dtype, keep)
+        if (<Parameter>st.weight)._dtype is bfloat16:
+            _fill_dense_bf16(s, st, dtype, keep)
+        else:
+            _fill_dense(s, st, dtype, keep)
     elif kind is _steps.ActStep:
         _fill_act(s, st, dtype, keep)
     elif kind is _steps.ConvStep:
@@ -862,6 +873,12 @@ cdef void _run_by_columns(RunCtx *c, int nthreads) noexcept nogil:
             c.dst = bufs[s.dst]
             c.next_tile = 0
             fl_pool_run(_columns_job, c, nthreads)
+        elif s.kind == STEP_DENSE_BF16 and _bf16_splits(s, c.n, nthreads):
+            c.step = s
+            c.src = bufs[s.src[0]]
+            c.dst = bufs[s.dst]
+            c.next_tile = 0
+            fl_pool_run(_bf16_columns_job, c, nthreads)
         else:
             s.run(s, c.n, bufs, work)
     _copies(d, c, 0, c.n, bufs)
@@ -1001,7 +1018,7 @@ cdef class Plan:
                     f"{sizes[st.dst]}")
             d.max_work = max(d.max_work, s.work)
             d.macs += s.macs
-            if s.kind == STEP_DENSE:
+            if s.kind == STEP_DENSE or s.kind == STEP_DENSE_BF16:
                 d.dense_macs += s.macs
         for st in steps:
             for param in st.params():

@@ -509,7 +509,8 @@ cdef int _fill_conv(Step *s, object st, object dtype, list keep) except -1:
     s.in_size = g.C * g.H * g.W
     s.out_size = g.O * P
     s.macs = g.O * P * Kg
-    a.w = _param_ptr(st.weight, dtype, keep)
+    # (bfloat16 weights: a float32 copy of their values, _plan_bf16.pxi)
+    a.w = _conv_weight(st.weight, dtype, keep)
     a.bias = _opt_ptr(st.bias, dtype, keep)
     direct = (g.kh == 1 and g.kw == 1 and g.sh == 1 and g.sw == 1
               and g.ph == 0 and g.pw == 0)

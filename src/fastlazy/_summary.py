@@ -127,6 +127,18 @@ def summary(block, *inputs):
             f"Unique parameters in model: {total - shared}"]
     for tag, names in quant.items():
         out.append(f"{tag}: {', '.join(names)}")
+    # the storage of each dtype, when not all float32 (after a cast)
+    kinds = {}
+    for p in block.collect_params().values():
+        s = pending.get(p, p.shape)
+        size = int(np.prod(s)) if s and -1 not in s else 0
+        entry = kinds.setdefault(p.dtype.name, [0, 0, p.dtype.itemsize])
+        entry[0] += 1
+        entry[1] += size
+    if kinds and set(kinds) != {"float32"}:
+        out.append("Parameter storage by dtype: " + ", ".join(
+            f"{name} {n} ({size} values, {size * isz} bytes)"
+            for name, (n, size, isz) in kinds.items()))
     out.append("-" * 80)
     print("\n".join(out))
     return result

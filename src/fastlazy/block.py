@@ -21,6 +21,7 @@ import numpy as np
 
 from ._plan import block_call
 from ._parameter import Parameter, _float_dtype
+from ._util import bfloat16
 from ._util import is_int
 from .errors import DeferredInitializationError, ShapeError
 from .initializers import Uniform
@@ -536,15 +537,46 @@ class Block:
         self._children[path[0]]._replace_param(path[1:], old, new)
 
     def cast(self, dtype):
-        """Convert every parameter to ``dtype`` (float32 or float64)."""
+        """Convert the parameters to ``dtype``: 'float32', 'float64' or
+        'bfloat16'.
+
+        With 'bfloat16' the weights of Dense and Conv2D layers (and the
+        FullyConnected and Convolution weights of an exported graph)
+        become bfloat16, rounded to nearest even; every other parameter
+        -- biases, BatchNorm and LayerNorm parameters and statistics,
+        PReLU slopes, constants -- becomes float32, as Gluon keeps
+        BatchNorm in float32 under half precision.  The network then takes
+        and returns float32, and every value between its layers is
+        float32.  Parameters not initialized yet take the dtype when they
+        are created.  Casting back to float32 is exact.
+        """
         params = list(self.collect_params().values())
-        _float_dtype(dtype, f"{self.name}.cast")
-        for p in params:
-            p.cast(dtype)
-        self.apply(lambda b: (b._on_cast(dtype), b._structure_changed()))
+        dt = _float_dtype(dtype, f"{self.name}.cast")
+        if dt is bfloat16:
+            weights = set()
+            self.apply(lambda b: weights.update(
+                id(p) for p in b._bf16_weights() if p is not None))
+            targets = [(p, bfloat16 if id(p) in weights
+                        else np.dtype(np.float32)) for p in params]
+        else:
+            targets = [(p, dt) for p in params]
+        snaps = [(p, p._snapshot()) for p in params]
+        try:
+            for p, target in targets:
+                p.cast(target)
+        except BaseException:
+            for p, snap in snaps:
+                p._restore(snap)
+            raise
+        self.apply(lambda b: (b._on_cast(dt), b._structure_changed()))
 
     def _on_cast(self, dtype):
         """Hook for blocks that remember their dtype."""
+
+    def _bf16_weights(self):
+        """This block's own parameters that ``cast('bfloat16')`` stores as
+        bfloat16 (the matrices its products read); none by default."""
+        return ()
 
     def hybridize(self, active=True, **kwargs):
         """Accepted for Gluon compatibility: every fastlazy forward is
@@ -730,7 +762,10 @@ class Block:
     def save_parameters(self, filename, deduplicate=False):
         """Save every parameter to ``filename`` (NumPy ``.npz``) under
         structural keys ('0.weight').  The file is written whole or not at
-        all.  Parameters must be initialized (see :meth:`build`)."""
+        all.  Parameters must be initialized (see :meth:`build`).
+        bfloat16 parameters are saved as their exact float32 values (a
+        ``.npz`` has no bfloat16); loading them into a bfloat16 network
+        gives the same bits back, into a float32 one the same values."""
         from .io import save_arrays
         arrays = OrderedDict()
         seen = set()

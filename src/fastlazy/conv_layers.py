@@ -15,6 +15,7 @@ normalization as ``nogil`` loops.
 
 from ._plan import activation_code
 from ._util import is_int as _is_int
+from ._util import is_bfloat16
 from ._util import prod as _prod
 from .block import Block
 from .errors import ShapeError
@@ -151,7 +152,9 @@ class Conv2D(_ShapeLayer):
         The parameters' own initializers (bias: zeros by default).
     in_channels : int, default 0
         Input channels; 0 defers them to the first forward pass.
-    dtype : 'float32' or 'float64'
+    dtype : 'float32', 'float64' or 'bfloat16'
+        'bfloat16': the weight is stored as bfloat16, the bias float32
+        (see :meth:`Block.cast`).
     prefix, params : see :class:`~fastlazy.block.Block`.
 
     Shapes: input ``(N, in_channels, H, W)``, output ``(N, channels, OH, OW)``
@@ -195,11 +198,16 @@ class Conv2D(_ShapeLayer):
             shape=(self._channels, in_channels // self._groups)
             + self._kernel, allow_deferred_init=True)
         if use_bias:
+            # bfloat16 is for the weight alone (see Block.cast)
             self.bias = self.params.get(
                 "bias", shape=(self._channels,), init=bias_initializer,
-                dtype=dtype, allow_deferred_init=True)
+                dtype="float32" if is_bfloat16(dtype) else dtype,
+                allow_deferred_init=True)
         else:
             self.bias = None
+
+    def _bf16_weights(self):
+        return (self.weight,)
 
     def _alias(self):
         return "conv"
@@ -281,6 +289,8 @@ class Conv2D(_ShapeLayer):
             s += ", bias=False"
         if self._activation:
             s += f", Activation({self._activation})"
+        if is_bfloat16(self.weight.dtype):
+            s += ", bfloat16"
         if self._quant is not None:
             s += f", {self._quant.describe()}"
         elif self._quant_kept is not None:

@@ -29,7 +29,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ._util import FLOAT_DTYPES, prod
+from ._util import FLOAT_DTYPES, is_bfloat16, prod
 from .errors import ParameterFileError, ParameterShapeError, ShapeError
 
 __all__ = ["save_arrays", "load_arrays", "load_into", "assign_arrays"]
@@ -234,7 +234,8 @@ def assign_arrays(block, entries, source, cast_dtype=False,
         The file, for error messages.
     cast_dtype : bool
         Convert an array whose dtype differs from its parameter's;
-        otherwise that is an error (as in Gluon).
+        otherwise that is an error (as in Gluon) -- except for a bfloat16
+        parameter, which takes any float array, rounded.
     dtype_source : {'current', 'saved'}
         With ``cast_dtype``: convert the values to the parameter's dtype
         ('current') or the parameter to the file's dtype ('saved', float32
@@ -267,7 +268,12 @@ def assign_arrays(block, entries, source, cast_dtype=False,
             raise ParameterFileError(f"{where} has dtype {arr.dtype}; "
                                      f"parameters hold integers or floats")
         target = param.dtype
-        if arr.dtype != param.dtype:
+        if is_bfloat16(param.dtype) and arr.dtype.kind == "f" and not (
+                cast_dtype and dtype_source == "saved"):
+            # files hold no bfloat16: a float array is rounded to it (the
+            # float32 a bfloat16 network saves comes back exactly)
+            pass
+        elif arr.dtype != param.dtype:
             if not cast_dtype:
                 fixes = [f"pass cast_dtype=True to convert the values to "
                          f"{param.dtype.name}"]

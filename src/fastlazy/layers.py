@@ -1,7 +1,7 @@
 """Built-in layers: Dense, Activation, Dropout, Flatten."""
 
 from ._plan import activation_code
-from ._util import is_int, prod
+from ._util import is_bfloat16, is_int, prod
 from .block import Block
 from .errors import ShapeError
 
@@ -22,7 +22,9 @@ class Dense(Block):
     flatten : bool, default True
         True: an input ``(N, d1, d2, ...)`` is used as ``(N, d1*d2*...)``;
         False: the layer applies to the last axis and keeps the others.
-    dtype : 'float32' or 'float64'
+    dtype : 'float32', 'float64' or 'bfloat16'
+        'bfloat16': the weight is stored as bfloat16, the bias float32,
+        and the layer computes in float32 (see :meth:`Block.cast`).
     weight_initializer, bias_initializer : Initializer or str
         The parameters' own initializers (bias: zeros by default).
     in_units : int, default 0
@@ -60,11 +62,16 @@ class Dense(Block):
             "weight", shape=(units, in_units), init=weight_initializer,
             dtype=dtype, allow_deferred_init=True, _storage_transposed=True)
         if use_bias:
+            # bfloat16 is for the weight alone (see Block.cast)
             self.bias = self.params.get(
-                "bias", shape=(units,), init=bias_initializer, dtype=dtype,
+                "bias", shape=(units,), init=bias_initializer,
+                dtype="float32" if is_bfloat16(dtype) else dtype,
                 allow_deferred_init=True)
         else:
             self.bias = None
+
+    def _bf16_weights(self):
+        return (self.weight,)
 
     @property
     def units(self):
@@ -118,7 +125,8 @@ class Dense(Block):
         act = f"Activation({self._activation})" if self._activation \
             else "linear"
         tag = f", {self._quant.describe()}" if self._quant else ""
-        return f"Dense({shape[1]} -> {shape[0]}, {act}{tag})"
+        dt = ", bfloat16" if is_bfloat16(self.weight.dtype) else ""
+        return f"Dense({shape[1]} -> {shape[0]}, {act}{dt}{tag})"
 
 
 class Activation(Block):

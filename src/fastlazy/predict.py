@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from ._util import FLOAT_DTYPES, is_int
+from ._util import FLOAT_DTYPES, compute_dtype, is_int
 from .errors import PredictInterrupted, ShapeError
 
 __all__ = ["predict", "default_batch_size", "PredictInterrupted"]
@@ -56,7 +56,9 @@ def default_batch_size(sample_elems, itemsize, out_elems=0):
 def _net_dtype(block):
     """The one dtype of the block's parameters, or None (no parameters, or
     mixed dtypes: the forward pass then decides, and explains)."""
-    dtypes = {np.dtype(p.dtype) for p in block.collect_params().values()}
+    # bfloat16 weights compute in float32
+    dtypes = {compute_dtype(p.dtype)
+              for p in block.collect_params().values()}
     if len(dtypes) == 1:
         dt = dtypes.pop()
         return dt if dt in FLOAT_DTYPES else None

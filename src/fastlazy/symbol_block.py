@@ -224,6 +224,14 @@ class SymbolBlock(HybridBlock):
 
     # -- Block hooks ---------------------------------------------------------
 
+    def _bf16_weights(self):
+        # the weights of the graph's FullyConnected and Convolution nodes
+        names = {entry[0] for call in self._program.ops
+                 if call.op in ("FullyConnected", "Convolution")
+                 for role, entry in call.params if role == "weight"}
+        return tuple(p for key, p in self._reg_params.items()
+                     if key in names)
+
     def _replace_param(self, path, old, new):
         # parameter names are not attribute names here (one could be
         # 'forward'): only the registry changes

@@ -13,6 +13,8 @@
  *     act.inc.h  dense_small.inc.h             the bodies
  *     gemm_packed.inc.h  conv.inc.h  depthwise.inc.h
  *     qgemm_instance.inc.h  qgemm.inc.h        int8: descriptor + body
+ *     dense_bf16.inc.h  bf16_tile.inc.h        bfloat16 weights (float32
+ *                                              instances only)
  *
  * The faster levels are compiled with per-function target attributes,
  * never with -march, so the extension runs on any x86-64 CPU and picks its
@@ -42,6 +44,12 @@
 #define FL_DT(name) FL_PASTE2(name, FL_SFX)
 
 FL_API fl_kernel_table fl_kt;
+
+#if FL_X86
+/* Whether the CPU has AVX512-BF16 (vdpbf16ps); set by fl_kernels_init
+ * before the instances fill the table. */
+static int fl_cpu_bf16 = 0;
+#endif
 
 /* ------------------------------------------------------------------ */
 /* Scalar activations, one per dtype, at the baseline. */
@@ -160,6 +168,9 @@ FL_API int fl_kernels_init(int level)
     fl_kernel_table t;
     int best = fl_best_level();
     if (level < 0 || level > best) level = best;
+#if FL_X86
+    fl_cpu_bf16 = best >= 4 && __builtin_cpu_supports("avx512bf16");
+#endif
     memset(&t, 0, sizeof t);
     fl_fill_f32_base(&t);
     fl_fill_f64_base(&t);

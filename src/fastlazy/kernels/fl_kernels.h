@@ -20,6 +20,7 @@
 #define FL_KERNELS_PUBLIC_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef ptrdiff_t fl_idx;
 
@@ -91,6 +92,17 @@ enum {
  * qim2col(xq, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OW, p0, p1, col,
  *         ldq, pad)
  *     a convolution's quantized rows, one per output pixel in [p0, p1).
+ * pack_bf16(K, M, wt, pk), gemm_bf16(n, K, M, x, ldx, pk, p0, p1, b, y,
+ *           ldy, act)
+ *     bfloat16 weights (dense_bf16.inc.h states the layout): wt holds the
+ *     16-bit patterns (K x M); pk its pair panels of nr_bf16 columns,
+ *     ceil(M / nr_bf16) * ceil(K / 2) * nr_bf16 words; gemm_bf16 is
+ *     gemm_packed's product on them, float32 x, b and y, sums in float32.
+ *     gemm_bf16_dot: the same with AVX512-BF16's vdpbf16ps (x rounded to
+ *     bfloat16 too), NULL unless the level is AVX-512 and the CPU has it;
+ *     gemm_bf16_emu: an emulation of it at AVX2 (tests), NULL elsewhere.
+ * widen_bf16(n, src, dst)
+ *     n bfloat16 patterns to float32 (exact).
  */
 typedef struct {
     /* dense layers */
@@ -208,6 +220,21 @@ typedef struct {
                             6 AVX-512 VNNI */
     int q_wmax;          /* largest int8 weight magnitude: 127 or 63 */
     const char *q_isa;   /* its name */
+    /* bfloat16 weights */
+    void (*pack_bf16)(fl_idx K, fl_idx M, const uint16_t *wt, uint32_t *pk);
+    void (*gemm_bf16)(fl_idx n, fl_idx K, fl_idx M, const float *x,
+                      fl_idx ldx, const uint32_t *pk, fl_idx p0, fl_idx p1,
+                      const float *b, float *y, fl_idx ldy, int act);
+    void (*gemm_bf16_dot)(fl_idx n, fl_idx K, fl_idx M, const float *x,
+                          fl_idx ldx, const uint32_t *pk, fl_idx p0,
+                          fl_idx p1, const float *b, float *y, fl_idx ldy,
+                          int act);
+    void (*gemm_bf16_emu)(fl_idx n, fl_idx K, fl_idx M, const float *x,
+                          fl_idx ldx, const uint32_t *pk, fl_idx p0,
+                          fl_idx p1, const float *b, float *y, fl_idx ldy,
+                          int act);
+    void (*widen_bf16)(fl_idx n, const uint16_t *src, float *dst);
+    int nr_bf16;         /* panel width of the bfloat16 pair panels */
     /* the level's tile, from its descriptor (kernels/isa_*.h) */
     int nr_f32;          /* panel width of the packed layout, float32 */
     int nr_f64;

@@ -90,6 +90,7 @@ FL_HELPER V FL_FN(relu)(V v)
 #include "dense_small.inc.h"
 #include "gemm_packed.inc.h"
 #include "depthwise.inc.h"
+#include "dense_bf16.inc.h"
 #if FL_ISA_LEVEL == 0
 /* Im2col, the channel epilogue, pooling and the normalizations stream
  * memory and do a few operations per value: compiled once, at the
@@ -120,6 +121,22 @@ static void FL_FN(fill)(fl_kernel_table *t)
     t->FL_DT(layernorm) = FL_FN(layernorm);
 #endif
     t->FL_DT(nr) = NR;
+#if !FL_DOUBLE
+    t->pack_bf16 = FL_FN(pack_bf16);
+    t->gemm_bf16 = FL_FN(gemm_bf16_g);
+    t->widen_bf16 = fl_widen_bf16;
+    t->nr_bf16 = NR;
+#if FL_ISA_LEVEL == 4 && FL_X86
+    t->gemm_bf16_dot = fl_cpu_bf16 ? FL_FN(gemm_bf16_d) : NULL;
+#else
+    t->gemm_bf16_dot = NULL;
+#endif
+#if FL_ISA_LEVEL == 3
+    t->gemm_bf16_emu = FL_FN(gemm_bf16_e);
+#else
+    t->gemm_bf16_emu = NULL;
+#endif
+#endif
     t->mr = MR;
     t->level = FL_ISA_LEVEL;
     t->isa = FL_ISA_NAME;
@@ -148,6 +165,7 @@ static void FL_FN(fill)(fl_kernel_table *t)
 #undef FL_ATTR
 #undef FL_VBYTES
 #undef FL_MR
+#undef FL_BF_MR
 #undef FL_SMALL_W8
 #undef FL_SMALL_W4
 #undef FL_SMALL_W2

@@ -17,6 +17,9 @@
 /* Packed kernel: MR rows x 2 vectors of accumulators (24 registers) plus 2
  * weight vectors and a broadcast fit the 32 registers. */
 #define FL_MR 12
+/* bfloat16 weights: 12 rows x 2 accumulators + 4 widened weights + the
+ * mask + a broadcast fit the 32 registers too */
+#define FL_BF_MR 12
 
 /* Small dense kernel, by tile height 8, 4, 2 and 1 rows: vectors per row of
  * the wide tile, and partial sums along k of the one-vector (narrow) tile

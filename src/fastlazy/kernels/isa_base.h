@@ -10,6 +10,7 @@
 #define FL_VBYTES 16
 
 #define FL_MR 6
+#define FL_BF_MR 5                /* as AVX2: 16 registers */
 
 #define FL_SMALL_W8 1
 #define FL_SMALL_W4 2

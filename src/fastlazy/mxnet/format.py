@@ -109,6 +109,7 @@ class _Record:
     shape: tuple | None
     dtype: np.dtype | None = None
     data_offset: int = 0
+    bfloat16: bool = False      # the payload is bfloat16 (uint16 patterns)
 
 
 class _Cursor:
@@ -327,7 +328,10 @@ def _read_record(cur, index):
     flag_at = cur.pos
     flag = cur.unpack(_I32, "int32 type flag")
     if flag == _BFLOAT16_FLAG:
-        raise cur.error("bfloat16 arrays (type flag 12) are not supported", flag_at)
+        # read as float32, exactly: a bfloat16 is a float32's upper half
+        size = 2 * prod(shape)
+        data_offset = cur.skip(size, f"the bfloat16 payload of shape {shape}")
+        return _Record(index, start, shape, np.dtype("<u2"), data_offset, True)
     if flag not in _TYPE_FLAGS:
         raise cur.error(
             f"unknown type flag {flag}; expected one of {sorted(_TYPE_FLAGS)}", flag_at
@@ -359,6 +363,10 @@ def _to_array(data, record):
     if record.dtype.kind == "b":
         raw = np.frombuffer(data, np.uint8, count, record.data_offset)
         return raw.reshape(record.shape) != 0
+    if record.bfloat16:
+        raw = np.frombuffer(data, "<u2", count, record.data_offset)
+        wide = raw.astype(np.uint32) << 16
+        return wide.view(np.float32).reshape(record.shape).copy()
     raw = np.frombuffer(data, record.dtype, count, record.data_offset)
     native = record.dtype.newbyteorder("=")
     return raw.reshape(record.shape).astype(native, order="C", copy=True)
