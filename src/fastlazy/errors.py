@@ -11,6 +11,7 @@ __all__ = [
     "ParameterFileError",
     "ParameterShapeError",
     "UnsupportedOperatorError",
+    "OutputError",
     "PredictInterrupted",
 ]
 
@@ -44,6 +45,13 @@ class UnsupportedOperatorError(FastLazyError, NotImplementedError):
     """An exported MXNet graph uses an operator fastlazy does not implement,
     or has a shape (branches, several inputs or outputs) that a
     :class:`~fastlazy.nn.Sequential` cannot express."""
+
+
+class OutputError(FastLazyError, ValueError):
+    """``net(x, out=...)`` cannot write the result into ``out``: not an
+    array (or, for a network with several outputs, not a tuple of them), of
+    another dtype or shape than the result, not C-contiguous, read-only, or
+    sharing memory with an input, another output or a parameter."""
 
 
 class PredictInterrupted(KeyboardInterrupt):
