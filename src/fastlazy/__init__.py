@@ -25,8 +25,8 @@ from ._parameter import Parameter
 from ._plan import get_num_threads, set_num_threads
 from ._util import bfloat16
 from .errors import (DeferredInitializationError, FastLazyError,
-                     ParameterFileError, ParameterShapeError, ShapeError,
-                     UnsupportedOperatorError)
+                     OutputError, ParameterFileError, ParameterShapeError,
+                     ShapeError, UnsupportedOperatorError)
 from .parameter_dict import Constant, ParameterDict
 
 __version__ = "0.1.0"
@@ -34,7 +34,7 @@ __version__ = "0.1.0"
 __all__ = ["Parameter", "ParameterDict", "Constant", "SymbolBlock",
            "FastLazyError",
            "DeferredInitializationError", "ShapeError", "ParameterFileError",
-           "ParameterShapeError", "UnsupportedOperatorError",
+           "ParameterShapeError", "UnsupportedOperatorError", "OutputError",
            "load_mxnet_export", "onnx", "nn", "init", "random", "ops", "F",
            "explain", "show_config", "quantize", "bfloat16",
            "set_num_threads", "get_num_threads", "__version__"]

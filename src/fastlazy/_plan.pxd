@@ -289,15 +289,27 @@ cdef class Plan:
     cdef int out_ndim
     cdef list keep              # arrays and parameters the steps point into
     cdef object dtype
-    cdef str where
+    cdef readonly str where     # names the network in errors
     # one cached workspace; a concurrent call on the same plan gets its own
     cdef char *scratch
     cdef Py_ssize_t scratch_bytes
     cdef bint scratch_busy
+    # the smallest batch at which a dense step runs on packed weights
+    # (PY_SSIZE_T_MAX: none does); below it a call skips _packed_steps
+    cdef Py_ssize_t pack_min_n
+    # byte ranges [lo, hi) of the parameter storage the steps read, for the
+    # overlap check of net(x, out=...)
+    cdef char **param_lo
+    cdef char **param_hi
+    cdef int nparam_ranges
     cdef object __weakref__
 
-    cpdef object run(self, object x)
-    cdef object _run(self, tuple arrs)
+    cpdef object run(self, object x, object out=*)
+    cdef object _run(self, tuple arrs, object out=*, tuple given=*)
+    cdef void _note_packing(self)
+    cdef int _note_param_ranges(self) except -1
+    cdef int _check_out(self, object out, int k, Py_ssize_t n,
+                        cnp.ndarray arr, tuple inputs) except -1
     cdef int _execute(self, RunCtx *c, Py_ssize_t n) except -1
     cdef Step *_packed_steps(self, Py_ssize_t tile) except? NULL
     cdef Py_ssize_t _tile_rows(self) noexcept

@@ -11,6 +11,7 @@ __all__ = [
     "ParameterFileError",
     "ParameterShapeError",
     "UnsupportedOperatorError",
+    "OutputError",
     "PredictInterrupted",
 ]
 
@@ -47,6 +48,13 @@ class UnsupportedOperatorError(FastLazyError, NotImplementedError):
     axis).  A :class:`NotImplementedError`: the file is valid, fastlazy
     lacks something.  ``fastlazy.onnx.load`` names every such node of a
     model in one message (node name, operator, opset, and why)."""
+
+
+class OutputError(FastLazyError, ValueError):
+    """``net(x, out=...)`` cannot write the result into ``out``: not an
+    array (or, for a network with several outputs, not a tuple of them), of
+    another dtype or shape than the result, not C-contiguous, read-only, or
+    sharing memory with an input, another output or a parameter."""
 
 
 class PredictInterrupted(KeyboardInterrupt):
