@@ -76,6 +76,10 @@ def main():
                     metavar="SECONDS",
                     help="before each round wait up to SECONDS for other "
                          "processes to leave the CPUs (default 0)")
+    ap.add_argument("--nets", default="textbook,C3",
+                    help="networks to run (default: textbook,C3)")
+    ap.add_argument("--parts", default="scaling,peers,oversub",
+                    help="parts to run (default: scaling,peers,oversub)")
     ap.add_argument("--png", default=str(REPO / "docs" / "scale-out.png"))
     ap.add_argument("--json", default=str(REPO / ".benchmarks" /
                                           "scale-out.json"))
@@ -119,6 +123,12 @@ def main():
     if args.quick:
         peer_chunks = {"textbook": [64_000], "C3": [2_000]}
     peer_chunk = {name: c[0] for name, c in peer_chunks.items()}
+    nets = args.nets.split(",")
+    unknown = [n for n in nets if n not in plans]
+    if unknown:
+        ap.error(f"--nets: unknown {unknown}; choose from {list(plans)}")
+    plans = {n: plans[n] for n in nets}
+    parts = set(args.parts.split(","))
 
     cluster = LocalCluster(n_workers=2, threads_per_worker=1,
                            processes=True, host="127.0.0.1",
@@ -192,7 +202,8 @@ def main():
                                        atol=1e-4 * np.abs(ref).max())
 
         # -- 1 versus 2 workers, by chunk size ------------------------------
-        for name, (max_rows, chunk_list) in plans.items():
+        for name, (max_rows, chunk_list) in (plans.items() if "scaling"
+                                             in parts else ()):
             net, layers = peers.build(name)
             k = peers.in_units(name)
             results["scaling"][name] = {"rows": max_rows, "cells": []}
@@ -224,7 +235,7 @@ def main():
                 del X1, X2, Y1, Y2, f1, f2
 
         # -- peers on Dask, 2 workers, by chunk size -----------------------
-        for name, (rows, _) in plans.items():
+        for name, (rows, _) in (plans.items() if "peers" in parts else ()):
             net, layers = peers.build(name)
             k = peers.in_units(name)
             results["peers"][name] = []
@@ -257,36 +268,37 @@ def main():
                 del X, graphs, fx
 
         # -- oversubscription: workers x fastlazy threads -------------------
-        name = "textbook"
-        rows = plans[name][0]
-        net, layers = peers.build(name)
-        chunk = peer_chunk[name]
-        Xa, fa = peers.placed_input(client, 3, rows, chunk, 20, workers)
-        Pb, fb = peers.placed_input(client2, 3, rows, chunk, 20,
-                                    sorted(client2.nthreads()))
-        cases = {
-            "2 workers x 1 thread, fastlazy 1 thread (fastlazy.dask)":
-                (client, fd.predict(net, Xa)),
-            "2 workers x 1 thread, fastlazy forced to 2 threads":
-                (client, peers.forced_threads_on_dask(net, Xa, 2)),
-            "1 worker x 2 threads, fastlazy 2 threads (fastlazy.dask)":
-                (client2, fd.predict(net, Pb)),
-        }
-        times = {c: [] for c in cases}
-        for c, (cl, Y) in cases.items():
-            run(Y, None, cl)
-        other.clear()
-        for _ in range(args.rounds):
+        if "oversub" in parts and "textbook" in plans:
+            name = "textbook"
+            rows = plans[name][0]
+            net, layers = peers.build(name)
+            chunk = peer_chunk[name]
+            Xa, fa = peers.placed_input(client, 3, rows, chunk, 20, workers)
+            Pb, fb = peers.placed_input(client2, 3, rows, chunk, 20,
+                                        sorted(client2.nthreads()))
+            cases = {
+                "2 workers x 1 thread, fastlazy 1 thread (fastlazy.dask)":
+                    (client, fd.predict(net, Xa)),
+                "2 workers x 1 thread, fastlazy forced to 2 threads":
+                    (client, peers.forced_threads_on_dask(net, Xa, 2)),
+                "1 worker x 2 threads, fastlazy 2 threads (fastlazy.dask)":
+                    (client2, fd.predict(net, Pb)),
+            }
+            times = {c: [] for c in cases}
             for c, (cl, Y) in cases.items():
-                times[c].append(run(Y, None, cl))
-        base = None
-        for c, t in times.items():
-            r = rows / statistics.median(t)
-            base = base or r
-            results["oversub"][c] = r
-            print(f"oversubscription, chunk {chunk}: {c:<58} {r:12,.0f} "
-                  f"rows/s  ({r / base:.2f} of the first)", flush=True)
-        results["oversub_other_load"] = statistics.median(other)
+                run(Y, None, cl)
+            other.clear()
+            for _ in range(args.rounds):
+                for c, (cl, Y) in cases.items():
+                    times[c].append(run(Y, None, cl))
+            base = None
+            for c, t in times.items():
+                r = rows / statistics.median(t)
+                base = base or r
+                results["oversub"][c] = r
+                print(f"oversubscription, chunk {chunk}: {c:<58} {r:12,.0f} "
+                      f"rows/s  ({r / base:.2f} of the first)", flush=True)
+            results["oversub_other_load"] = statistics.median(other)
     finally:
         client2.close()
         client.close()
@@ -297,8 +309,10 @@ def main():
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=1))
     print_tables(results)
-    draw(results, args.png)
-    print(f"\nwrote {args.json} and {args.png}")
+    if results["scaling"]:
+        draw(results, args.png)
+    print(f"\nwrote {args.json}" + (f" and {args.png}" if results["scaling"]
+                                   else ""))
 
 
 def print_tables(res):

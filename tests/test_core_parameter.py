@@ -435,3 +435,35 @@ def test_initialize_positional_order_follows_the_contract():
     np.testing.assert_array_equal(p.data(), np.zeros((2, 3), np.float32))
     p.initialize(init.One(), force_reinit=True, ctx="cpu")
     np.testing.assert_array_equal(p.data(), np.ones((2, 3), np.float32))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (9, 1), (7, 300),
+                                   (300, 7), (64, 64)])
+def test_set_data_into_transposed_storage(dtype, shape):
+    """A Dense weight is stored (in, units): set_data transposes into it
+    (a blocked copy for C-contiguous arrays of its dtype, NumPy's for any
+    other layout or dtype), before and after the storage exists, and from
+    views of its own values."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(shape).astype(dtype)
+    for before in (True, False):
+        p = fl.Parameter("w", shape=shape, dtype=dtype,
+                         _storage_transposed=True)
+        if not before:
+            p.initialize(init.Zero())
+        for src in (a, np.asfortranarray(a), a.astype(np.float16),
+                    a[::-1], a.astype(">f8")):
+            p.set_data(src)
+            np.testing.assert_array_equal(
+                p.data(), np.asarray(src).astype(dtype))
+        # from its own values: the logical view, and a reversed copy
+        p.set_data(a)
+        p.set_data(p.data())
+        np.testing.assert_array_equal(p.data(), a)
+        p.set_data(p.data()[::-1].copy())
+        np.testing.assert_array_equal(p.data(), a[::-1])
+        storage = p.data().T                 # (in, units), C-contiguous
+        if shape[0] == shape[1]:
+            p.set_data(storage)              # shares memory: NumPy's copy
+            np.testing.assert_array_equal(p.data(), a[::-1].T)

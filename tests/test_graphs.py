@@ -365,6 +365,21 @@ def test_lambdas():
         nn.HybridLambda("no_such_op")
 
 
+def test_a_lambda_is_the_first_use_of_the_operators():
+    # a fresh interpreter, where fastlazy.ops is not imported yet: the
+    # lambda's "from . import ops" once recursed through fl.__getattr__
+    import subprocess
+    code = ("import sys\n"
+            "from fastlazy import nn\n"
+            "assert 'fastlazy.ops' not in sys.modules\n"
+            "block = nn.HybridLambda(lambda F, x: F.relu(x))\n"
+            "import fastlazy as fl\n"
+            "assert fl.ops is fl.F is sys.modules['fastlazy.ops']\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+
+
 ACT_LAYERS = [
     (lambda: nn.LeakyReLU(0.1), lambda v: np.where(v > 0, v, 0.1 * v)),
     (lambda: nn.ELU(0.5), lambda v: np.where(v > 0, v, 0.5 * np.expm1(v))),

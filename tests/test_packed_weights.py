@@ -246,7 +246,7 @@ def test_set_tuning_routes():
     old = _plan.set_tuning(kernel_route="packed")
     try:
         assert _plan.set_tuning()[0] == "packed"
-        assert len(_plan.set_tuning()) == 4
+        assert len(_plan.set_tuning()) == 5
         with pytest.raises(ValueError, match="kernel_route"):
             _plan.set_tuning(kernel_route="fastest")
     finally:

@@ -25,8 +25,8 @@ from ._parameter import Parameter
 from ._plan import get_num_threads, set_num_threads
 from ._util import bfloat16
 from .errors import (DeferredInitializationError, FastLazyError,
-                     ParameterFileError, ParameterShapeError, ShapeError,
-                     UnsupportedOperatorError)
+                     OutputError, ParameterFileError, ParameterShapeError,
+                     ShapeError, UnsupportedOperatorError)
 from .parameter_dict import Constant, ParameterDict
 
 __version__ = "0.1.0"
@@ -34,9 +34,9 @@ __version__ = "0.1.0"
 __all__ = ["Parameter", "ParameterDict", "Constant", "SymbolBlock",
            "FastLazyError",
            "DeferredInitializationError", "ShapeError", "ParameterFileError",
-           "ParameterShapeError", "UnsupportedOperatorError",
-           "load_mxnet_export", "nn", "init", "random", "ops", "F",
-           "explain", "show_config", "bfloat16",
+           "ParameterShapeError", "UnsupportedOperatorError", "OutputError",
+           "load_mxnet_export", "onnx", "nn", "init", "random", "ops", "F",
+           "explain", "show_config", "quantize", "bfloat16",
            "set_num_threads", "get_num_threads", "__version__"]
 
 
@@ -52,15 +52,24 @@ def load_mxnet_export(prefix, epoch=0, *, dtype=None, symbol_file=None,
 
 
 def __getattr__(name):
-    # fl.F / fl.ops (the operator namespace) and fl.SymbolBlock, imported on
-    # first use: only tracing, hybrid_forward code and exported graphs need
-    # them
+    # fl.F / fl.ops (the operator namespace), fl.SymbolBlock and fl.onnx,
+    # imported on first use: only tracing, hybrid_forward code, exported
+    # graphs and ONNX files need them
+    import importlib
     if name in ("F", "ops"):
-        from . import ops
-        return ops
+        # import_module, not "from . import ops": that asks this function
+        # for the attribute again before importing, without end
+        return importlib.import_module(".ops", __name__)
     if name == "SymbolBlock":
         from .symbol_block import SymbolBlock
         return SymbolBlock
+    if name == "quantize":
+        from .quantization import quantize
+        return quantize
+    if name == "onnx":
+        # fl.onnx.load / fl.onnx.export; the onnx package itself is
+        # imported only when one of them runs
+        return importlib.import_module(".onnx", __name__)
     raise AttributeError(f"module 'fastlazy' has no attribute {name!r}")
 
 
@@ -71,6 +80,19 @@ def explain(net, *inputs, file=None):
     nothing; prints the report and returns it."""
     from ._compile import explain as _explain
     return _explain(net, *inputs, file=file)
+
+
+def _int8_line(q):
+    names = {0: "baseline", 3: "AVX2", 4: "AVX2", 5: "AVX-VNNI",
+             6: "AVX-512 VNNI"}
+    line = (f"{q['isa']}, {q['rows']} x {q['panel']} tile, "
+            f"{q['k_group']} k per dot product")
+    if q["best_level"] < 5:
+        line += (" -- this CPU has no VNNI (vpdpbusd): int8 runs the "
+                 f"{names[q['best_level']]} fallback")
+    elif q["level"] != q["best_level"]:
+        line += f" (set_isa chose it; the CPU has {names[q['best_level']]})"
+    return line
 
 
 def show_config(file=None):
@@ -94,6 +116,7 @@ def show_config(file=None):
         "kernels": _plan.kernel_isa(),
         "batched": "packed weights, {} x {} float32 tile".format(
             *_plan.packed_tile()[:2]),
+        "int8": _int8_line(_plan.int8_kernels()),
         # Dense layers on bfloat16 weights (net.cast('bfloat16'))
         "bfloat16": _plan.bf16_kernel(),
     }

@@ -179,3 +179,77 @@ def compare_numpy(net, x, rounds=15, round_ms=2.0, rtol=1e-4):
     t_fl = median_ns(net, x, rounds=rounds, round_ms=round_ms)
     t_np = median_ns(twin, x, rounds=rounds, round_ms=round_ms)
     return Comparison(t_fl, t_np, t_np / t_fl)
+
+
+def onnx_matmul_model(layers):
+    """``layers`` (``[(W, b, act)]``, see :func:`dense_layers`) as an ONNX
+    model of MatMul + Add (+ Relu) nodes, opset 17, any batch size: the form
+    ONNX Runtime's ``quantize_dynamic`` turns into int8 (MatMulInteger);
+    it leaves Gemm nodes in float32.  Returns the serialized model.  Needs
+    the ``onnx`` package (the ``bench`` extra)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits = [], []
+    cur = "x"
+    for i, (w, b, act) in enumerate(layers):
+        inits.append(numpy_helper.from_array(
+            np.ascontiguousarray(np.asarray(w, np.float32).T), f"w{i}"))
+        nodes.append(helper.make_node("MatMul", [cur, f"w{i}"], [f"m{i}"]))
+        out = f"m{i}"
+        if b is not None:
+            inits.append(numpy_helper.from_array(np.asarray(b, np.float32),
+                                                 f"b{i}"))
+            nodes.append(helper.make_node("Add", [out, f"b{i}"], [f"a{i}"]))
+            out = f"a{i}"
+        if act == "relu":
+            nodes.append(helper.make_node("Relu", [out], [f"r{i}"]))
+            out = f"r{i}"
+        elif act is not None:
+            raise ValueError(f"onnx_matmul_model: 'relu' or linear layers, "
+                             f"not {act!r}")
+        cur = out
+    nodes.append(helper.make_node("Identity", [cur], ["y"]))
+    k = layers[0][0].shape[1]
+    m = layers[-1][0].shape[0]
+    graph = helper.make_graph(
+        nodes, "dense",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", m])],
+        initializer=inits)
+    model = helper.make_model(graph,
+                              opset_imports=[helper.make_opsetid("", 17)],
+                              ir_version=8)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def ort_int8_session(layers, threads=1, reduce_range=False):
+    """An ONNX Runtime session of ``layers`` quantized by ORT's own
+    ``quantize_dynamic`` (int8 weights, uint8 activations, per-tensor
+    weight scales: its defaults).  ``reduce_range``: 7-bit weights, which
+    ORT recommends on CPUs without VNNI -- there its u8 x s8 kernel
+    (vpmaddubsw) adds pairs of products into saturating int16, and full
+    8-bit weights make errors ~10x larger (measured on AVX2).  Needs
+    ``onnx`` and ``onnxruntime``."""
+    import os
+    import tempfile
+
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "fp32.onnx")
+        dst = os.path.join(tmp, "int8.onnx")
+        with open(src, "wb") as f:
+            f.write(onnx_matmul_model(layers))
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8,
+                         reduce_range=reduce_range)
+        with open(dst, "rb") as f:
+            data = f.read()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(data, opts,
+                                providers=["CPUExecutionProvider"])

@@ -37,6 +37,16 @@ cdef extern from "cblas.h" nogil:
         double alpha, const double *a, blas_int lda, const double *x,
         blas_int incx, double beta, double *y, blas_int incy)
 
+    # out-of-place (transposing) matrix copies, cache-blocked
+    void cblas_somatcopy "scipy_cblas_somatcopy"(
+        CBLAS_ORDER order, CBLAS_TRANSPOSE trans, blas_int rows,
+        blas_int cols, float alpha, const float *a, blas_int lda, float *b,
+        blas_int ldb)
+    void cblas_domatcopy "scipy_cblas_domatcopy"(
+        CBLAS_ORDER order, CBLAS_TRANSPOSE trans, blas_int rows,
+        blas_int cols, double alpha, const double *a, blas_int lda,
+        double *b, blas_int ldb)
+
     void openblas_set_num_threads "scipy_openblas_set_num_threads"(int n)
     int openblas_get_num_threads "scipy_openblas_get_num_threads"()
     char *openblas_get_config "scipy_openblas_get_config"()

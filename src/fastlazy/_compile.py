@@ -27,7 +27,7 @@ from collections import OrderedDict
 import numpy as np
 
 from ._parameter import as_numeric_array
-from ._plan import Plan
+from ._plan import Plan, check_apart, check_out_shapes, deliver
 from ._steps import StepBuilder, fuse
 from ._util import bfloat16
 from .errors import FastLazyError, ShapeError
@@ -183,10 +183,14 @@ def prepare(block, in_shapes):
     return out_shapes
 
 
-def compile_plan(block, in_shapes, dtype):
-    """Prepare ``block`` for ``in_shapes`` and build its plan."""
+def compile_plan(block, in_shapes, dtype, check=None):
+    """Prepare ``block`` for ``in_shapes`` and build its plan.
+    ``check(out_shapes, multi)``, if given, runs after the trace and
+    before anything changes (deferred initialization): it may raise."""
     builder, outs, out_shapes, pending, multi = _trace(block, in_shapes,
                                                        compiling=True)
+    if check is not None:
+        check(out_shapes, multi)
     _finish(block, pending, _used_params(builder))
     steps, outs = fuse(builder.steps, outs)
     plan = Plan(steps, builder.sizes, builder.inputs, outs,
@@ -213,37 +217,73 @@ def _arrays(block, xs):
     return arrs
 
 
-def call_slow(block, x, *more, _slot="_plan"):
+def call_slow(block, x, *more, out=None, _slot="_plan"):
     """``block(x, ...)`` when no current plan fits; the plan is kept in
-    the block's attribute ``_slot`` (``_plan`` is the fast path's)."""
+    the block's attribute ``_slot`` (``_plan`` is the fast path's).
+    ``out``: see :class:`fastlazy._plan.CompiledCall`; a wrong one is
+    refused before anything is initialized when the network compiles."""
     if isinstance(x, Sym) or any(isinstance(m, Sym) for m in more):
         # a child called inside a network being traced
         return trace_block(block, x, *more)
+    given = (x,) + more
     if not block._is_plannable():
-        return block.forward(x, *more)
-    arrs = _arrays(block, (x,) + more)
+        return _eager(block, given, given, out)
+    arrs = _arrays(block, given)
     with block._lock:
         plan = getattr(block, _slot)
         if plan is not None and plan.is_current():
             # another thread compiled it while this one waited
-            out = plan.run(arrs[0]) if not more else plan.run_many(*arrs)
-            if out is not None:
-                return out
+            res = _run(plan, arrs, given, out)
+            if res is not None:
+                return res
         dtype = net_dtype(block, arrs)
         arrs = [np.ascontiguousarray(a, dtype=dtype) for a in arrs]
+        check = None if out is None else \
+            (lambda shapes, multi: _check_out_early(block, out, shapes,
+                                                    multi, dtype))
         try:
-            plan = compile_plan(block, [tuple(a.shape) for a in arrs], dtype)
+            plan = compile_plan(block, [tuple(a.shape) for a in arrs], dtype,
+                                check)
         except TraceFailed as failed:
             block._fell_back(failed)
             plan = None
         if plan is not None:
             object.__setattr__(block, _slot, plan)
     if plan is None:
-        return block.forward(*arrs)
-    out = plan.run(arrs[0]) if not more else plan.run_many(*arrs)
-    if out is None:  # pragma: no cover - plan built for these shapes
+        return _eager(block, arrs, given, out)
+    res = _run(plan, arrs, given, out)
+    if res is None:  # pragma: no cover - plan built for these shapes
         raise RuntimeError("forward plan rejected its own input shape")
-    return out
+    return res
+
+
+def _run(plan, arrs, given, out):
+    """Run ``plan`` on ``arrs`` (the caller's inputs ``given``, converted),
+    into ``out`` if given; None when they do not fit the plan."""
+    if out is None:
+        return plan.run(arrs[0]) if len(arrs) == 1 else plan.run_many(*arrs)
+    # the plan checks out against the arrays it reads; the caller's own
+    # inputs, which those may be copies of, are checked here
+    check_apart(out, given, plan.where)
+    return plan.run(arrs[0], out) if len(arrs) == 1 else \
+        plan.run_many(*arrs, out=out)
+
+
+def _eager(block, arrs, given, out):
+    """The block's Python forward on ``arrs``, written into ``out`` if
+    given."""
+    res = block.forward(*arrs)
+    if out is None:
+        return res
+    return deliver(res, out, tuple(given), _where(block))
+
+
+def _check_out_early(block, out, out_shapes, multi, dtype):
+    """Refuse an ``out`` that cannot take the result, from the traced
+    output shapes, before the first forward initializes anything (the
+    plan checks it again, with the memory overlaps, when it runs)."""
+    check_out_shapes(out, [tuple(s) for s in out_shapes], multi, dtype,
+                     _where(block))
 
 
 def fused_steps(block, in_shape):

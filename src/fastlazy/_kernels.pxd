@@ -127,6 +127,30 @@ cdef extern from "kernels/fl_kernels.h" nogil:
                               const double *x, double *y,
                               const double *gamma, const double *beta,
                               double eps, double *acc) noexcept nogil
+        # int8 (kernels/qgemm.inc.h)
+        void (*qpack)(fl_idx K, fl_idx M, const float *w, fl_idx sk,
+                      fl_idx sm, signed char *pk, float *ws,
+                      int *wsum) noexcept nogil
+        void (*qrows)(fl_idx n, fl_idx K, const float *x, fl_idx ldx,
+                      unsigned char *xq, fl_idx ldq, float *xs, int *xz,
+                      float fscale, int fzp) noexcept nogil
+        void (*qgemm)(fl_idx n, fl_idx K, fl_idx M, const unsigned char *xq,
+                      fl_idx ldq, const float *xs, const int *xz,
+                      const signed char *pk, fl_idx p0, fl_idx p1,
+                      const float *ws, const int *wsum, const float *sh,
+                      float *y, fl_idx ldy, int act) noexcept nogil
+        void (*qim2col)(const unsigned char *xq, fl_idx C, fl_idx H,
+                        fl_idx W, fl_idx kh, fl_idx kw, fl_idx sh, fl_idx sw,
+                        fl_idx ph, fl_idx pw, fl_idx dh, fl_idx dw, fl_idx OW,
+                        fl_idx p0, fl_idx p1, unsigned char *col, fl_idx ldq,
+                        int pad) noexcept nogil
+        int q_nr
+        int q_ks
+        int q_esize
+        int q_mr
+        int q_level
+        int q_wmax
+        const char *q_isa
         # bfloat16 weights (kernels/dense_bf16.inc.h)
         void (*pack_bf16)(fl_idx K, fl_idx M, const uint16_t *wt,
                           uint32_t *pk) noexcept nogil
@@ -155,3 +179,5 @@ cdef extern from "kernels/fl_kernels.h" nogil:
     fl_kernel_table fl_kt
     int fl_kernels_init(int level) noexcept
     const char *fl_kernels_isa() noexcept
+    int fl_kernels_qbest() noexcept
+    void fl_kernels_q7(int on) noexcept

@@ -29,7 +29,9 @@ cdef enum StepKind:
     STEP_SOFTMAX = 11
     STEP_PRELU = 12
     STEP_COPY = 13
-    STEP_DENSE_BF16 = 14      # a Dense step on bfloat16 weights
+    STEP_QDENSE = 14          # a Dense layer in int8 (_plan_quant.pxi)
+    STEP_QCONV = 15           # a Conv2D layer in int8
+    STEP_DENSE_BF16 = 16      # a Dense step on bfloat16 weights
 
 
 cdef struct Step
@@ -161,6 +163,35 @@ cdef struct PreluArgs:
     Py_ssize_t outer, C, inner
 
 
+cdef struct QuantArgs:
+    # A Dense (K inputs, M outputs, rows per sample) or a Conv2D (geometry
+    # g, K = C*kh*kw per output pixel, M = O) run in int8; see
+    # _plan_quant.pxi and kernels/qgemm.inc.h.
+    const float *w          # the float32 weight, re-quantized when it changes
+    Py_ssize_t sk, sm       # w[k * sk + m * sm]
+    signed char *pk         # packed int8 weights (the QWeights' buffers)
+    float *ws               # per-column scales, padded to whole panels
+    int *wsum               # per-column sums of the int8 weights
+    void *qstate            # its QWeights' refresh state (QWState; the plan
+                            # keeps the QWeights alive)
+    const unsigned long long *wversion    # the weight's write version
+    const int *wviews                     # its live data() views
+    const char *bias        # (M,) float32 or NULL
+    const float *calib      # static: (lo, hi) the input was calibrated to;
+                            # NULL: dynamic (each row's own range)
+    char *bn_gamma          # a folded BatchNorm (bn_mean NULL when none)
+    char *bn_beta
+    char *bn_mean
+    char *bn_var
+    double bn_eps
+    int act
+    Py_ssize_t rows, K, M   # per sample: rows of K inputs -> M outputs
+    Py_ssize_t npan         # panels of output columns
+    Py_ssize_t ldq          # bytes per quantized row
+    Py_ssize_t chunk        # rows quantized at a time (pixels for a conv)
+    ConvGeometry g          # STEP_QCONV only
+
+
 cdef union StepArgs:
     DenseArgs dense
     ConvArgs conv
@@ -174,6 +205,7 @@ cdef union StepArgs:
     ReduceArgs reduce
     SoftmaxArgs softmax
     PreluArgs prelu
+    QuantArgs quant
 
 
 cdef struct Step:
@@ -257,15 +289,27 @@ cdef class Plan:
     cdef int out_ndim
     cdef list keep              # arrays and parameters the steps point into
     cdef object dtype
-    cdef str where
+    cdef readonly str where     # names the network in errors
     # one cached workspace; a concurrent call on the same plan gets its own
     cdef char *scratch
     cdef Py_ssize_t scratch_bytes
     cdef bint scratch_busy
+    # the smallest batch at which a dense step runs on packed weights
+    # (PY_SSIZE_T_MAX: none does); below it a call skips _packed_steps
+    cdef Py_ssize_t pack_min_n
+    # byte ranges [lo, hi) of the parameter storage the steps read, for the
+    # overlap check of net(x, out=...)
+    cdef char **param_lo
+    cdef char **param_hi
+    cdef int nparam_ranges
     cdef object __weakref__
 
-    cpdef object run(self, object x)
-    cdef object _run(self, tuple arrs)
+    cpdef object run(self, object x, object out=*)
+    cdef object _run(self, tuple arrs, object out=*, tuple given=*)
+    cdef void _note_packing(self)
+    cdef int _note_param_ranges(self) except -1
+    cdef int _check_out(self, object out, int k, Py_ssize_t n,
+                        cnp.ndarray arr, tuple inputs) except -1
     cdef int _execute(self, RunCtx *c, Py_ssize_t n) except -1
     cdef Step *_packed_steps(self, Py_ssize_t tile) except? NULL
     cdef Py_ssize_t _tile_rows(self) noexcept

@@ -22,9 +22,11 @@ instruction set, tuning: :func:`invalidate_all`).
 
 import numpy as np
 
+cimport cython
 cimport numpy as cnp
 from cython cimport floating
 from libc.stdint cimport uint16_t, uint32_t
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
@@ -37,13 +39,13 @@ from fastlazy._kernels cimport (
     FL_ACT_GELU, FL_ACT_NONE, FL_ACT_RELU, FL_ACT_RELU6, FL_ACT_SIGMOID,
     FL_ACT_SILU,
     FL_ACT_SOFTRELU, FL_ACT_SOFTSIGN, FL_ACT_TANH, fl_kernels_init,
-    fl_kernels_isa, fl_kt,
+    fl_kernels_isa, fl_kernels_q7, fl_kernels_qbest, fl_kt,
 )
 from fastlazy._parameter cimport INITIALIZED, Parameter
 
 from ._parameter import as_numeric_array
 from ._util import bfloat16, prod
-from .errors import DeferredInitializationError, ShapeError
+from .errors import DeferredInitializationError, OutputError, ShapeError
 
 
 cdef extern from "<stdlib.h>" nogil:
@@ -219,18 +221,27 @@ cdef Py_ssize_t _TILE_BYTES = 1 << 19
 cdef Py_ssize_t _PAR_MACS = 1 << 22
 # Weights larger than this (bytes) are never packed; -1: no limit.
 cdef Py_ssize_t _PACK_MAX_BYTES = -1
+# A forward pass with fewer multiply-adds than this keeps the GIL: it
+# computes for less time (~0.5 us) than releasing and retaking the GIL
+# costs (~360 instructions, and a thread switch when another thread waits
+# for it).  C1 (7.7k multiply-adds) measured 0.xx us -> 0.xx us.
+cdef Py_ssize_t _NOGIL_MACS = 1 << 14
 
 
 def set_tuning(kernel_route=None, tile_bytes=None, parallel_macs=None,
-               pack_max_bytes=None):
+               pack_max_bytes=None, nogil_macs=None):
     """Adjust the kernel choice ('auto', 'own', 'blas' or 'packed'), the
-    row-tile size, the size from which a forward pass uses several threads
-    and the largest weight (bytes; -1: any) that is kept packed for the
+    row-tile size, the size from which a forward pass uses several threads,
+    the largest weight (bytes; -1: any) that is kept packed for the
     batched kernel -- the memory knob: a packed copy costs as much memory
-    as its weight.  Returns the old values (for tests and benches)."""
-    global _KERNEL_ROUTE, _TILE_BYTES, _PAR_MACS, _PACK_MAX_BYTES
+    as its weight -- and the size (multiply-adds) from which a forward
+    pass releases the GIL.  Returns the old values (for tests and
+    benches)."""
+    global _KERNEL_ROUTE, _TILE_BYTES, _PAR_MACS, _PACK_MAX_BYTES, \
+        _NOGIL_MACS
     routes = ("auto", "own", "blas", "packed")
-    old = (routes[_KERNEL_ROUTE], _TILE_BYTES, _PAR_MACS, _PACK_MAX_BYTES)
+    old = (routes[_KERNEL_ROUTE], _TILE_BYTES, _PAR_MACS, _PACK_MAX_BYTES,
+           _NOGIL_MACS)
     if kernel_route is not None:
         if kernel_route not in routes:
             raise ValueError(f"kernel_route must be one of {routes}, got "
@@ -242,6 +253,8 @@ def set_tuning(kernel_route=None, tile_bytes=None, parallel_macs=None,
         _PAR_MACS = max(0, int(parallel_macs))
     if pack_max_bytes is not None:
         _PACK_MAX_BYTES = max(-1, int(pack_max_bytes))
+    if nogil_macs is not None:
+        _NOGIL_MACS = max(0, int(nogil_macs))
     invalidate_all()
     return old
 
@@ -550,6 +563,7 @@ def packed_state(Parameter w):
 
 include "_plan_conv.pxi"
 include "_plan_graph.pxi"
+include "_plan_quant.pxi"
 include "_plan_bf16.pxi"
 
 
@@ -591,6 +605,8 @@ cdef int _check_blas_dims(str where, tuple dims) except -1:
 
 cdef int _fill_dense(Step *s, object st, object dtype, list keep) except -1:
     cdef DenseArgs *a = &s.a.dense
+    if st.quant is not None:
+        return _fill_qdense(s, st, dtype, keep)      # int8: _plan_quant.pxi
     _check_blas_dims("Dense", (st.K, st.M))
     s.run = _step_dense
     s.kind = STEP_DENSE
@@ -901,8 +917,14 @@ cdef class Plan:
         self.scratch_busy = False
         self.stale = False
         self.follows_input_dtype = False
+        self.pack_min_n = PY_SSIZE_T_MAX
+        self.param_lo = NULL
+        self.param_hi = NULL
+        self.nparam_ranges = 0
 
     def __dealloc__(self):
+        free(self.param_lo)
+        free(self.param_hi)
         free(self.d.steps)
         free(self.d.buf_kind)
         free(self.d.buf_index)
@@ -1022,7 +1044,43 @@ cdef class Plan:
                 (<Parameter>param)._watch(self)
         for param in params.values():
             (<Parameter>param)._watch(self)
+        self._note_packing()
+        self._note_param_ranges()
         self.config_epoch = _config_epoch
+
+    cdef void _note_packing(self):
+        """pack_min_n: the smallest batch at which some dense step wants its
+        packed weights (the route rules, fixed until the configuration
+        epoch changes, are monotone in the rows: false below a threshold,
+        true from it on); smaller calls skip _packed_steps."""
+        cdef int i
+        cdef Py_ssize_t n
+        cdef const Step *s
+        for i in range(self.d.nsteps):
+            s = &self.d.steps[i]
+            if s.kind != STEP_DENSE:
+                continue
+            n = 1
+            while n <= 4096 and n < self.pack_min_n:
+                if _wants_packed(&s.a.dense, n * s.a.dense.rows):
+                    self.pack_min_n = n
+                    break
+                n = n + 1 if n < 8 else n * 2
+
+    cdef int _note_param_ranges(self) except -1:
+        """The byte ranges of the parameter storage the steps read."""
+        cdef cnp.ndarray a
+        arrs = [v for v in self.keep if isinstance(v, np.ndarray)
+                and v.size > 0]
+        self.param_lo = <char **>malloc(max(1, len(arrs)) * sizeof(char *))
+        self.param_hi = <char **>malloc(max(1, len(arrs)) * sizeof(char *))
+        if self.param_lo == NULL or self.param_hi == NULL:
+            raise MemoryError()
+        for a in arrs:
+            _byte_bounds(a, &self.param_lo[self.nparam_ranges],
+                         &self.param_hi[self.nparam_ranges])
+            self.nparam_ranges += 1
+        return 0
 
     def _invalidate(self):
         """Something this plan depends on changed: rebuild at the next call."""
@@ -1097,11 +1155,13 @@ cdef class Plan:
             t = 4096
         return t - t % 8
 
-    cpdef object run(self, object x):
+    cpdef object run(self, object x, object out=None):
         """Run on one input ``x``; None when ``x`` does not fit this plan
-        (the caller then takes the slow path, which re-infers or raises)."""
+        (the caller then takes the slow path, which re-infers or raises).
+        With ``out`` (checked by _check_out), the result is written there
+        and ``out`` is returned."""
         cdef cnp.ndarray arr
-        cdef cnp.ndarray out
+        cdef cnp.ndarray res
         cdef Py_ssize_t n, i
         cdef RunCtx c
         if self.d.nin != 1:
@@ -1127,23 +1187,33 @@ cdef class Plan:
             if cnp.PyArray_DIM(arr, i) != self.in_dims[i]:
                 return None
         if self.multi_output:
-            return self._run((arr,))
+            return self._run((arr,), out) if arr is x else \
+                self._run((arr,), out, (x,))
         n = cnp.PyArray_DIM(arr, 0)
-        self.out_dims[0] = n
-        out = cnp.PyArray_EMPTY(self.out_ndim, <cnp.npy_intp *>self.out_dims,
-                                self.typenum, 0)
+        if out is None:
+            self.out_dims[0] = n
+            res = cnp.PyArray_EMPTY(self.out_ndim,
+                                    <cnp.npy_intp *>self.out_dims,
+                                    self.typenum, 0)
+        else:
+            self._check_out(out, -1, n, arr, None if arr is x else (x,))
+            res = <cnp.ndarray>out
         if n == 0:
-            return out
+            return res
         c.xs[0] = <const char *>cnp.PyArray_DATA(arr)
-        c.outs[0] = <char *>cnp.PyArray_DATA(out)
+        c.outs[0] = <char *>cnp.PyArray_DATA(res)
         self._execute(&c, n)
-        return out
+        return res
 
-    cdef object _run(self, tuple args):
-        """Run on one array per input; None when they do not fit."""
+    cdef object _run(self, tuple args, object out=None, tuple given=None):
+        """Run on one array per input; None when they do not fit.  ``out``:
+        as for run (a tuple of arrays when the plan returns a tuple);
+        ``given``: the caller's inputs when ``args`` are conversions of
+        them (out= must not overlap either)."""
         cdef RunCtx c
         cdef Py_ssize_t n = -1, i
         cdef cnp.ndarray arr
+        cdef tuple inputs
         if len(args) != self.d.nin:
             return None
         arrs = []
@@ -1161,18 +1231,104 @@ cdef class Plan:
                     f"{cnp.PyArray_DIM(arr, 0)}")
             arrs.append(arr)
             c.xs[k] = <const char *>cnp.PyArray_DATA(arr)
-        outs = [np.empty((n,) + shape, dtype=self.dtype)
-                for shape in self.out_shapes]
+        if out is None:
+            outs = [np.empty((n,) + shape, dtype=self.dtype)
+                    for shape in self.out_shapes]
+        else:
+            inputs = args + (given or ())
+            if not self.multi_output:
+                self._check_out(out, -1, n, None, inputs)
+                outs = [out]
+            else:
+                if not isinstance(out, (tuple, list)) or \
+                        len(out) != self.d.nout:
+                    check_out_shapes(out, [(n,) + sh for sh in
+                                           self.out_shapes], True,
+                                     self.dtype, self.where)
+                outs = list(out)
+                for i in range(self.d.nout):
+                    self._check_out(outs[i], i, n, None, inputs)
+                for i in range(self.d.nout):
+                    for k in range(i):
+                        if _arrays_overlap(<cnp.ndarray>outs[i],
+                                           <cnp.ndarray>outs[k]):
+                            raise OutputError(
+                                f"{self.where}: out[{k}] and out[{i}] share "
+                                f"memory; each output needs its own array")
         for i in range(self.d.nout):
             c.outs[i] = <char *>cnp.PyArray_DATA(<cnp.ndarray>outs[i])
         if n > 0:
             self._execute(&c, n)
+        if out is not None and self.multi_output:
+            return out if isinstance(out, tuple) else tuple(out)
         return tuple(outs) if self.multi_output else outs[0]
 
-    def run_many(self, *args):
+    def run_many(self, *args, out=None):
         """Run on one array per input (``net(x, y)``); a tuple when the
         network has several outputs.  None when the inputs do not fit."""
-        return self._run(args)
+        return self._run(args, out)
+
+    cdef int _check_out(self, object out, int k, Py_ssize_t n,
+                        cnp.ndarray arr, tuple inputs) except -1:
+        """Raise OutputError unless ``out`` can take output ``k`` (-1: the
+        only one) of a call on ``n`` samples: an ndarray of the plan's
+        dtype and shape, C-contiguous, aligned, writable, sharing no
+        memory with the input ``arr`` (C-contiguous, or None), with
+        ``inputs`` (the caller's own, when ``arr`` converts them, or the
+        arrays of a call with several) or with the parameters the plan
+        reads."""
+        cdef cnp.ndarray a
+        cdef char *lo
+        cdef char *hi
+        cdef int i, j = 0 if k < 0 else k
+        cdef bint ok = cnp.PyArray_Check(out)
+        if ok:
+            a = <cnp.ndarray>out
+            ok = cnp.PyArray_TYPE(a) == self.typenum and \
+                cnp.PyArray_ISNOTSWAPPED(a) and \
+                cnp.PyArray_IS_C_CONTIGUOUS(a) and \
+                cnp.PyArray_ISALIGNED(a) and cnp.PyArray_ISWRITEABLE(a) and \
+                cnp.PyArray_NDIM(a) == len(self.out_shapes[j]) + 1 and \
+                cnp.PyArray_DIM(a, 0) == n
+            if ok and j == 0:
+                for i in range(1, self.out_ndim):
+                    if cnp.PyArray_DIM(a, i) != self.out_dims[i]:
+                        ok = False
+            elif ok:
+                ok = tuple((<object>a).shape[1:]) == self.out_shapes[j]
+        if not ok:
+            # says what is wrong
+            if k < 0:
+                check_out_shapes(out, [(n,) + self.out_shapes[0]], False,
+                                 self.dtype, self.where)
+            else:
+                _check_out_array(out, (n,) + self.out_shapes[j], self.dtype,
+                                 self.where, f"out[{k}]")
+            raise OutputError(f"{self.where}: out cannot take the result")
+        if cnp.PyArray_SIZE(a) == 0:
+            return 0
+        # both C-contiguous: their byte ranges meet only if they share memory
+        lo = cnp.PyArray_BYTES(a)
+        hi = lo + cnp.PyArray_NBYTES(a)
+        if arr is not None and cnp.PyArray_SIZE(arr) > 0 and \
+                lo < cnp.PyArray_BYTES(arr) + cnp.PyArray_NBYTES(arr) and \
+                cnp.PyArray_BYTES(arr) < hi:
+            inputs = (arr,)
+        if inputs is not None:
+            for x in inputs:
+                if cnp.PyArray_Check(x) and \
+                        _arrays_overlap(a, <cnp.ndarray>x):
+                    raise OutputError(
+                        f"{self.where}: {'out' if k < 0 else f'out[{k}]'} "
+                        f"shares memory with the input; the network reads "
+                        f"its input while it writes the output, so they "
+                        f"must be separate arrays")
+        for i in range(self.nparam_ranges):
+            if lo < self.param_hi[i] and self.param_lo[i] < hi:
+                raise OutputError(
+                    f"{self.where}: {'out' if k < 0 else f'out[{k}]'} shares "
+                    f"memory with a parameter of the network")
+        return 0
 
     cdef int _execute(self, RunCtx *c, Py_ssize_t n) except -1:
         """Run every step on ``n`` samples of c.xs into c.outs."""
@@ -1238,7 +1394,8 @@ cdef class Plan:
         if not own_scratch:
             self.scratch_busy = True
         try:
-            steps = self._packed_steps(c.tile)
+            if c.tile >= self.pack_min_n:
+                steps = self._packed_steps(c.tile)
         except BaseException:
             if own_scratch:
                 free(c.scratch)
@@ -1250,13 +1407,16 @@ cdef class Plan:
             dcopy = self.d
             dcopy.steps = steps
             c.d = &dcopy
-        with nogil:
-            if by_columns:
-                _run_by_columns(c, nthreads)
-            elif nthreads > 1:
-                fl_pool_run(_tiles_job, c, nthreads)
-            else:
-                _tiles_job(c, 0, 1)
+        if nthreads == 1 and n * self.d.macs < _NOGIL_MACS:
+            _tiles_job(c, 0, 1)     # see _NOGIL_MACS
+        else:
+            with nogil:
+                if by_columns:
+                    _run_by_columns(c, nthreads)
+                elif nthreads > 1:
+                    fl_pool_run(_tiles_job, c, nthreads)
+                else:
+                    _tiles_job(c, 0, 1)
         free(steps)
         if own_scratch:
             free(c.scratch)
@@ -1308,22 +1468,201 @@ def set_traced_type(cls):
     _Traced = cls
 
 
-def block_call(self, x, *more):
-    """``Block.__call__``: one compiled call when the block has a current
-    plan for this input; otherwise the compiler's slow path (shape
-    inference, deferred initialization, plan building, tracing, or plain
-    Python)."""
-    cdef object plan = getattr(self, "_plan", None)
-    cdef object out
-    if plan is not None and not (<Plan>plan).stale and \
-            (<Plan>plan).config_epoch == _config_epoch:
-        if not more:
-            out = (<Plan>plan).run(x)
+@cython.auto_pickle(False)
+cdef class CompiledCall:
+    """The base of :class:`fastlazy.block.Block`: ``block(x)``.
+
+    ``__call__`` is this type's C call slot, so ``block(x)`` reaches the
+    block's current plan without a Python frame or an attribute lookup by
+    name (``_plan`` is a C member): when the plan is current and ``x``
+    fits it (a C-contiguous array of the plan's dtype and sample shape, or
+    anything it converts), it is one compiled call; otherwise the block's
+    ``_call_slow`` (shape inference, deferred initialization, plan
+    building, tracing, hooks, or plain Python).
+
+    ``out``: an array (a tuple of arrays for a network that returns a
+    tuple) to write the result into instead of a new one; it is checked
+    first (dtype, shape, C order, writable, no memory shared with the
+    inputs or parameters: :class:`~fastlazy.errors.OutputError`) and
+    returned.
+    """
+
+    # the compiled plan of block(x); None until the first call (see
+    # fastlazy._compile.call_slow)
+    cdef public Plan _plan
+
+    def __call__(self, *args, out=None):
+        # *args: the call's own tuple, not a slice of it
+        cdef Plan plan = self._plan
+        cdef object res
+        cdef Py_ssize_t nargs = len(args)
+        if plan is not None and not plan.stale and \
+                plan.config_epoch == _config_epoch:
+            if nargs == 1:
+                res = plan.run(<object>args[0], out)
+            elif nargs:
+                res = plan._run(args, out)
+            else:
+                res = None
+            if res is not None:
+                return res
+        if not nargs:
+            raise TypeError(f"{type(self).__name__}.__call__() needs an "
+                            f"input: block(x)")
+        if out is None:
+            return self._call_slow(*args)
+        return self._call_slow(*args, out=out)
+
+
+def deliver(result, out, inputs, where):
+    """Write ``result`` (an array, or a tuple of them), computed without
+    ``out`` by the eager path, into ``out`` after the checks a plan makes
+    (OutputError), and return ``out``.  ``inputs``: the call's inputs,
+    which ``out`` must not overlap."""
+    if isinstance(result, tuple):
+        res = [np.asarray(r) for r in result]
+        check_out_shapes(out, [r.shape for r in res], True,
+                         [r.dtype for r in res], where)
+    else:
+        res = [np.asarray(result)]
+        check_out_shapes(out, [res[0].shape], False, res[0].dtype, where)
+    check_apart(out, inputs, where)
+    outs = list(out) if isinstance(result, tuple) else [out]
+    for o, r in zip(outs, res):
+        np.copyto(o, r)
+    if isinstance(result, tuple):
+        return out if isinstance(out, tuple) else tuple(out)
+    return out
+
+
+def check_out_shapes(out, shapes, multi, dtype, where):
+    """Raise OutputError unless ``out`` can take outputs of ``shapes``
+    (with the batch axis) and ``dtype`` (one, or one per output): one
+    array, or for a network returning a tuple (``multi``) a tuple of
+    them, each C-contiguous, aligned and writable, and none sharing
+    memory with another."""
+    cdef Py_ssize_t i, k
+    dtypes = dtype if isinstance(dtype, list) else [dtype] * len(shapes)
+    if not multi:
+        if isinstance(out, (tuple, list)):
+            raise OutputError(
+                f"{where}: the network returns one array, so out must be a "
+                f"NumPy array of shape {tuple(shapes[0])}, got "
+                f"{_describe(out)}")
+        _check_out_array(out, tuple(shapes[0]), dtypes[0], where, "out")
+        return
+    if not isinstance(out, (tuple, list)) or len(out) != len(shapes):
+        raise OutputError(
+            f"{where}: the network returns a tuple of {len(shapes)} arrays, "
+            f"so out must be a tuple of {len(shapes)} arrays of shapes "
+            f"{[tuple(s) for s in shapes]}, got {_describe(out)}")
+    for i in range(len(shapes)):
+        _check_out_array(out[i], tuple(shapes[i]), dtypes[i], where,
+                         f"out[{i}]")
+    for i in range(len(shapes)):
+        for k in range(i):
+            if _arrays_overlap(<cnp.ndarray>out[i], <cnp.ndarray>out[k]):
+                raise OutputError(f"{where}: out[{k}] and out[{i}] share "
+                                  f"memory; each output needs its own array")
+
+
+def check_apart(out, inputs, where):
+    """Raise OutputError if an array of ``out`` (one, or a tuple) shares
+    memory with one of ``inputs``."""
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    for i, o in enumerate(outs):
+        if not isinstance(o, np.ndarray):
+            continue
+        for x in inputs:
+            if isinstance(x, np.ndarray) and \
+                    _arrays_overlap(<cnp.ndarray>o, <cnp.ndarray>x):
+                name = "out" if o is out else f"out[{i}]"
+                raise OutputError(
+                    f"{where}: {name} shares memory with the input; the "
+                    f"network reads its input while it writes the output, "
+                    f"so they must be separate arrays")
+
+
+cdef int _check_out_array(object out, tuple shape, object dtype, str where,
+                          str name) except -1:
+    """Raise OutputError unless ``out`` is an ndarray of ``shape`` and
+    ``dtype``, C-contiguous, aligned and writable."""
+    cdef cnp.ndarray a
+    dtype = np.dtype(dtype)
+    if not cnp.PyArray_Check(out):
+        raise OutputError(f"{where}: {name} must be a NumPy array of shape "
+                          f"{shape} and dtype {dtype}, got {_describe(out)}")
+    a = <cnp.ndarray>out
+    if a.dtype != dtype or not cnp.PyArray_ISNOTSWAPPED(a):
+        raise OutputError(f"{where}: {name} must have the result's dtype "
+                          f"{dtype}, got {a.dtype}; allocate it with "
+                          f"np.empty({shape}, dtype={dtype.name!r})")
+    if (<object>a).shape != shape:
+        raise OutputError(f"{where}: {name} must have shape {shape} (the "
+                          f"result's, for an input of {shape[0]} rows), got "
+                          f"{(<object>a).shape}")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a):
+        raise OutputError(f"{where}: {name} must be C-contiguous, got a "
+                          f"strided view; pass an array from np.empty, or a "
+                          f"contiguous slice of one")
+    if not cnp.PyArray_ISALIGNED(a):
+        raise OutputError(f"{where}: {name} is not aligned to its dtype")
+    if not cnp.PyArray_ISWRITEABLE(a):
+        raise OutputError(f"{where}: {name} is read-only")
+    return 0
+
+
+_TooHardError = np.exceptions.TooHardError if hasattr(np, "exceptions") \
+    else np.TooHardError
+
+
+cdef str _describe(object v):
+    if isinstance(v, np.ndarray):
+        return f"an array of shape {v.shape} and dtype {v.dtype}"
+    if isinstance(v, (tuple, list)):
+        return f"a {type(v).__name__} of {len(v)}"
+    return type(v).__name__
+
+
+cdef void _byte_bounds(cnp.ndarray a, char **lo, char **hi) noexcept:
+    """The bytes [lo, hi) that ``a`` spans (lo == hi when it is empty)."""
+    cdef char *l = cnp.PyArray_BYTES(a)
+    cdef char *h = l
+    cdef Py_ssize_t ext
+    cdef int i
+    for i in range(cnp.PyArray_NDIM(a)):
+        if cnp.PyArray_DIM(a, i) == 0:
+            lo[0] = hi[0] = l
+            return
+        ext = (cnp.PyArray_DIM(a, i) - 1) * cnp.PyArray_STRIDE(a, i)
+        if ext < 0:
+            l += ext
         else:
-            out = (<Plan>plan)._run((x,) + more)
-        if out is not None:
-            return out
-    return self._call_slow(x, *more)
+            h += ext
+    lo[0] = l
+    hi[0] = h + cnp.PyArray_ITEMSIZE(a)
+
+
+cdef bint _arrays_overlap(cnp.ndarray a, cnp.ndarray b) except -1:
+    """Whether ``a`` and ``b`` share an element's memory: their byte
+    ranges, then (for strided arrays whose ranges meet) NumPy's exact
+    test; a problem too hard for it counts as overlapping."""
+    cdef char *alo
+    cdef char *ahi
+    cdef char *blo
+    cdef char *bhi
+    _byte_bounds(a, &alo, &ahi)
+    _byte_bounds(b, &blo, &bhi)
+    if alo == ahi or blo == bhi or not (alo < bhi and blo < ahi):
+        return False
+    if (cnp.PyArray_IS_C_CONTIGUOUS(a) or cnp.PyArray_IS_F_CONTIGUOUS(a)) \
+            and (cnp.PyArray_IS_C_CONTIGUOUS(b)
+                 or cnp.PyArray_IS_F_CONTIGUOUS(b)):
+        return True
+    try:
+        return bool(np.shares_memory(a, b, max_work=1 << 20))
+    except _TooHardError:
+        return True
 
 
 # ---------------------------------------------------------------------------

@@ -490,6 +490,8 @@ cdef int _fill_conv(Step *s, object st, object dtype, list keep) except -1:
     cdef ConvArgs *a = &s.a.conv
     cdef ConvGeometry *g = &a.g
     cdef Py_ssize_t Kg, P, rows, per_row, col_bytes, batch, slots = 1
+    if st.quant is not None:
+        return _fill_qconv(s, st, dtype, keep)       # int8: _plan_quant.pxi
     geom = st.geom
     g.C, g.H, g.W, g.O = geom.C, geom.H, geom.W, geom.O
     g.kh, g.kw, g.sh, g.sw = geom.kh, geom.kw, geom.sh, geom.sw

@@ -19,7 +19,7 @@ from typing import NamedTuple, Optional
 
 from ._util import prod
 
-__all__ = ["DenseStep", "ActStep", "ConvGeometry", "FoldedBatchNorm",
+__all__ = ["DenseStep", "Int8Spec", "ActStep", "ConvGeometry", "FoldedBatchNorm",
            "ConvStep", "PoolGeometry", "PoolStep", "BatchNormStep",
            "LayerNormStep", "BinaryStep", "ScalarStep", "ConcatStep",
            "SliceStep", "ReduceStep", "SoftmaxStep", "PReluStep", "CopyStep",
@@ -62,16 +62,64 @@ class _DenseStepFields(NamedTuple):
     K: int                  # input features
     M: int                  # output features
     bn: Optional["FoldedBatchNorm"] = None   # over the M output features
+    quant: Optional["Int8Spec"] = None       # run in int8 (fl.quantize)
 
 
 class DenseStep(_DenseStepFields, _Step):
-    """``dst = act(src @ weight.T + bias)`` over ``rows`` rows per sample."""
+    """``dst = act(src @ weight.T + bias)`` over ``rows`` rows per sample;
+    in int8 when ``quant`` is set."""
 
     __slots__ = ()
 
     def _param_fields(self):
         bn = self.bn
-        return (self.weight, self.bias) + (tuple(bn[:4]) if bn else ())
+        return (self.weight, self.bias) + (tuple(bn[:4]) if bn else ()) \
+            + _quant_params(self.quant)
+
+
+class Int8Spec:
+    """How fl.quantize marked a Dense or Conv2D layer: its step runs on
+    int8 weights (one scale per output channel) and uint8 activations --
+    quantized per row at each call (``mode='dynamic'``; a convolution: per
+    sample), or with the scale of the range ``calib`` (a Parameter holding
+    (lo, hi), calibrated by ``calib_mode``; ``mode='static'``).
+
+    The layer's float32 weight stays its parameter; the int8 copy the plan
+    makes of it is cached here (``_cache``, never pickled or copied)."""
+
+    __slots__ = ("mode", "calib_mode", "calib", "_cache")
+
+    def __init__(self, mode, calib_mode=None, calib=None):
+        self.mode = mode
+        self.calib_mode = calib_mode
+        self.calib = calib
+        self._cache = None
+
+    def __getstate__(self):
+        return (self.mode, self.calib_mode, self.calib)
+
+    def __setstate__(self, state):
+        self.mode, self.calib_mode, self.calib = state
+        self._cache = None
+
+    def __deepcopy__(self, memo):
+        import copy
+        return Int8Spec(self.mode, self.calib_mode,
+                        copy.deepcopy(self.calib, memo))
+
+    def describe(self):
+        """``'int8 dynamic'``, ``'int8 static (entropy)'``."""
+        if self.mode == "static":
+            return f"int8 static ({self.calib_mode})"
+        return "int8 dynamic"
+
+    def __repr__(self):
+        return f"Int8Spec({self.describe()!r})"
+
+
+def _quant_params(quant):
+    return (quant.calib,) if quant is not None and quant.calib is not None \
+        else ()
 
 
 class _ActStepFields(NamedTuple):
@@ -129,16 +177,19 @@ class _ConvStepFields(NamedTuple):
     act: int
     geom: ConvGeometry
     bn: Optional[FoldedBatchNorm] = None
+    quant: Optional[Int8Spec] = None         # run in int8 (fl.quantize)
 
 
 class ConvStep(_ConvStepFields, _Step):
-    """``dst = act(bn(conv2d(src, weight) + bias))``, NCHW."""
+    """``dst = act(bn(conv2d(src, weight) + bias))``, NCHW; in int8 when
+    ``quant`` is set (one group only)."""
 
     __slots__ = ()
 
     def _param_fields(self):
         bn = self.bn
-        return (self.weight, self.bias) + (tuple(bn[:4]) if bn else ())
+        return (self.weight, self.bias) + (tuple(bn[:4]) if bn else ()) \
+            + _quant_params(self.quant)
 
 
 class PoolGeometry(NamedTuple):

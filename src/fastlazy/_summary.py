@@ -36,6 +36,16 @@ def _shape_str(shapes, multi):
     return ", ".join(str(s) for s in shapes) if multi else str(shapes[0])
 
 
+def _quant_tag(block):
+    """What fl.quantize made of a layer: 'int8 dynamic', 'float32:
+    depthwise' (left out), or None."""
+    spec = getattr(block, "_quant", None)
+    if spec is not None:
+        return spec.describe()
+    kept = getattr(block, "_quant_kept", None)
+    return f"float32: {kept}" if kept else None
+
+
 def summary(block, *inputs):
     """See :meth:`fastlazy.block.Block.summary`."""
     from . import _compile
@@ -86,7 +96,8 @@ def summary(block, *inputs):
             seen.add(id(p))
         outs = [show(o) for o in outs]
         rows.append((type(called).__name__, outs if multi else outs[0],
-                     _shape_str(outs, multi), count, train, dup))
+                     _shape_str(outs, multi), count, train, dup,
+                     _quant_tag(called)))
 
     line = "{:>20}  {:>42} {:>15}"
     out = ["-" * 80, line.format("Layer (type)", "Output Shape", "Param #"),
@@ -95,9 +106,14 @@ def summary(block, *inputs):
                                            len(parsed) > 1), 0)]
     total = trainable = shared = 0
     result = []
-    for i, (cls, oshape, text, count, train, dup) in enumerate(rows, 1):
+    quant = {}
+    for i, (cls, oshape, text, count, train, dup, tag) in enumerate(rows, 1):
         name = f"{cls}-{i}"
-        out.append(line.format(name, text, count))
+        short = "" if not tag else (" [int8]" if tag.startswith("int8")
+                                    else " [fp32]")
+        out.append(line.format(name + short, text, count))
+        if tag:
+            quant.setdefault(tag, []).append(name)
         result.append((name, oshape, count))
         total += count
         trainable += train
@@ -109,6 +125,8 @@ def summary(block, *inputs):
             f"   Non-trainable params: {total - trainable}",
             f"Shared params in forward computation graph: {shared}",
             f"Unique parameters in model: {total - shared}"]
+    for tag, names in quant.items():
+        out.append(f"{tag}: {', '.join(names)}")
     # the storage of each dtype, when not all float32 (after a cast)
     kinds = {}
     for p in block.collect_params().values():

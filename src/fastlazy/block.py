@@ -2,8 +2,9 @@
 parameters, persistence, reprs.
 
 A block whose whole subtree is made of built-in layers ("plannable") runs as
-one compiled plan once its shapes are known: ``block(x)`` is
-:func:`fastlazy._plan.block_call`, and the first call for an input shape
+one compiled plan once its shapes are known: ``block(x)`` is the C call
+slot of :class:`fastlazy._plan.CompiledCall`, Block's base, and the first
+call for an input shape
 goes through :mod:`fastlazy._compile`.  A user-defined block with its own
 ``forward`` runs that forward in Python, its built-in children still
 compiled.  A layer states its shape rule once, in ``_infer``, and describes
@@ -19,7 +20,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ._plan import block_call
+from ._plan import CompiledCall, deliver
 from ._parameter import Parameter, _float_dtype
 from ._util import bfloat16
 from ._util import is_int
@@ -164,7 +165,7 @@ def _indent(text, spaces):
 # Block
 
 
-class Block:
+class Block(CompiledCall):
     """Base class of every layer and container.
 
     Parameters
@@ -591,7 +592,8 @@ class Block:
 
     # -- forward -----------------------------------------------------------
 
-    __call__ = block_call
+    # block(x, *more, out=None) is CompiledCall.__call__: the compiled plan
+    # when it fits, else _call_slow
 
     def forward(self, x, *args):
         """Compute the output for ``x``; custom blocks override this.  A
@@ -628,45 +630,47 @@ class Block:
                 object.__setattr__(block, "_fallen", weakref.WeakSet())
             block._fallen.add(self)
 
-    def _call_slow(self, x, *more):
+    def _call_slow(self, x, *more, out=None):
         """``block(x)`` without a current plan.  A custom block's Python
         forward comes here at every call: that case is kept to two
-        attribute tests."""
+        attribute tests.  ``out``: see :class:`~fastlazy._plan.CompiledCall`."""
         if self._forward_hooks or self._forward_pre_hooks or \
                 (type(self)._plannable and self._children):
-            return self._call_hooked(x, *more)
-        return _compiler().call_slow(self, x, *more)
+            return self._call_hooked(x, *more, out=out)
+        return _compiler().call_slow(self, x, *more, out=out)
 
-    def _call_hooked(self, x, *more):
+    def _call_hooked(self, x, *more, out=None):
         """:meth:`_call_slow` when this block has hooks, or may have
         hooked blocks below: hooks around the computation, and eager when
         a block below has hooks (see :meth:`register_forward_hook`)."""
         if not (self._forward_hooks or self._forward_pre_hooks):
             if self._is_plannable() and self._hooks_below() and \
                     not _traced(x, more):
-                return self._forward_around_hooks(x, *more)
-            return _compiler().call_slow(self, x, *more)
+                return self._forward_around_hooks(x, *more, out=out)
+            return _compiler().call_slow(self, x, *more, out=out)
         if _traced(x, more):
             return _compiler().call_slow(self, x, *more)   # hooks: see trace
         inputs = (x,) + more
         for hook in list(self._forward_pre_hooks.values()):
             hook(self, inputs)
         if self._is_plannable() and self._hooks_below():
-            out = self._forward_around_hooks(x, *more)
+            res = self._forward_around_hooks(x, *more, out=out)
         else:
             # this block's own plan, kept apart from _plan: the fast path
             # of block(x) would run it without the hooks
             plan = self._hook_plan
-            out = None
+            res = None
             if plan is not None and plan.is_current():
-                out = plan.run(x) if not more else plan.run_many(*inputs)
-            if out is None:
-                out = _compiler().call_slow(self, x, *more, _slot="_hook_plan")
+                res = plan.run(x, out) if not more else \
+                    plan.run_many(*inputs, out=out)
+            if res is None:
+                res = _compiler().call_slow(self, x, *more, out=out,
+                                            _slot="_hook_plan")
         for hook in list(self._forward_hooks.values()):
-            hook(self, inputs, out)
-        return out
+            hook(self, inputs, res)
+        return res
 
-    def _forward_around_hooks(self, x, *more):
+    def _forward_around_hooks(self, x, *more, out=None):
         """The eager forward of a block with hooked blocks below it.  Its
         deferred parameters are completed first, from a trace (hooks do not
         stop a trace that builds no plan), so a ``hybrid_forward`` that
@@ -678,7 +682,11 @@ class Block:
                     _compiler().prepare(self, [a.shape for a in arrs])
                 except _compiler().TraceFailed:
                     pass        # forward() says what is wrong
-        return self.forward(x, *more)
+        res = self.forward(x, *more)
+        if out is None:
+            return res
+        return deliver(res, out, (x,) + more,
+                       f"{type(self).__name__} '{self.name}'")
 
     def _params_ready(self):
         """Whether every parameter here and below is initialized."""

@@ -164,6 +164,10 @@ class Conv2D(_ShapeLayer):
     """
 
     _kind = "Conv2D"
+    # fl.quantize: how this layer runs in int8 (an Int8Spec) or None, and
+    # why it stayed float32 when quantize passed it by
+    _quant = None
+    _quant_kept = None
 
     def __init__(self, channels, kernel_size, strides=(1, 1), padding=(0, 0),
                  dilation=(1, 1), groups=1, layout="NCHW", activation=None,
@@ -268,7 +272,7 @@ class Conv2D(_ShapeLayer):
                             self._groups, oh, ow)
         y = builder.buffer(o * oh * ow)
         return builder.add(ConvStep(x, y, self.weight, self.bias,
-                                    self._act_code, geom))
+                                    self._act_code, geom, quant=self._quant))
 
     def __repr__(self):
         shape = self.weight.shape
@@ -287,6 +291,10 @@ class Conv2D(_ShapeLayer):
             s += f", Activation({self._activation})"
         if is_bfloat16(self.weight.dtype):
             s += ", bfloat16"
+        if self._quant is not None:
+            s += f", {self._quant.describe()}"
+        elif self._quant_kept is not None:
+            s += f", float32: {self._quant_kept}"
         return s + ")"
 
 

@@ -11,6 +11,7 @@ __all__ = [
     "ParameterFileError",
     "ParameterShapeError",
     "UnsupportedOperatorError",
+    "OutputError",
     "PredictInterrupted",
 ]
 
@@ -41,9 +42,19 @@ class ParameterShapeError(ParameterFileError, ShapeError):
 
 
 class UnsupportedOperatorError(FastLazyError, NotImplementedError):
-    """An exported MXNet graph uses an operator fastlazy does not implement,
-    or has a shape (branches, several inputs or outputs) that a
-    :class:`~fastlazy.nn.Sequential` cannot express."""
+    """A model file -- an exported MXNet graph, an ONNX model -- uses an
+    operator fastlazy does not implement, or uses one in a way fastlazy
+    cannot reproduce (an attribute value, a computation across the batch
+    axis).  A :class:`NotImplementedError`: the file is valid, fastlazy
+    lacks something.  ``fastlazy.onnx.load`` names every such node of a
+    model in one message (node name, operator, opset, and why)."""
+
+
+class OutputError(FastLazyError, ValueError):
+    """``net(x, out=...)`` cannot write the result into ``out``: not an
+    array (or, for a network with several outputs, not a tuple of them), of
+    another dtype or shape than the result, not C-contiguous, read-only, or
+    sharing memory with an input, another output or a parameter."""
 
 
 class PredictInterrupted(KeyboardInterrupt):

@@ -37,6 +37,8 @@ class Dense(Block):
     """
 
     _plannable = True
+    # fl.quantize: how this layer runs in int8 (an Int8Spec), or None
+    _quant = None
 
     def __init__(self, units, activation=None, use_bias=True, flatten=True,
                  dtype="float32", weight_initializer=None,
@@ -115,14 +117,16 @@ class Dense(Block):
         rows = 1 if self._flatten else prod(in_shape[1:-1])
         y = builder.buffer(rows * self._units)
         return builder.add(DenseStep(x, y, self.weight, self.bias,
-                                     self._act_code, rows, k, self._units))
+                                     self._act_code, rows, k, self._units,
+                                     quant=self._quant))
 
     def __repr__(self):
         shape = self.weight.shape
         act = f"Activation({self._activation})" if self._activation \
             else "linear"
+        tag = f", {self._quant.describe()}" if self._quant else ""
         dt = ", bfloat16" if is_bfloat16(self.weight.dtype) else ""
-        return f"Dense({shape[1]} -> {shape[0]}, {act}{dt})"
+        return f"Dense({shape[1]} -> {shape[0]}, {act}{dt}{tag})"
 
 
 class Activation(Block):

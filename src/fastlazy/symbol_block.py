@@ -208,6 +208,12 @@ class SymbolBlock(HybridBlock):
                 out = _run(F, call, args, kw)
             except FastLazyError as exc:
                 raise _at_node(exc, call) from None
+            except TypeError as exc:
+                from .ops import TraceError
+                if type(exc) is not TraceError:
+                    raise
+                # what the plan cannot express, named by its node
+                raise _at_node(exc, call) from None
             if call.outputs == 1:
                 values[(call.name, 0)] = out
             else:

@@ -73,6 +73,25 @@ enum {
  *     (depthwise.inc.h states the contract).
  * im2col, chan_epilogue, bn_coeffs, chan_affine, pool2d, layernorm
  *     the convolution's helpers (conv.inc.h states each one's contract).
+ *
+ * The int8 kernels (qgemm.inc.h states the arithmetic exactly) have a
+ * level of their own (q_level: 0 baseline, 3 AVX2, 4 AVX2 with 7-bit
+ * weights, 5 AVX-VNNI, 6 AVX-512 VNNI), the best the CPU has at or below
+ * the float level (3 or 4 as fl_kernels_q7 chose; 4 by default):
+ * qpack(K, M, w, sk, sm, pk, ws, wsum)
+ *     per-column int8 weights of w[k * sk + m * sm], packed into panels of
+ *     q_nr columns and groups of q_ks values of k, with their scales and
+ *     column sums (ceil(M / q_nr) * q_nr each).
+ * qrows(n, K, x, ldx, xq, ldq, xs, xz, fscale, fzp)
+ *     n float rows to quantized rows of ldq bytes (q_esize bytes a value,
+ *     K rounded up to q_ks), each row's scale and zero point; fscale != 0:
+ *     that scale and zero point fzp for every row (static).
+ * qgemm(n, K, M, xq, ldq, xs, xz, pk, p0, p1, ws, wsum, sh, y, ldy, act)
+ *     y[i, m] = act(float(sum_k xq q - xz[i] wsum[m]) * (xs[i] ws[m])
+ *     + sh[m]) for the columns of panels [p0, p1).
+ * qim2col(xq, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OW, p0, p1, col,
+ *         ldq, pad)
+ *     a convolution's quantized rows, one per output pixel in [p0, p1).
  * pack_bf16(K, M, wt, pk), gemm_bf16(n, K, M, x, ldx, pk, p0, p1, b, y,
  *           ldy, act)
  *     bfloat16 weights (dense_bf16.inc.h states the layout): wt holds the
@@ -178,6 +197,29 @@ typedef struct {
     void (*layernorm_f64)(fl_idx outer, fl_idx C, fl_idx inner,
                           const double *x, double *y, const double *gamma,
                           const double *beta, double eps, double *acc);
+    /* int8 (kernels/qgemm.inc.h) */
+    void (*qpack)(fl_idx K, fl_idx M, const float *w, fl_idx sk, fl_idx sm,
+                  signed char *pk, float *ws, int *wsum);
+    void (*qrows)(fl_idx n, fl_idx K, const float *x, fl_idx ldx,
+                  unsigned char *xq, fl_idx ldq, float *xs, int *xz,
+                  float fscale, int fzp);
+    void (*qgemm)(fl_idx n, fl_idx K, fl_idx M, const unsigned char *xq,
+                  fl_idx ldq, const float *xs, const int *xz,
+                  const signed char *pk, fl_idx p0, fl_idx p1,
+                  const float *ws, const int *wsum, const float *sh,
+                  float *y, fl_idx ldy, int act);
+    void (*qim2col)(const unsigned char *xq, fl_idx C, fl_idx H, fl_idx W,
+                    fl_idx kh, fl_idx kw, fl_idx sh, fl_idx sw, fl_idx ph,
+                    fl_idx pw, fl_idx dh, fl_idx dw, fl_idx OW, fl_idx p0,
+                    fl_idx p1, unsigned char *col, fl_idx ldq, int pad);
+    int q_nr;            /* int8 panel width (output columns) */
+    int q_ks;            /* k values per dot-product group */
+    int q_esize;         /* bytes per quantized activation */
+    int q_mr;            /* rows per register tile */
+    int q_level;         /* 0, 3 AVX2, 4 AVX2 7-bit weights, 5 AVX-VNNI,
+                            6 AVX-512 VNNI */
+    int q_wmax;          /* largest int8 weight magnitude: 127 or 63 */
+    const char *q_isa;   /* its name */
     /* bfloat16 weights */
     void (*pack_bf16)(fl_idx K, fl_idx M, const uint16_t *wt, uint32_t *pk);
     void (*gemm_bf16)(fl_idx n, fl_idx K, fl_idx M, const float *x,
@@ -209,6 +251,11 @@ FL_API extern fl_kernel_table fl_kt;
  * while a kernel runs. */
 FL_API int fl_kernels_init(int level);
 FL_API const char *fl_kernels_isa(void);
+/* The int8 level the CPU could run at best (what set_isa(None) picks). */
+FL_API int fl_kernels_qbest(void);
+/* On a CPU without VNNI: 1 for the AVX2 level of 7-bit weights (the
+ * default), 0 for the exact one; then call fl_kernels_init again. */
+FL_API void fl_kernels_q7(int on);
 
 /* ------------------------------------------------------------------ */
 #endif /* FL_KERNELS_PUBLIC_H */

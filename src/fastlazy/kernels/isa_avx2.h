@@ -19,7 +19,7 @@
 #define FL_SMALL_W8 1
 #define FL_SMALL_W4 2
 #define FL_SMALL_W2 4
-#define FL_SMALL_W1 4
+#define FL_SMALL_W1 8
 
 /* depthwise: 2 rows x 2 vectors of accumulators + 9 weights: 13 of 16
  * registers */
