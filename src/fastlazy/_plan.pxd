@@ -39,7 +39,8 @@ ctypedef void (*step_fn)(const Step *s, Py_ssize_t b, char *const *bufs,
 cdef struct DenseArgs:
     char *w             # weight, stored transposed: (K, M), C order
     char *bias          # (M,) or NULL
-    char *packed        # panel layout of w, current for this call, or NULL
+    char *packed        # a copy of w current for this call, or NULL:
+    int packed_layout   # its layout (_plan's PackLayout: panels or rows)
     void *wparam        # the weight's Parameter (kept alive by the plan)
     int act
     int route           # -1: by shape; else a DenseRoute (test twins)
@@ -237,6 +238,15 @@ cdef struct RunCtx:
     char *dst
 
 
+cdef class _StepCopy:
+    cdef PlanData d
+    cdef Step *steps            # malloc'ed, d.steps
+    cdef int nsteps
+    cdef list copies            # per step: the PackedWeights it reads, or None
+    cdef Py_ssize_t tile        # the rows per step it was made for
+    cdef bint complete          # every step that wanted a copy got one
+
+
 cdef class Plan:
     cdef PlanData d
     cdef int typenum
@@ -260,8 +270,9 @@ cdef class Plan:
     cdef Py_ssize_t scratch_bytes
     cdef bint scratch_busy
     # the smallest batch at which a dense step runs on packed weights
-    # (PY_SSIZE_T_MAX: none does); below it a call skips _packed_steps
+    # (PY_SSIZE_T_MAX: none does); below it a call skips _step_copy_for
     cdef Py_ssize_t pack_min_n
+    cdef _StepCopy step_copy    # the last steps on weight copies
     # byte ranges [lo, hi) of the parameter storage the steps read, for the
     # overlap check of net(x, out=...)
     cdef char **param_lo
@@ -276,6 +287,6 @@ cdef class Plan:
     cdef int _check_out(self, object out, int k, Py_ssize_t n,
                         cnp.ndarray arr, tuple inputs) except -1
     cdef int _execute(self, RunCtx *c, Py_ssize_t n) except -1
-    cdef Step *_packed_steps(self, Py_ssize_t tile) except? NULL
+    cdef _StepCopy _step_copy_for(self, Py_ssize_t tile)
     cdef Py_ssize_t _tile_rows(self) noexcept
     cdef cnp.ndarray coerce(self, object x)
