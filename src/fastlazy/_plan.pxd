@@ -236,6 +236,11 @@ cdef struct RunCtx:
     const Step *step        # column-parallel: the dense step
     const char *src
     char *dst
+    # one row through a big dense step on BLAS: its weight rows in nchunks
+    # chunks of kchunk, each chunk's partial output (M values) in partial
+    char *partial
+    Py_ssize_t nchunks
+    Py_ssize_t kchunk
 
 
 cdef class _StepCopy:
