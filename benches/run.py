@@ -12,6 +12,10 @@
                                              # a shared machine can be off
                                              # by 10% either way)
     python benches/run.py --table A.json B.json  # only format earlier runs
+    python benches/run.py --plot             # latency against batch size and
+                                             # GFLOP/s against the peak, as
+                                             # PNGs in docs/ (benches/plot.py;
+                                             # matplotlib, in the bench extra)
 
 The suite runs in a child process without OPENBLAS_CORETYPE and
 OPENBLAS_L2_SIZE (set on some machines here for old OpenBLAS builds, they
@@ -319,7 +323,17 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
                         help="run the suite N times and report each "
                              "benchmark's median over the runs")
+    parser.add_argument("--plot", action="store_true",
+                        help="instead of the suite: measure latency against "
+                             "batch size and draw docs/latency-*.png and "
+                             "docs/gflops.png (benches/plot.py; its options, "
+                             "e.g. --clock-ghz or --threads, follow)")
     args, pytest_args = parser.parse_known_args(argv)
+    if args.plot:
+        # the same environment as the suite's child
+        return subprocess.run([sys.executable, str(HERE / "plot.py"),
+                               *pytest_args], env=child_env(),
+                              cwd=REPO).returncode
     code = 0
     if args.table:
         paths = [Path(p) for p in args.table]

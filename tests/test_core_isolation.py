@@ -97,8 +97,13 @@ def test_own_changes_do_rebuild(tmp_path):
 
 def test_next_call_after_building_a_layer_is_a_steady_call():
     """Measured as a ratio in one run: the first call after an unrelated
-    layer is built costs what a steady call costs (a plan rebuild would be
-    ~100x a call)."""
+    layer is built costs about what a steady call costs (a plan rebuild
+    would be ~100x a call).  Building a layer runs enough Python to push
+    the network's 30 KB of weights out of L1, which alone makes the next
+    call 1.4-1.9x a steady one on a 2-core Zen 3 (touching 256 KB of an
+    unrelated array: 1.4x), so the bound leaves room for that, not for a
+    rebuild; test_other_networks_never_rebuild_this_plan checks the plan
+    itself."""
     net, x = served()
 
     def one_call():
@@ -113,8 +118,8 @@ def test_next_call_after_building_a_layer_is_a_steady_call():
     for _ in range(30):
         nn.Dense(5)
         after.append(one_call())
-    assert min(after) <= 2 * steady, (min(after), steady)
-    assert np.median(after) <= 2 * np.median(
+    assert min(after) <= 5 * steady, (min(after), steady)
+    assert np.median(after) <= 5 * np.median(
         [one_call() for _ in range(30)]) + 2000
 
 

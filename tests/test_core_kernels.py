@@ -1,7 +1,7 @@
 """The compiled kernels on their own (``_plan.dense_kernel``, the test twin
 of the dense step) against NumPy, for dtype x route (small kernel, BLAS,
-packed weights) x shape x activation; and whole networks under every
-instruction set."""
+packed weights, the dot kernel on (M, K) rows) x shape x activation; and
+whole networks under every instruction set."""
 
 import numpy as np
 import pytest
@@ -13,7 +13,7 @@ from conftest import require_isa
 
 ACTS = sorted(_plan.ACTIVATIONS, key=lambda a: _plan.ACTIVATIONS[a])
 DTYPES = [np.float32, np.float64]
-ROUTES = ["own", "blas", "packed"]
+ROUTES = ["own", "blas", "packed", "dot"]
 
 
 def check_dense(x, wt, b, act, use_blas, ref):
@@ -52,6 +52,8 @@ def test_dense_kernel_edge_shapes(act, dtype, use_blas, ref):
     rows = (1, 2, 3, 4, 5, 8, 9)
     if use_blas == "packed":
         rows += (6, 7, 11, 12, 13, 14, 17, 18, 19, 23, 24, 25, 30, 37)
+    if use_blas == "dot":
+        rows += (6, 7)
     for n in rows:
         for k in (1, 2, 3, 7, 8, 9, 16, 33):
             for m in (1, 2, 3, 4, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65,
@@ -62,7 +64,7 @@ def test_dense_kernel_edge_shapes(act, dtype, use_blas, ref):
                 check_dense(x, wt, b, act, use_blas, ref)
 
 
-@pytest.mark.parametrize("route", ["blas", "packed"])
+@pytest.mark.parametrize("route", ["blas", "packed", "dot"])
 def test_routes_agree_with_the_small_kernel(route, ref):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((7, 50)).astype(np.float32)

@@ -607,7 +607,7 @@ def randomize_bn(bn, rng):
     bn.running_var.set_data(rng.uniform(0.5, 1.5, c))
 
 
-@pytest.mark.parametrize("route", ["auto", "own", "blas", "packed"])
+@pytest.mark.parametrize("route", ["auto", "own", "blas", "packed", "dot"])
 @pytest.mark.parametrize("batch", [1, 3, 64])
 @pytest.mark.parametrize("act", [None, "relu", "sigmoid"])
 def test_dense_batchnorm_folds(route, batch, act):

@@ -153,12 +153,12 @@ DENSE_TOL = {np.float32: dict(rtol=2e-5, atol=2e-5),
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("op", ["dense", "packed"])
+@pytest.mark.parametrize("op", ["dense", "packed", "dot"])
 @pytest.mark.parametrize("name", ACT_NAMES)
 def test_dense_entries_apply_every_activation(level, dtype, op, name, ref):
-    """Both dense kernels, every activation, row counts across the register
-    tiles (1..13 rows: every packed row-count function) and widths with
-    column tails."""
+    """The three dense kernels, every activation, row counts across the
+    register tiles (1..13 rows: every packed row-count function) and widths
+    with column tails."""
     code = _plan.ACTIVATIONS[name]
     rng = np.random.default_rng(6)
     for n, k, m in [(1, 7, 5), (3, 20, 33), (8, 16, 64), (13, 9, 70),

@@ -89,7 +89,7 @@ def rand(*shape, dtype=np.float32, seed=0):
 # The result is net(x)'s, written where asked
 
 
-@pytest.mark.parametrize("route", ["auto", "own", "blas", "packed"])
+@pytest.mark.parametrize("route", ["auto", "own", "blas", "packed", "dot"])
 @pytest.mark.parametrize("batch", [0, 1, 2, 7, 64, 300])
 def test_out_equals_a_new_result_on_every_route(route, batch):
     net = textbook()

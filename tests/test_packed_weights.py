@@ -265,3 +265,77 @@ def test_pack_max_bytes_bounds_the_copies(net, x, ref):
         ref.forward_matches(net, x)
     finally:
         _plan.set_tuning(*old)
+
+
+# ---------------------------------------------------------------------------
+# The (M, K) row copy of a layer with few outputs (the dot kernel), for one
+# or two rows: the same contract as the panels
+
+
+@pytest.fixture
+def head():
+    """256 -> 10: one or two rows run it on its row copy."""
+    net = nn.Sequential()
+    net.add(nn.Dense(64, activation="relu"), nn.Dense(10))
+    net.initialize(init=init.Xavier())
+    return net
+
+
+@pytest.mark.parametrize("rows", [1, 2])
+def test_narrow_layer_runs_on_its_row_copy(head, rows, ref):
+    x = np.random.default_rng(4).standard_normal((rows, 256)).astype(
+        np.float32)
+    ref.forward_matches(head, x)
+    head(x)
+    assert packed(head[1].weight)
+    assert _plan.packed_state(head[0].weight) == (0, False)   # 64 wide
+    before = head(x)
+    np.testing.assert_array_equal(head(x), before)
+
+
+def test_narrow_layer_keeps_no_copy_from_three_rows(head):
+    head(np.ones((3, 256), np.float32))
+    assert _plan.packed_state(head[1].weight) == (0, False)
+
+
+def test_row_copy_follows_every_write(head, ref):
+    x = np.random.default_rng(5).standard_normal((1, 256)).astype(
+        np.float32)
+    head(x)
+    w = head[1].weight
+    view = w.data()                                  # held: read in place
+    for value in (0.5, -0.25):
+        view[...] = value
+        ref.forward_matches(head, x)
+    del view
+    head(x)
+    assert packed(w)
+    w.data()[3] = 2.0                                # temporary view
+    y = head(x)
+    assert packed(w)
+    np.testing.assert_allclose(y, ref.forward(head, x)[0], rtol=1e-5,
+                               atol=1e-5)
+    w.set_data(np.random.default_rng(6).standard_normal((10, 64)))
+    ref.forward_matches(head, x)
+    head.cast("float64")                             # a new copy, or none
+    ref.forward_matches(head, x.astype(np.float64))
+    ref.forward_matches(head, x.astype(np.float64))
+
+
+def test_one_weight_alternating_layouts_stays_right(ref):
+    """Forced routes make one weight switch between its panel copy and
+    its row copy: each call must read the copy it asked for."""
+    net = nn.Sequential()
+    net.add(nn.Dense(70, in_units=40))
+    net.initialize(init=init.Xavier())
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 40)).astype(np.float32)
+    old = _plan.set_tuning()
+    try:
+        for route in ("packed", "dot", "packed", "auto", "dot"):
+            _plan.set_tuning(kernel_route=route)
+            for _ in range(2):
+                ref.forward_matches(net, x)
+                net(x)
+    finally:
+        _plan.set_tuning(*old)

@@ -27,6 +27,17 @@ cdef extern from "kernels/fl_kernels.h" nogil:
         void (*dense_f64)(fl_idx n, fl_idx K, fl_idx M, const double *x,
                           fl_idx ldx, const double *wt, const double *b,
                           double *y, fl_idx ldy, int act) noexcept nogil
+        void (*dense_dot_f32)(fl_idx n, fl_idx K, fl_idx M, const float *x,
+                              fl_idx ldx, const float *wm, const float *b,
+                              float *y, fl_idx ldy, int act) noexcept nogil
+        void (*dense_dot_f64)(fl_idx n, fl_idx K, fl_idx M,
+                              const double *x, fl_idx ldx, const double *wm,
+                              const double *b, double *y, fl_idx ldy,
+                              int act) noexcept nogil
+        void (*pack_rows_f32)(fl_idx K, fl_idx M, const float *wt,
+                              float *wm) noexcept nogil
+        void (*pack_rows_f64)(fl_idx K, fl_idx M, const double *wt,
+                              double *wm) noexcept nogil
         void (*bias_act_f32)(fl_idx n, fl_idx M, float *y, fl_idx ldy,
                              const float *b, int act) noexcept nogil
         void (*bias_act_f64)(fl_idx n, fl_idx M, double *y, fl_idx ldy,

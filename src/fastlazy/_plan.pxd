@@ -43,8 +43,9 @@ cdef struct DenseArgs:
     char *w             # weight, stored transposed: (K, M), C order
                         # (NULL for bfloat16 weights: only packed is read)
     char *bias          # (M,) or NULL
-    char *packed        # panel layout of w, current for this call, or NULL
+    char *packed        # a copy of w current for this call, or NULL
                         # (bfloat16: its pair panels, made with the plan)
+    int packed_layout   # its layout (_plan's PackLayout: panels or rows)
     void *wparam        # the weight's Parameter (kept alive by the plan)
     int act
     int route           # -1: by shape; else a DenseRoute (test twins)
@@ -270,6 +271,20 @@ cdef struct RunCtx:
     const Step *step        # column-parallel: the dense step
     const char *src
     char *dst
+    # one row through a big dense step on BLAS: its weight rows in nchunks
+    # chunks of kchunk, each chunk's partial output (M values) in partial
+    char *partial
+    Py_ssize_t nchunks
+    Py_ssize_t kchunk
+
+
+cdef class _StepCopy:
+    cdef PlanData d
+    cdef Step *steps            # malloc'ed, d.steps
+    cdef int nsteps
+    cdef list copies            # per step: the PackedWeights it reads, or None
+    cdef Py_ssize_t tile        # the rows per step it was made for
+    cdef bint complete          # every step that wanted a copy got one
 
 
 cdef class Plan:
@@ -295,8 +310,9 @@ cdef class Plan:
     cdef Py_ssize_t scratch_bytes
     cdef bint scratch_busy
     # the smallest batch at which a dense step runs on packed weights
-    # (PY_SSIZE_T_MAX: none does); below it a call skips _packed_steps
+    # (PY_SSIZE_T_MAX: none does); below it a call skips _step_copy_for
     cdef Py_ssize_t pack_min_n
+    cdef _StepCopy step_copy    # the last steps on weight copies
     # byte ranges [lo, hi) of the parameter storage the steps read, for the
     # overlap check of net(x, out=...)
     cdef char **param_lo
@@ -311,6 +327,6 @@ cdef class Plan:
     cdef int _check_out(self, object out, int k, Py_ssize_t n,
                         cnp.ndarray arr, tuple inputs) except -1
     cdef int _execute(self, RunCtx *c, Py_ssize_t n) except -1
-    cdef Step *_packed_steps(self, Py_ssize_t tile) except? NULL
+    cdef _StepCopy _step_copy_for(self, Py_ssize_t tile)
     cdef Py_ssize_t _tile_rows(self) noexcept
     cdef cnp.ndarray coerce(self, object x)

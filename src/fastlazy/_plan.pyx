@@ -201,13 +201,22 @@ def blas_info():
 
 # Which kernel runs a dense product: 0 = by shape (_dense_route), 1 = always
 # the small kernel, 2 = always BLAS, 3 = the packed kernel whenever the
-# packed weights are current (benches; tests use DenseArgs.route instead).
+# packed weights are current, 4 = the dot kernel whenever its copy of the
+# weights is current (benches; tests use DenseArgs.route instead).
 cdef int _KERNEL_ROUTE = 0
 
 cdef enum DenseRoute:
     ROUTE_SMALL = 0
     ROUTE_BLAS = 1
     ROUTE_PACKED = 2
+    ROUTE_DOT = 3
+
+# The copies of a weight a dense step can run on (PackedWeights.nr: the
+# panel width, or 0 for rows)
+cdef enum PackLayout:
+    PACK_NONE = 0
+    PACK_PANELS = 1     # the packed kernel's panels (pack)
+    PACK_ROWS = 2       # (M, K) rows for the dot kernel (pack_rows)
 
 # Target size of one scratch buffer: a row tile of the widest intermediate
 # fits in it, so a tile's activations stay in L2.  512 KiB (128 rows of a
@@ -230,7 +239,8 @@ cdef Py_ssize_t _NOGIL_MACS = 1 << 14
 
 def set_tuning(kernel_route=None, tile_bytes=None, parallel_macs=None,
                pack_max_bytes=None, nogil_macs=None):
-    """Adjust the kernel choice ('auto', 'own', 'blas' or 'packed'), the
+    """Adjust the kernel choice ('auto', 'own', 'blas', 'packed' or 'dot'),
+    the
     row-tile size, the size from which a forward pass uses several threads,
     the largest weight (bytes; -1: any) that is kept packed for the
     batched kernel -- the memory knob: a packed copy costs as much memory
@@ -239,7 +249,7 @@ def set_tuning(kernel_route=None, tile_bytes=None, parallel_macs=None,
     benches)."""
     global _KERNEL_ROUTE, _TILE_BYTES, _PAR_MACS, _PACK_MAX_BYTES, \
         _NOGIL_MACS
-    routes = ("auto", "own", "blas", "packed")
+    routes = ("auto", "own", "blas", "packed", "dot")
     old = (routes[_KERNEL_ROUTE], _TILE_BYTES, _PAR_MACS, _PACK_MAX_BYTES,
            _NOGIL_MACS)
     if kernel_route is not None:
@@ -313,20 +323,50 @@ cdef inline bint _packed_wins(Py_ssize_t rows, Py_ssize_t K,
     return K * M >= (1 << 15) or (rows >= 8 and K * M >= (1 << 12))
 
 
-cdef inline bint _wants_packed(const DenseArgs *a,
-                               Py_ssize_t rows) noexcept nogil:
-    """Whether this call should run ``rows`` rows on the packed weights."""
+cdef inline bint _dot_wins(Py_ssize_t rows, Py_ssize_t K, Py_ssize_t M,
+                           Py_ssize_t lanes) noexcept nogil:
+    """Whether the dot kernel runs ``rows`` rows through a K x M layer
+    (then the weights are kept as (M, K) rows).  Measured with AVX2
+    (kernels alone, 1-2 rows, K 32-1024): fewer outputs than a vector take
+    1.3-5x less time than the small kernel, whose vectors then hold mostly
+    absent columns; between one and two vectors, up to half a vector over
+    one (10 and 12 outputs of 8 lanes) 1.1-2.2x less from K = 64 on
+    (256 -> 10: 182 -> 94 ns), more than that or a whole vector (8, 14, 16)
+    as fast or slower; from 3 rows on the small kernel's rows share its
+    weight loads and it ties or wins."""
+    if rows > 2:
+        return False
+    if M < lanes:
+        return True
+    return M < 2 * lanes and M % lanes <= lanes // 2 and K >= 64
+
+
+cdef inline int _pack_layout(const Step *s, Py_ssize_t rows) noexcept nogil:
+    """The copy of its weights a dense step should run ``rows`` rows on
+    (PackLayout), if it is current."""
+    cdef const DenseArgs *a = &s.a.dense
+    cdef Py_ssize_t lanes
     if a.route >= 0:
-        return a.route == ROUTE_PACKED
+        return PACK_PANELS if a.route == ROUTE_PACKED else \
+            PACK_ROWS if a.route == ROUTE_DOT else PACK_NONE
     if _KERNEL_ROUTE:
-        return _KERNEL_ROUTE == 3
-    return _packed_wins(rows, a.K, a.M)
+        return PACK_PANELS if _KERNEL_ROUTE == 3 else \
+            PACK_ROWS if _KERNEL_ROUTE == 4 else PACK_NONE
+    if _packed_wins(rows, a.K, a.M):
+        return PACK_PANELS
+    lanes = (fl_kt.nr_f32 if s.itemsize == 4 else fl_kt.nr_f64) // 2
+    return PACK_ROWS if _dot_wins(rows, a.K, a.M, lanes) else PACK_NONE
 
 
-cdef inline int _dense_route(const DenseArgs *a,
-                             Py_ssize_t rows) noexcept nogil:
-    if a.packed != NULL and _wants_packed(a, rows):
-        return ROUTE_PACKED
+cdef inline int _dense_route(const Step *s, Py_ssize_t rows) noexcept nogil:
+    cdef const DenseArgs *a = &s.a.dense
+    cdef int layout
+    if a.packed != NULL:
+        # (a call's last row tile may be smaller than the one its copy
+        # was chosen for: then the layout may not fit)
+        layout = _pack_layout(s, rows)
+        if layout == a.packed_layout:
+            return ROUTE_PACKED if layout == PACK_PANELS else ROUTE_DOT
     if a.route == ROUTE_SMALL or a.route == ROUTE_BLAS:
         return a.route
     if _KERNEL_ROUTE == 1 or _KERNEL_ROUTE == 2:
@@ -426,8 +466,8 @@ cdef inline void _dense_bn(const Step *s, Py_ssize_t rows, char *y,
 cdef void _dense_columns(const Step *s, Py_ssize_t rows, const char *x,
                          char *y, Py_ssize_t m0, Py_ssize_t mc) noexcept nogil:
     """Output columns [m0, m0 + mc) of a dense step over ``rows`` rows,
-    through the small kernel or BLAS (whichever _dense_route picks for the
-    whole step)."""
+    through the small kernel, the dot kernel or BLAS (whichever _dense_route
+    picks for the whole step)."""
     cdef const DenseArgs *a = &s.a.dense
     cdef Py_ssize_t isz = s.itemsize, M = a.M
     cdef const char *b = NULL if a.bias == NULL else a.bias + m0 * isz
@@ -437,7 +477,17 @@ cdef void _dense_columns(const Step *s, Py_ssize_t rows, const char *x,
         # bias and activation come after the BatchNorm
         b = NULL
         act = FL_ACT_NONE
-    if _dense_route(a, rows) == ROUTE_SMALL and m0 == 0 and mc == M:
+    cdef int route = _dense_route(s, rows)
+    if route == ROUTE_DOT:
+        if isz == 4:
+            fl_kt.dense_dot_f32(rows, a.K, mc, <const float *>x, a.K,
+                                <const float *>a.packed + m0 * a.K,
+                                <const float *>b, <float *>y + m0, M, act)
+        else:
+            fl_kt.dense_dot_f64(rows, a.K, mc, <const double *>x, a.K,
+                                <const double *>a.packed + m0 * a.K,
+                                <const double *>b, <double *>y + m0, M, act)
+    elif route == ROUTE_SMALL and m0 == 0 and mc == M:
         if isz == 4:
             fl_kt.dense_f32(rows, a.K, M, <const float *>x, a.K,
                             <const float *>a.w, <const float *>b,
@@ -487,7 +537,7 @@ cdef void _step_dense(const Step *s, Py_ssize_t b, char *const *bufs,
     cdef Py_ssize_t rows = b * s.a.dense.rows
     cdef const char *x = bufs[s.src[0]]
     cdef char *y = bufs[s.dst]
-    if _dense_route(&s.a.dense, rows) == ROUTE_PACKED:
+    if _dense_route(s, rows) == ROUTE_PACKED:
         _dense_panels(s, rows, x, y, 0, _npanels(s))
     else:
         _dense_columns(s, rows, x, y, 0, s.a.dense.M)
@@ -513,16 +563,20 @@ cdef class PackedWeights:
     cdef unsigned long long version   # the weight's _version when packed
 
 
-cdef char *_packed_data(Parameter w) except NULL:
-    """``w``'s values (2-D, stored transposed) in the panel layout of the
-    batched kernel, packed again when they may have changed since the last
-    packing.  Callers check ``w._live_views`` first.  Packing runs without
-    the GIL, under the parameter's own lock (concurrent calls pack once)."""
+cdef char *_packed_data(Parameter w, int layout) except NULL:
+    """``w``'s values (2-D, stored transposed) in ``layout``: the panels of
+    the batched kernel (PACK_PANELS) or (M, K) rows for the dot kernel
+    (PACK_ROWS), made again when they may have changed since the last
+    time.  One copy per weight (a layer runs on one of the two: panels
+    need 64 outputs, rows at most two vectors' worth).  Callers check
+    ``w._live_views`` first.  Copying runs without the GIL, under the
+    parameter's own lock (concurrent calls copy once)."""
     cdef cnp.ndarray st = w._storage
     cdef Py_ssize_t K = cnp.PyArray_DIM(st, 0), M = cnp.PyArray_DIM(st, 1)
     cdef Py_ssize_t isz = cnp.PyArray_ITEMSIZE(st)
-    cdef int nr = fl_kt.nr_f32 if isz == 4 else fl_kt.nr_f64
-    cdef Py_ssize_t need = ((M + nr - 1) // nr) * nr * K
+    cdef int nr = 0 if layout == PACK_ROWS else \
+        (fl_kt.nr_f32 if isz == 4 else fl_kt.nr_f64)
+    cdef Py_ssize_t need = K * M if nr == 0 else ((M + nr - 1) // nr) * nr * K
     cdef PackedWeights pw = w._packed
     cdef char *pk
     cdef const char *src
@@ -546,7 +600,13 @@ cdef char *_packed_data(Parameter w) except NULL:
             src = <const char *>cnp.PyArray_DATA(st)
             version = w._version
             with nogil:
-                if isz == 4:
+                if nr == 0 and isz == 4:
+                    fl_kt.pack_rows_f32(K, M, <const float *>src,
+                                        <float *>pk)
+                elif nr == 0:
+                    fl_kt.pack_rows_f64(K, M, <const double *>src,
+                                        <double *>pk)
+                elif isz == 4:
                     fl_kt.pack_f32(K, M, <const float *>src, <float *>pk)
                 else:
                     fl_kt.pack_f64(K, M, <const double *>src, <double *>pk)
@@ -838,6 +898,16 @@ cdef void _tiles_job(void *vctx, int tid, int nthreads) noexcept nogil:
         _run_tile(d, c, t0, b, scratch, bufs)
 
 
+cdef void _run_serial(RunCtx *c) noexcept nogil:
+    """_tiles_job on the calling thread alone: the tiles in order, no
+    shared counter."""
+    cdef Py_ssize_t t0 = 0
+    while t0 < c.n:
+        _run_tile(c.d, c, t0, c.n - t0 if c.n - t0 < c.tile else c.tile,
+                  c.scratch, c.bufs)
+        t0 += c.tile
+
+
 cdef void _columns_job(void *vctx, int tid, int nthreads) noexcept nogil:
     """One dense step split by output columns, claimed from a shared
     counter: a thread that starts late (slow wake-up, or less CPU because
@@ -852,7 +922,7 @@ cdef void _columns_job(void *vctx, int tid, int nthreads) noexcept nogil:
     cdef Py_ssize_t M = s.a.dense.M, m0, rows = c.n * s.a.dense.rows
     cdef Py_ssize_t chunk = ((M + nthreads - 1) // nthreads + 15) & ~15
     cdef Py_ssize_t npan, p0
-    if _dense_route(&s.a.dense, rows) == ROUTE_PACKED:
+    if _dense_route(s, rows) == ROUTE_PACKED:
         npan = _npanels(s)
         while True:
             p0 = fl_next_item(&c.next_tile)
@@ -868,19 +938,84 @@ cdef void _columns_job(void *vctx, int tid, int nthreads) noexcept nogil:
                        M - m0 if M - m0 < chunk else chunk)
 
 
+cdef void _gemv_chunks_job(void *vctx, int tid, int nthreads) noexcept nogil:
+    """One row through a big dense step on BLAS, split along k: chunks of
+    kchunk weight rows taken from a shared counter, each chunk's product
+    into its own partial output.  Each thread streams whole weight rows,
+    contiguous memory: split by output columns instead, two threads each
+    read half of every row, and the second core added 1.13x (one 16 MB
+    layer, 2 threads, OpenBLAS sgemv per slice; 2.17x split along k)."""
+    cdef RunCtx *c = <RunCtx *>vctx
+    cdef const Step *s = c.step
+    cdef Py_ssize_t K = s.a.dense.K, M = s.a.dense.M, isz = s.itemsize
+    cdef Py_ssize_t j, k0
+    while True:
+        j = fl_next_item(&c.next_tile)
+        k0 = j * c.kchunk
+        if k0 >= K:
+            break
+        _gemv_gemm(isz, 1, K - k0 if K - k0 < c.kchunk else c.kchunk, M,
+                   c.src + k0 * isz, s.a.dense.w + k0 * M * isz, M,
+                   c.partial + j * M * isz, M)
+
+
+cdef void _gemv_by_chunks(RunCtx *c, const Step *s,
+                          int nthreads) noexcept nogil:
+    """_gemv_chunks_job on the pool, then the partial outputs summed in
+    chunk order (so the result does not depend on which thread took which
+    chunk), the bias, the folded BatchNorm and the activation."""
+    cdef const DenseArgs *a = &s.a.dense
+    cdef Py_ssize_t K = a.K, M = a.M, isz = s.itemsize, j, m, nch
+    cdef bint bn = a.bn_mean != NULL
+    cdef float *yf
+    cdef const float *pf
+    cdef double *yd
+    cdef const double *pd
+    c.kchunk = (K + c.nchunks - 1) // c.nchunks
+    nch = (K + c.kchunk - 1) // c.kchunk
+    c.next_tile = 0
+    fl_pool_run(_gemv_chunks_job, c, nthreads)
+    if isz == 4:
+        yf = <float *>c.dst
+        pf = <const float *>c.partial
+        memcpy(yf, pf, M * isz)
+        for j in range(1, nch):
+            for m in range(M):
+                yf[m] += pf[j * M + m]
+    else:
+        yd = <double *>c.dst
+        pd = <const double *>c.partial
+        memcpy(yd, pd, M * isz)
+        for j in range(1, nch):
+            for m in range(M):
+                yd[m] += pd[j * M + m]
+    _bias_act(isz, 1, M, c.dst, M, NULL if bn else a.bias,
+              FL_ACT_NONE if bn else a.act)
+    if bn:
+        _dense_bn(s, 1, c.dst, 0, M)
+
+
 cdef void _run_by_columns(RunCtx *c, int nthreads) noexcept nogil:
     """A small batch through large layers: one tile, each big dense step
-    split across threads by output columns, everything else serial."""
+    split across threads -- by output columns, or for one row on BLAS by
+    chunks of weight rows (_gemv_by_chunks) -- everything else serial."""
     cdef const PlanData *d = c.d
-    cdef int i
+    cdef int i, route
+    cdef Py_ssize_t rows
     cdef const Step *s
     cdef char *work = c.scratch + c.work_off
     cdef char **bufs = c.bufs
     _point_bufs(d, c, 0, c.scratch, bufs)
     for i in range(d.nsteps):
         s = &d.steps[i]
-        if s.kind == STEP_DENSE and \
-                _dense_route(&s.a.dense, c.n * s.a.dense.rows) != ROUTE_SMALL:
+        rows = c.n * s.a.dense.rows
+        route = _dense_route(s, rows) if s.kind == STEP_DENSE else -1
+        if route == ROUTE_BLAS and rows == 1:
+            c.step = s
+            c.src = bufs[s.src[0]]
+            c.dst = bufs[s.dst]
+            _gemv_by_chunks(c, s, nthreads)
+        elif route == ROUTE_BLAS or route == ROUTE_PACKED:
             c.step = s
             c.src = bufs[s.src[0]]
             c.dst = bufs[s.dst]
@@ -895,6 +1030,14 @@ cdef void _run_by_columns(RunCtx *c, int nthreads) noexcept nogil:
         else:
             s.run(s, c.n, bufs, work)
     _copies(d, c, 0, c.n, bufs)
+
+
+cdef class _StepCopy:
+    """A plan's steps with some dense steps pointing at copies of their
+    weights (Plan._step_copy_for); ``d`` is the plan's data over them."""
+
+    def __dealloc__(self):
+        free(self.steps)
 
 
 cdef class Plan:
@@ -918,6 +1061,7 @@ cdef class Plan:
         self.stale = False
         self.follows_input_dtype = False
         self.pack_min_n = PY_SSIZE_T_MAX
+        self.step_copy = None
         self.param_lo = NULL
         self.param_hi = NULL
         self.nparam_ranges = 0
@@ -1052,7 +1196,7 @@ cdef class Plan:
         """pack_min_n: the smallest batch at which some dense step wants its
         packed weights (the route rules, fixed until the configuration
         epoch changes, are monotone in the rows: false below a threshold,
-        true from it on); smaller calls skip _packed_steps."""
+        true from it on); smaller calls skip _step_copy_for."""
         cdef int i
         cdef Py_ssize_t n
         cdef const Step *s
@@ -1062,7 +1206,7 @@ cdef class Plan:
                 continue
             n = 1
             while n <= 4096 and n < self.pack_min_n:
-                if _wants_packed(&s.a.dense, n * s.a.dense.rows):
+                if _pack_layout(s, n * s.a.dense.rows) != PACK_NONE:
                     self.pack_min_n = n
                     break
                 n = n + 1 if n < 8 else n * 2
@@ -1108,44 +1252,75 @@ cdef class Plan:
                  else -1 for i in range(self.d.nbufs)],
                 [self.d.slot_size[i] for i in range(self.d.nslots)])
 
-    cdef Step *_packed_steps(self, Py_ssize_t tile) except? NULL:
-        """Before a call of up to ``tile`` rows per step: NULL when no dense
-        step will run the packed kernel (the plan's own steps are used),
-        else a malloc'ed copy of the steps -- this call's own, so concurrent
-        calls never see each other's choices -- in which those steps point
-        at their weights' packed copy, packed again first if the weights
-        were written since.  While a data() view of a weight is alive its
-        values may change at any moment: that step reads the weights in
-        place instead."""
-        cdef int i
+    cdef _StepCopy _step_copy_for(self, Py_ssize_t tile):
+        """The steps of a call of up to ``tile`` rows per step, when some
+        dense step runs on a copy of its weights (packed panels or (M, K)
+        rows), else None (the plan's own steps are used): a _StepCopy whose
+        steps point at the copies, made again first where the weights were
+        written since.  The last one is kept and serves every later call
+        of the same tile while its copies are current: a call takes a
+        reference, so a newer one replacing it never frees steps that a
+        running call reads."""
+        cdef int i, layout
         cdef const Step *s
-        cdef Step *steps = NULL
+        cdef _StepCopy sc = self.step_copy
         cdef Parameter w
+        cdef PackedWeights pw
+        cdef bint any_copy = False
+        if sc is not None and sc.tile == tile and sc.complete:
+            # the same layouts as when it was made: are the copies current?
+            for i in range(sc.nsteps):
+                if sc.copies[i] is None:
+                    continue
+                w = <Parameter>sc.steps[i].a.dense.wparam
+                pw = <PackedWeights>sc.copies[i]
+                if w._live_views or pw is not w._packed or \
+                        pw.version != w._version:
+                    break
+            else:
+                return sc
+        sc = _StepCopy.__new__(_StepCopy)
+        sc.d = self.d
+        sc.nsteps = self.d.nsteps
+        sc.tile = tile
+        sc.complete = True
+        sc.steps = <Step *>malloc(self.d.nsteps * sizeof(Step))
+        if sc.steps == NULL:
+            raise MemoryError()
+        memcpy(sc.steps, self.d.steps, self.d.nsteps * sizeof(Step))
+        sc.d.steps = sc.steps
+        sc.copies = [None] * self.d.nsteps
         for i in range(self.d.nsteps):
             s = &self.d.steps[i]
-            if s.kind != STEP_DENSE or \
-                    not _wants_packed(&s.a.dense, tile * s.a.dense.rows):
+            if s.kind != STEP_DENSE:
+                continue
+            layout = _pack_layout(s, tile * s.a.dense.rows)
+            if layout == PACK_NONE:
                 continue
             w = <Parameter>s.a.dense.wparam
-            if w._live_views or (_PACK_MAX_BYTES >= 0 and
-                                 s.a.dense.K * s.a.dense.M * s.itemsize
-                                 > _PACK_MAX_BYTES):
+            if _PACK_MAX_BYTES >= 0 and \
+                    s.a.dense.K * s.a.dense.M * s.itemsize > _PACK_MAX_BYTES:
                 continue
-            if steps == NULL:
-                steps = <Step *>malloc(self.d.nsteps * sizeof(Step))
-                if steps == NULL:
-                    raise MemoryError()
-                memcpy(steps, self.d.steps, self.d.nsteps * sizeof(Step))
+            # while a data() view of a weight is alive its values may
+            # change at any moment: that step reads the weights in place
+            # (and the next call looks again)
+            if w._live_views:
+                sc.complete = False
+                continue
             try:
-                steps[i].a.dense.packed = _packed_data(w)
+                sc.steps[i].a.dense.packed = _packed_data(w, layout)
             except MemoryError:
                 # the copy is an optimisation: without memory for it, the
                 # step reads the weights in place
+                sc.complete = False
                 continue
-            except BaseException:
-                free(steps)
-                raise
-        return steps
+            sc.steps[i].a.dense.packed_layout = layout
+            sc.copies[i] = w._packed
+            any_copy = True
+        if not any_copy:
+            return None
+        self.step_copy = sc
+        return sc
 
     cdef Py_ssize_t _tile_rows(self) noexcept:
         cdef Py_ssize_t t = _TILE_BYTES // (self.d.max_width * self.d.itemsize)
@@ -1336,10 +1511,9 @@ cdef class Plan:
         cdef int nthreads = 1
         cdef bint by_columns = False
         cdef bint own_scratch = False
-        cdef Step *steps = NULL
-        cdef PlanData dcopy
         cdef Py_ssize_t off_local[16]
         cdef char *bufs_local[64]
+        cdef _StepCopy sc = None     # steps on copies of the weights
         c.d = &self.d
         c.n = n
         c.next_tile = 0
@@ -1376,6 +1550,14 @@ cdef class Plan:
         c.work_off = off
         c.thread_bytes = off + ((self.d.max_work + 63) & ~63)
         need = c.thread_bytes * (1 if by_columns else nthreads)
+        c.partial = NULL
+        c.nchunks = 0
+        if by_columns:
+            # the partial outputs of a one-row layer split along k: a few
+            # chunks a thread, so a thread that wakes late finds work left
+            # and one that runs slowly holds up the end by one chunk
+            c.nchunks = 4 * nthreads
+            need += (c.nchunks * self.d.max_width * isz + 63) & ~63
         if self.scratch_busy or need > self.scratch_bytes:
             c.scratch = <char *>aligned_alloc(64, max(64, need))
             if c.scratch == NULL:
@@ -1391,11 +1573,13 @@ cdef class Plan:
                 self.scratch_bytes = need
         else:
             c.scratch = self.scratch
+        if by_columns:
+            c.partial = c.scratch + c.thread_bytes
         if not own_scratch:
             self.scratch_busy = True
         try:
             if c.tile >= self.pack_min_n:
-                steps = self._packed_steps(c.tile)
+                sc = self._step_copy_for(c.tile)
         except BaseException:
             if own_scratch:
                 free(c.scratch)
@@ -1403,12 +1587,10 @@ cdef class Plan:
                 self.scratch_busy = False
             _free_tables(c, off_local, bufs_local)
             raise
-        if steps != NULL:
-            dcopy = self.d
-            dcopy.steps = steps
-            c.d = &dcopy
+        if sc is not None:
+            c.d = &sc.d
         if nthreads == 1 and n * self.d.macs < _NOGIL_MACS:
-            _tiles_job(c, 0, 1)     # see _NOGIL_MACS
+            _run_serial(c)      # see _NOGIL_MACS
         else:
             with nogil:
                 if by_columns:
@@ -1416,8 +1598,7 @@ cdef class Plan:
                 elif nthreads > 1:
                     fl_pool_run(_tiles_job, c, nthreads)
                 else:
-                    _tiles_job(c, 0, 1)
-        free(steps)
+                    _run_serial(c)
         if own_scratch:
             free(c.scratch)
         else:
@@ -1671,8 +1852,8 @@ cdef bint _arrays_overlap(cnp.ndarray a, cnp.ndarray b) except -1:
 def dense_kernel(x, wt, b, int act, route):
     """Test twin of the dense step: ``act(x @ wt + b)``, x (n, K), wt (K, M).
 
-    ``route``: 'own' (the small kernel; also False), 'blas' (also True) or
-    'packed' (wt packed first).  Arrays must share a float dtype.  The
+    ``route``: 'own' (the small kernel; also False), 'blas' (also True),
+    'packed' (wt packed first) or 'dot' (wt copied to (M, K) rows first).  Arrays must share a float dtype.  The
     route is this call's own (a field of its step), never a global.
     """
     cdef Step s
@@ -1690,9 +1871,11 @@ def dense_kernel(x, wt, b, int act, route):
         want = ROUTE_BLAS
     elif route == "packed":
         want = ROUTE_PACKED
+    elif route == "dot":
+        want = ROUTE_DOT
     else:
-        raise ValueError(f"dense_kernel: route must be 'own', 'blas' or "
-                         f"'packed', got {route!r}")
+        raise ValueError(f"dense_kernel: route must be 'own', 'blas', "
+                         f"'packed' or 'dot', got {route!r}")
     if xa.dtype not in (np.float32, np.float64) or xa.ndim != 2:
         raise ValueError("dense_kernel: need float x of shape (n, K)")
     wa = np.ascontiguousarray(wt, dtype=xa.dtype)
@@ -1731,6 +1914,20 @@ def dense_kernel(x, wt, b, int act, route):
                            <const double *>s.a.dense.w,
                            <double *>cnp.PyArray_DATA(pk))
         s.a.dense.packed = <char *>cnp.PyArray_DATA(pk)
+        s.a.dense.packed_layout = PACK_PANELS
+    elif want == ROUTE_DOT:
+        # one spare row after the end, NaN: reads past it would show
+        pk = np.full((s.a.dense.M + 1) * s.a.dense.K, np.nan, dtype=xa.dtype)
+        if s.itemsize == 4:
+            fl_kt.pack_rows_f32(s.a.dense.K, s.a.dense.M,
+                                <const float *>s.a.dense.w,
+                                <float *>cnp.PyArray_DATA(pk))
+        else:
+            fl_kt.pack_rows_f64(s.a.dense.K, s.a.dense.M,
+                                <const double *>s.a.dense.w,
+                                <double *>cnp.PyArray_DATA(pk))
+        s.a.dense.packed = <char *>cnp.PyArray_DATA(pk)
+        s.a.dense.packed_layout = PACK_ROWS
     bufs[0] = <char *>cnp.PyArray_DATA(xa)
     bufs[1] = <char *>cnp.PyArray_DATA(out)
     with nogil:
@@ -1762,6 +1959,7 @@ def kernel_table(str op, cnp.ndarray y, int act, a=None, b=None, c=None):
     * ``'chan_affine'``: y (outer, C, inner) = act(y * a[c] + b[c])
     * ``'dense'``: y (n, M) = act(a @ b + c), a (n, K), b (K, M), c (M,)
     * ``'packed'``: the same product, through pack + gemm_packed
+    * ``'dot'``: the same product, through pack_rows + dense_dot
     * ``'gemm_ab'``: y (M, N) = a (M, K) @ b (K, N), buffer of gemm_ab_buf
 
     Returns ``y``.
@@ -1814,7 +2012,7 @@ def kernel_table(str op, cnp.ndarray y, int act, a=None, b=None, c=None):
                 fl_kt.chan_affine_f64(n, M, y.shape[2], <double *>yp,
                                       <double *>yp, <double *>ap,
                                       <double *>bp, act)
-    elif op in ("dense", "packed", "gemm_ab"):
+    elif op in ("dense", "packed", "dot", "gemm_ab"):
         n, M = y.shape[0], y.shape[1]
         K = a.shape[1]
         ap = _twin_ptr(a, dt, n * K, "a")
@@ -1843,6 +2041,20 @@ def kernel_table(str op, cnp.ndarray y, int act, a=None, b=None, c=None):
                                       <double *>cnp.PyArray_DATA(tmp), 0,
                                       (M + nr - 1) // nr, <double *>cp,
                                       <double *>yp, M, act)
+        elif op == "dot":
+            tmp = np.empty(M * K, dtype=dt)
+            if f32:
+                fl_kt.pack_rows_f32(K, M, <float *>bp,
+                                    <float *>cnp.PyArray_DATA(tmp))
+                fl_kt.dense_dot_f32(n, K, M, <float *>ap, K,
+                                    <float *>cnp.PyArray_DATA(tmp),
+                                    <float *>cp, <float *>yp, M, act)
+            else:
+                fl_kt.pack_rows_f64(K, M, <double *>bp,
+                                    <double *>cnp.PyArray_DATA(tmp))
+                fl_kt.dense_dot_f64(n, K, M, <double *>ap, K,
+                                    <double *>cnp.PyArray_DATA(tmp),
+                                    <double *>cp, <double *>yp, M, act)
         else:
             tmp = np.empty(fl_kt.gemm_ab_buf_f32(K) if f32
                            else fl_kt.gemm_ab_buf_f64(K), dtype=np.uint8)

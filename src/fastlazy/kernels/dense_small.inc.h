@@ -328,10 +328,13 @@ FL_KERNEL void FL_FN(dense_small)(fl_idx n, fl_idx K, fl_idx M, const T *x,
 {
     const int tile_act = act == FL_ACT_RELU ? act : FL_ACT_NONE;
     const fl_idx unit = (fl_idx)FL_SMALL_W8 * L * 4;
-    fl_idx cw = FL_PANEL_BYTES / (K * (fl_idx)sizeof(T));
-    fl_idx c0, c1, i;
-    cw -= cw % unit;
-    if (cw < unit) cw = unit;
+    fl_idx cw = M, c0, c1, i;
+    if (K * M * (fl_idx)sizeof(T) > FL_PANEL_BYTES) {
+        /* (the divisions only for weights bigger than a panel) */
+        cw = FL_PANEL_BYTES / (K * (fl_idx)sizeof(T));
+        cw -= cw % unit;
+        if (cw < unit) cw = unit;
+    }
     for (c0 = 0; c0 < M; c0 = c1) {
         c1 = M - c0 <= cw ? M : c0 + cw;
         i = 0;

@@ -51,6 +51,11 @@ enum {
  * dense(n, K, M, x, ldx, wt, b, y, ldy, act)
  *     y[i, m] = act(b[m] + sum_k x[i, k] * wt[k, m]), i < n, m < M, with
  *     register tiles for a few rows (b NULL means no bias).
+ * dense_dot(n, K, M, x, ldx, wm, b, y, ldy, act)
+ *     the same product from the weight as (M, K) rows, wm[m * K + k] (a
+ *     copy, made by pack_rows): dot products along k, for few outputs.
+ * pack_rows(K, M, wt, wm)
+ *     wm[m * K + k] = wt[k * M + m].
  * bias_act(n, M, y, ldy, b, act)
  *     y[i, :] = act(y[i, :] + b) in place, after a BLAS product.
  * pack(K, M, wt, pk)
@@ -112,6 +117,14 @@ typedef struct {
     void (*dense_f64)(fl_idx n, fl_idx K, fl_idx M, const double *x,
                       fl_idx ldx, const double *wt, const double *b,
                       double *y, fl_idx ldy, int act);
+    void (*dense_dot_f32)(fl_idx n, fl_idx K, fl_idx M, const float *x,
+                          fl_idx ldx, const float *wm, const float *b,
+                          float *y, fl_idx ldy, int act);
+    void (*dense_dot_f64)(fl_idx n, fl_idx K, fl_idx M, const double *x,
+                          fl_idx ldx, const double *wm, const double *b,
+                          double *y, fl_idx ldy, int act);
+    void (*pack_rows_f32)(fl_idx K, fl_idx M, const float *wt, float *wm);
+    void (*pack_rows_f64)(fl_idx K, fl_idx M, const double *wt, double *wm);
     void (*bias_act_f32)(fl_idx n, fl_idx M, float *y, fl_idx ldy,
                          const float *b, int act);
     void (*bias_act_f64)(fl_idx n, fl_idx M, double *y, fl_idx ldy,

@@ -88,6 +88,7 @@ FL_HELPER V FL_FN(relu)(V v)
 
 #include "act.inc.h"
 #include "dense_small.inc.h"
+#include "dense_dot.inc.h"
 #include "gemm_packed.inc.h"
 #include "depthwise.inc.h"
 #include "dense_bf16.inc.h"
@@ -104,6 +105,8 @@ FL_HELPER V FL_FN(relu)(V v)
 static void FL_FN(fill)(fl_kernel_table *t)
 {
     t->FL_DT(dense) = FL_FN(dense_small);
+    t->FL_DT(dense_dot) = FL_FN(dense_dot);
+    t->FL_DT(pack_rows) = FL_FN(pack_rows);
     t->FL_DT(bias_act) = FL_FN(bias_act);
     t->FL_DT(gemm_packed) = FL_FN(gemm_packed);
     t->FL_DT(pack) = FL_FN(pack);
