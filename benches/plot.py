@@ -21,9 +21,11 @@ their own, looser, tolerance).  Times go to a JSON file (``--json``) that
 ``--draw`` can redraw without measuring.
 
 The peak: fp32 FMA units x lanes x 2 x clock, per core.  Virtual machines
-often report their base clock, not the one the cores run at: give the clock
-you measured (``--clock-ghz``; docs/benchmarks.md says how it was measured
-here) or the peak itself (``--peak-gflops``).
+often report their base clock, not the one the cores run at, so the clock
+is measured (benches/clock.py: a chain of dependent adds, one per cycle)
+unless given (``--clock-ghz``, or the peak itself with ``--peak-gflops``);
+without a C compiler the reported clock is used, and the picture says
+which.
 """
 
 import argparse
@@ -404,8 +406,9 @@ def main(argv=None):
                         help="seconds of timed calls per point at batch 1 "
                              "(more for bigger batches)")
     parser.add_argument("--clock-ghz", type=float,
-                        help="the cores' clock for the peak (default: what "
-                             "the OS reports)")
+                        help="the cores' clock for the peak (default: "
+                             "measured by benches/clock.py, else what the "
+                             "OS reports)")
     parser.add_argument("--peak-gflops", type=float,
                         help="one core's fp32 peak (overrides --clock-ghz)")
     parser.add_argument("--fma-units", type=int, default=2)
@@ -421,12 +424,18 @@ def main(argv=None):
         if args.peak_gflops:
             peak, note = args.peak_gflops, "given"
         else:
-            ghz = args.clock_ghz or reported_clock_ghz()
+            how = "given"
+            ghz = args.clock_ghz
+            if ghz is None:
+                from clock import measure_ghz
+                ghz, how = measure_ghz(), "measured"
+            if ghz is None:
+                ghz, how = reported_clock_ghz(), "as reported"
             if ghz is None:
                 sys.exit("no clock known: give --clock-ghz or --peak-gflops")
             peak = args.fma_units * lanes * 2 * ghz
             note = (f"{args.fma_units} FMA x {lanes} lanes x 2 x {ghz:.2f} "
-                    f"GHz{'' if args.clock_ghz else ' as reported'}")
+                    f"GHz {how}")
         data = {
             "machine": {"cpu": cpu_name(), "threads": args.threads,
                         "peak_gflops_core": peak, "peak_note": note,
