@@ -531,6 +531,22 @@ FLQ_KERNEL void FLQ_FN(qgemv)(fl_idx KG, const unsigned char *xq,
                       y + p * QNR, 0, act);
 }
 
+/* Two rows through whole panels [p0, p1) in one call, as qgemv (per
+ * panel, the call and the row-tile dispatch below were a third of the
+ * instructions of 2 rows through 20 -> 256) */
+FLQ_KERNEL void FLQ_FN(qgemv2)(fl_idx KG, const unsigned char *xq,
+                               fl_idx ldq, const float *xs, const int *xz,
+                               const signed char *pk, fl_idx p0, fl_idx p1,
+                               const float *ws, const int *wsum,
+                               const float *sh, float *y, fl_idx ldy, int act)
+{
+    fl_idx p;
+    for (p = p0; p < p1; p++)
+        FLQ_FN(qtile)(2, KG, xq, ldq, xs, xz, pk + p * KG * QNR * QKS,
+                      ws + p * QNR, wsum + p * QNR, sh ? sh + p * QNR : NULL,
+                      y + p * QNR, ldy, act);
+}
+
 /* Output columns of panels [p0, p1) for n quantized rows (xq: ldq bytes
  * per row; xs, xz per row); ws, wsum, sh (sh may be NULL) and y at column
  * 0, y with ldy floats per row. */
@@ -547,14 +563,16 @@ FLQ_KERNEL void FLQ_FN(qgemm)(fl_idx n, fl_idx K, fl_idx M,
     float shpad[QNR], t[QMR * QNR];
     const fl_idx pa = p0;              /* the first panel, for act below */
     fl_idx p, i, r, R, m0, nc;
-    if (n == 1 && p0 < p1) {
+    if (n <= 2 && p0 < p1) {
         /* whole panels in one call; a partial last one below */
         fl_idx pf = M / QNR < p1 ? M / QNR : p1;
-        if (pf > p0) {
+        if (pf > p0 && n == 1)
             FLQ_FN(qgemv)(KG, xq, xs, xz, pk, p0, pf, ws, wsum, sh, y,
                           tile_act);
-            p0 = pf;
-        }
+        else if (pf > p0)
+            FLQ_FN(qgemv2)(KG, xq, ldq, xs, xz, pk, p0, pf, ws, wsum, sh, y,
+                           ldy, tile_act);
+        p0 = pf > p0 ? pf : p0;
     }
     for (p = p0; p < p1; p++) {
         const signed char *bp = pk + p * KG * QNR * QKS;
