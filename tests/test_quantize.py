@@ -209,6 +209,79 @@ def test_qgemm_panel_range(level):
     close(y[:, nr:3 * nr], r[:, nr:3 * nr])
 
 
+@pytest.mark.parametrize("n,K,M", [(1, 1, 1), (1, 3, 1), (1, 20, 4),
+                                   (2, 7, 5), (1, 256, 10), (2, 256, 10),
+                                   (2, 33, 15), (1, 130, 16), (3, 70, 13),
+                                   (5, 64, 40), (2, 1000, 3)])
+def test_dot_kernel_equals_panel_kernel(n, K, M, level):
+    # the dot kernel (kernels/qdot.inc.h) on its own, forced for any M:
+    # the same sums and epilogue as the panel kernel, bit for bit
+    rng = np.random.default_rng(n * 1000 + K + M)
+    x = (rng.standard_normal((n, K)) * 2).astype(F32)
+    wt = rng.standard_normal((K, M)).astype(F32)
+    b = rng.standard_normal(M).astype(F32)
+    x[0, K // 2] = np.nan if n > 2 else x[0, K // 2]
+    for act in (0, 1, 2):
+        for bias in (None, b):
+            for calib in (None, (-1.0, 2.5)):
+                y = _plan.qdense_kernel(x, wt, bias, act, calib, dot=True)
+                want = _plan.qdense_kernel(x, wt, bias, act, calib)
+                np.testing.assert_array_equal(y, want)
+    r = ref_dense(x, wt.T, b, "relu")
+    ok = np.isfinite(x).all(axis=1)
+    close(_plan.qdense_kernel(x, wt, b, 1, None, dot=True)[ok], r[ok])
+    if not ok.all():
+        assert np.isnan(_plan.qdense_kernel(x, wt, b, 1, None,
+                                            dot=True)[~ok]).all()
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3])
+@pytest.mark.parametrize("M", [1, 5, 10, 13])
+def test_dot_route_in_networks(rows, M, level):
+    # layers with fewer outputs than a panel: 1-2 rows on the dot kernel,
+    # the same outputs as with it switched off (panel kernel) and NaN rows
+    net = mlp([37, M, 6], ["relu", "relu", None], 22)
+    x = np.random.default_rng(rows + M).standard_normal((rows, 22))
+    x = x.astype(F32)
+    if rows > 1:
+        x[1, 3] = np.nan
+    q = fl.quantize(net)
+    old = _plan.set_int8_dot(False)
+    try:
+        panel = q(x)
+    finally:
+        _plan.set_int8_dot(old)
+    y = q(x)
+    np.testing.assert_array_equal(y, panel)
+    ok = np.isfinite(x).all(axis=1)
+    assert np.isnan(y[~ok]).all()
+    close(y[ok], mlp_ref(net, x[ok]))
+    # the row copy follows new weights, and a live data() view
+    q[1].weight.set_data(np.random.default_rng(M).standard_normal((M, 37)))
+    close(q(x)[ok], mlp_ref(q, x[ok]))
+    view = q[1].weight.data()
+    view *= -1
+    close(q(x)[ok], mlp_ref(q, x[ok]))
+    del view
+
+
+def test_rows_quantized_every_length(level):
+    # vectors of 4 x lanes, single vectors, and a padded partial last one
+    rng = np.random.default_rng(21)
+    for K in (1, 3, 4, 5, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100):
+        x = (rng.standard_normal((3, K)) * 4).astype(F32)
+        x[2, K - 1] = np.nan
+        levels, xs, xz = _plan.qrows_kernel(x)
+        u, rs, rz = ref_rows(x)
+        np.testing.assert_array_equal(xs[:2], rs[:2])
+        assert np.isnan(xs[2])
+        if _plan.int8_kernels()["act_bytes"] == 1:
+            np.testing.assert_array_equal(levels[:2], u[:2])
+            np.testing.assert_array_equal(xz, [rz[0], rz[1], 0])
+        else:
+            np.testing.assert_array_equal(levels[:2], (u - rz[:, None])[:2])
+
+
 # ---------------------------------------------------------------------------
 # Networks
 

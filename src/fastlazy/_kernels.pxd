@@ -155,6 +155,14 @@ cdef extern from "kernels/fl_kernels.h" nogil:
                         fl_idx ph, fl_idx pw, fl_idx dh, fl_idx dw, fl_idx OW,
                         fl_idx p0, fl_idx p1, unsigned char *col, fl_idx ldq,
                         int pad) noexcept nogil
+        void (*qdotpack)(fl_idx K, fl_idx M, const signed char *pk,
+                         signed char *rw) noexcept nogil
+        void (*qdot)(fl_idx n, fl_idx K, fl_idx M, const unsigned char *xq,
+                     fl_idx ldq, const float *xs, const int *xz,
+                     const signed char *rw, const float *ws, const int *wsum,
+                     const float *sh, float *y, fl_idx ldy,
+                     int act) noexcept nogil
+        int q_dotk
         int q_nr
         int q_ks
         int q_esize

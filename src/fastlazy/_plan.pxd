@@ -173,6 +173,8 @@ cdef struct QuantArgs:
     signed char *pk         # packed int8 weights (the QWeights' buffers)
     float *ws               # per-column scales, padded to whole panels
     int *wsum               # per-column sums of the int8 weights
+    signed char *rw         # their row copy for the dot kernel (qdot.inc.h;
+                            # NULL: the layer has too many outputs)
     void *qstate            # its QWeights' refresh state (QWState; the plan
                             # keeps the QWeights alive)
     const unsigned long long *wversion    # the weight's write version

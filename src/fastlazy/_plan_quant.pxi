@@ -70,9 +70,11 @@ _int8_avx2 = "7bit"
 cdef class QWeights:
     """The int8 copy of one float32 weight, for the current kernel level:
     packed int8 values, per-column scales and column sums in one 64-byte
-    aligned buffer."""
+    aligned buffer (and, for a layer with few outputs, the values again as
+    rows for the dot kernel)."""
     cdef cnp.ndarray buf
     cdef signed char *pk
+    cdef signed char *rw
     cdef float *ws
     cdef int *wsum
     cdef Py_ssize_t K, M, sk, sm, npan
@@ -92,13 +94,50 @@ cdef inline Py_ssize_t _q_pk_bytes(Py_ssize_t K, Py_ssize_t M) noexcept nogil:
     return _align64(((M + nr - 1) // nr) * nr * ((K + ks - 1) // ks) * ks)
 
 
+cdef inline bint _qdot_layer(Py_ssize_t M) noexcept nogil:
+    """Whether a Dense layer of M outputs keeps its int8 weights as rows
+    too, for the dot kernel at 1-2 rows: fewer outputs than a panel.  The
+    panel kernel then runs a mostly empty panel, one 4-value group of k
+    per step; the dot kernel a whole vector of k per step for each of
+    ceil(M / 4) * 4 outputs (AVX2, 256 -> 10: 1,000 -> 430 instructions a
+    row)."""
+    return M < fl_kt.q_nr
+
+
+cdef inline Py_ssize_t _q_rw_bytes(Py_ssize_t K, Py_ssize_t M) noexcept nogil:
+    cdef Py_ssize_t dk = fl_kt.q_dotk
+    return _align64((M + 3) // 4 * 4 * ((K + dk - 1) // dk) * dk)
+
+
+# 0: the dot kernel never runs (tests and benchmarks compare the routes)
+cdef bint _int8_dot = True
+
+
+def set_int8_dot(bint on):
+    """Whether int8 Dense layers with fewer outputs than a panel run 1-2
+    rows on the dot kernel (the default) or on the panel kernel; for tests
+    and benchmarks comparing the two, whose outputs are equal.  Returns
+    the previous setting."""
+    global _int8_dot
+    old = _int8_dot
+    _int8_dot = on
+    return old
+
+
+cdef inline bint _qdot_wins(const QuantArgs *a, Py_ssize_t rows) noexcept nogil:
+    """The int8 Dense route: the dot kernel for 1-2 rows of a layer with a
+    row copy (_qdot_layer); from 3 rows on the panel kernel's rows share
+    its weight loads."""
+    return a.rw != NULL and rows <= 2 and _int8_dot
+
+
 cdef QWeights _qweights(object spec, Parameter w, Py_ssize_t K, Py_ssize_t M,
                         Py_ssize_t sk, Py_ssize_t sm):
     """``spec``'s int8 copy of ``w`` (K x M through strides sk, sm), made
     now when it is missing, of another level or shape, or out of date."""
     cdef QWeights qw = spec._cache
     cdef Py_ssize_t nr = fl_kt.q_nr, npan = (M + nr - 1) // nr
-    cdef Py_ssize_t pkb, off
+    cdef Py_ssize_t pkb, off, rwb
     cdef const float *src
     cdef unsigned long long version
     cdef char *base
@@ -107,13 +146,17 @@ cdef QWeights _qweights(object spec, Parameter w, Py_ssize_t K, Py_ssize_t M,
                 or qw.K != K or qw.M != M or qw.sk != sk or qw.sm != sm:
             qw = QWeights()
             pkb = _q_pk_bytes(K, M)
-            qw.buf = np.empty(pkb + 2 * _align64(npan * nr * 4) + 64,
+            # the row copy for Dense layers only (sm == 1: a Dense weight)
+            rwb = _q_rw_bytes(K, M) if sm == 1 and _qdot_layer(M) else 0
+            qw.buf = np.empty(pkb + 2 * _align64(npan * nr * 4) + rwb + 64,
                               dtype=np.uint8)
             base = <char *>cnp.PyArray_DATA(qw.buf)
             off = (-<size_t>base) & 63
             qw.pk = <signed char *>(base + off)
             qw.ws = <float *>(base + off + pkb)
             qw.wsum = <int *>(base + off + pkb + _align64(npan * nr * 4))
+            qw.rw = NULL if rwb == 0 else <signed char *>(
+                base + off + pkb + 2 * _align64(npan * nr * 4))
             qw.K, qw.M, qw.sk, qw.sm, qw.npan = K, M, sk, sm, npan
             qw.level = fl_kt.q_level
             qw.weight = w
@@ -124,6 +167,8 @@ cdef QWeights _qweights(object spec, Parameter w, Py_ssize_t K, Py_ssize_t M,
             version = w._version
             with nogil:
                 fl_kt.qpack(K, M, src, sk, sm, qw.pk, qw.ws, qw.wsum)
+                if qw.rw != NULL:
+                    fl_kt.qdotpack(K, M, qw.pk, qw.rw)
             qw.state.version = version
     return qw
 
@@ -139,6 +184,8 @@ cdef inline void _q_refresh(const QuantArgs *a) noexcept nogil:
     v = a.wversion[0]
     if st.version != v or a.wviews[0] != 0:
         fl_kt.qpack(a.K, a.M, a.w, a.sk, a.sm, a.pk, a.ws, a.wsum)
+        if a.rw != NULL:
+            fl_kt.qdotpack(a.K, a.M, a.pk, a.rw)
         st.version = v
     pthread_mutex_unlock(&st.mu)
 
@@ -254,7 +301,10 @@ cdef void _step_qdense(const Step *s, Py_ssize_t b, char *const *bufs,
     while r0 < rows:
         nr = rows - r0 if rows - r0 < a.chunk else a.chunk
         fl_kt.qrows(nr, K, x + r0 * K, K, xq, a.ldq, xs, xz, fscale, zp)
-        if nthreads > 1 and nr * K * M >= _PAR_MACS and a.npan > 1:
+        if _qdot_wins(a, nr):
+            fl_kt.qdot(nr, K, M, xq, a.ldq, xs, xz, a.rw, ws, a.wsum, sh,
+                       y + r0 * M, M, a.act)
+        elif nthreads > 1 and nr * K * M >= _PAR_MACS and a.npan > 1:
             # a big product on its own (one sample, or the plan runs a
             # single tile): groups of panels to the pool's threads; inside
             # a parallel tile the pool is busy and this runs alone
@@ -292,7 +342,7 @@ cdef int _fill_quant_common(Step *s, object st, object dtype, list keep,
     keep.append(qw)
     keep.append(w)
     a.sk, a.sm = sk, sm
-    a.pk, a.ws, a.wsum = qw.pk, qw.ws, qw.wsum
+    a.pk, a.ws, a.wsum, a.rw = qw.pk, qw.ws, qw.wsum, qw.rw
     a.qstate = <void *>&qw.state
     a.wversion = &w._version
     a.wviews = &w._live_views
@@ -470,15 +520,16 @@ def qrows_kernel(cnp.ndarray x, calib=None):
 
 
 def qdense_kernel(cnp.ndarray x, cnp.ndarray wt, b=None, int act=0,
-                  calib=None, Py_ssize_t p0=0, p1=None):
+                  calib=None, Py_ssize_t p0=0, p1=None, bint dot=False):
     """Test twin of an int8 Dense step: ``x`` (n, K) float32, ``wt`` (K, M)
     float32 (a Dense weight as stored), bias (M,) or None, a kernel
     activation code, a static (lo, hi) range or None (dynamic).  Computes
     output panels [p0, p1) (default all) through qpack, qrows and qgemm at
-    the current level; the other columns are left NaN."""
-    cdef Py_ssize_t n, K, M, nr = fl_kt.q_nr, npan, ldq
+    the current level; the other columns are left NaN.  dot=True: all
+    columns through qdotpack and the dot kernel instead (any M)."""
+    cdef Py_ssize_t n, K, M, nr = fl_kt.q_nr, npan, ldq, dk
     cdef const float *bp = NULL
-    cdef cnp.ndarray ba, y, cal
+    cdef cnp.ndarray ba, y, cal, bm
     cdef int zp = 0
     cdef float fscale = 0
     cdef QuantArgs a
@@ -515,7 +566,23 @@ def qdense_kernel(cnp.ndarray x, cnp.ndarray wt, b=None, int act=0,
     if not 0 <= p0 <= p1 <= npan:
         raise ValueError(f"qdense_kernel: panels [{p0}, {p1}) outside "
                          f"[0, {npan}]")
-    if n:
+    if dot and n:
+        if b is not None:       # (M,) as a layer's bias: not padded
+            bm = np.ascontiguousarray(ba[:M])
+        dk = fl_kt.q_dotk
+        rw = np.empty((M + 3) // 4 * 4 * ((K + dk - 1) // dk) * dk,
+                      dtype=np.int8)
+        fl_kt.qdotpack(K, M, <const signed char *>cnp.PyArray_DATA(pk),
+                       <signed char *>cnp.PyArray_DATA(rw))
+        fl_kt.qdot(n, K, M, <const unsigned char *>cnp.PyArray_DATA(xq),
+                   ldq, <const float *>cnp.PyArray_DATA(xs),
+                   <const int *>cnp.PyArray_DATA(xz),
+                   <const signed char *>cnp.PyArray_DATA(rw),
+                   <const float *>cnp.PyArray_DATA(ws),
+                   <const int *>cnp.PyArray_DATA(wsum),
+                   <const float *>cnp.PyArray_DATA(bm) if b is not None
+                   else NULL, <float *>cnp.PyArray_DATA(y), M, act)
+    elif n:
         fl_kt.qgemm(n, K, M, <const unsigned char *>cnp.PyArray_DATA(xq),
                     ldq, <const float *>cnp.PyArray_DATA(xs),
                     <const int *>cnp.PyArray_DATA(xz),

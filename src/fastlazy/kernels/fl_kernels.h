@@ -97,6 +97,11 @@ enum {
  * qim2col(xq, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OW, p0, p1, col,
  *         ldq, pad)
  *     a convolution's quantized rows, one per output pixel in [p0, p1).
+ * qdotpack(K, M, pk, rw), qdot(n, K, M, xq, ldq, xs, xz, rw, ws, wsum, sh,
+ *      y, ldy, act)
+ *     qgemm's outputs, all M columns, for 1-2 rows of a layer with few
+ *     outputs, on a row copy rw of the packed weights (qdot.inc.h states
+ *     the layout: ceil(M / 4) * 4 rows of K rounded up to q_dotk bytes).
  * pack_bf16(K, M, wt, pk), gemm_bf16(n, K, M, x, ldx, pk, p0, p1, b, y,
  *           ldy, act)
  *     bfloat16 weights (dense_bf16.inc.h states the layout): wt holds the
@@ -225,6 +230,13 @@ typedef struct {
                     fl_idx kh, fl_idx kw, fl_idx sh, fl_idx sw, fl_idx ph,
                     fl_idx pw, fl_idx dh, fl_idx dw, fl_idx OW, fl_idx p0,
                     fl_idx p1, unsigned char *col, fl_idx ldq, int pad);
+    void (*qdotpack)(fl_idx K, fl_idx M, const signed char *pk,
+                     signed char *rw);
+    void (*qdot)(fl_idx n, fl_idx K, fl_idx M, const unsigned char *xq,
+                 fl_idx ldq, const float *xs, const int *xz,
+                 const signed char *rw, const float *ws, const int *wsum,
+                 const float *sh, float *y, fl_idx ldy, int act);
+    int q_dotk;          /* k values per vector of the dot kernel */
     int q_nr;            /* int8 panel width (output columns) */
     int q_ks;            /* k values per dot-product group */
     int q_esize;         /* bytes per quantized activation */

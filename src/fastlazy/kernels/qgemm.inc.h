@@ -195,19 +195,86 @@ FLQ_KERNEL void FLQ_FN(qpack)(fl_idx K, fl_idx M, const float *w, fl_idx sk,
 #define QMAGIC 12582912.0f             /* 1.5 * 2^23: adding and taking it
                                         * away rounds to nearest even */
 
-FLQ_HELPER QVI FLQ_FN(levels)(QVF v, float inv, int zp)
+/* The float lane operations of the activation pass, by default in
+ * portable vector C; a level may map them to single instructions of the
+ * same result (qgemm_instance.inc.h):
+ *   FLQ_FMIN(a, b)  a < b ? a : b, lane by lane (b where a is NaN)
+ *   FLQ_FMAX(a, b)  a > b ? a : b, lane by lane (b where a is NaN)
+ *   FLQ_CVTR(v)     the int32 nearest to v, ties to even (|v| <= 2^22)
+ *   FLQ_PACKU8(q0, q1, q2, q3, dst)  4 * QL bytes at dst: the int32 lanes
+ *                   of q0, then q1, q2, q3, each clamped to [0, 255] */
+#ifndef FLQ_FMIN
+#define FLQ_FMIN(a, b) FLQ_FN(self)((a) < (b), a, b)
+#define FLQ_FMAX(a, b) FLQ_FN(self)((a) > (b), a, b)
+#define FLQ_CVTR(v) __builtin_convertvector(((v) + QMAGIC) - QMAGIC, QVI)
+#endif
+
+FLQ_HELPER QVI FLQ_FN(clamp255)(QVI q)
 {
-    QVF lo = (QVF){0} - 512.0f, hi = (QVF){0} + 512.0f;
-    QVI q;
-    v = v * inv;
-    v = FLQ_FN(self)(v >= lo, v, lo);  /* NaN becomes lo (never converted
-                                        * to int; its row is NaN anyway) */
-    v = FLQ_FN(self)(v > hi, hi, v);
-    v = (v + QMAGIC) - QMAGIC;
-    q = __builtin_convertvector(v, QVI) + zp;
     q = FLQ_FN(seli)(q < 0, (QVI){0}, q);
-    q = FLQ_FN(seli)(q > 255, (QVI){0} + 255, q);
-    return q;
+    return FLQ_FN(seli)(q > 255, (QVI){0} + 255, q);
+}
+
+#ifndef FLQ_PACKU8
+FLQ_HELPER void FLQ_FN(packu8)(QVI q0, QVI q1, QVI q2, QVI q3,
+                               unsigned char *dst)
+{
+    QVB b0 = FLQ_FN(low8)(FLQ_FN(clamp255)(q0));
+    QVB b1 = FLQ_FN(low8)(FLQ_FN(clamp255)(q1));
+    QVB b2 = FLQ_FN(low8)(FLQ_FN(clamp255)(q2));
+    QVB b3 = FLQ_FN(low8)(FLQ_FN(clamp255)(q3));
+    memcpy(dst, &b0, sizeof b0);
+    memcpy(dst + QL, &b1, sizeof b1);
+    memcpy(dst + 2 * QL, &b2, sizeof b2);
+    memcpy(dst + 3 * QL, &b3, sizeof b3);
+}
+#define FLQ_PACKU8(q0, q1, q2, q3, dst) FLQ_FN(packu8)(q0, q1, q2, q3, dst)
+#endif
+
+/* rint(clamp(v * inv, -512, 512)) + zp, not yet clamped to [0, 255] (NaN
+ * becomes -512: never converted to int; its row is NaN anyway) */
+FLQ_HELPER QVI FLQ_FN(levels)(QVF v, QVF inv, QVI zp)
+{
+    v = FLQ_FMAX(v * inv, (QVF){0} - 512.0f);
+    v = FLQ_FMIN(v, (QVF){0} + 512.0f);
+    return FLQ_CVTR(v) + zp;
+}
+
+/* The range of one row of K floats: lo = min(0, x), hi = max(0, x), and
+ * whether it holds NaN or an infinity.  NaN is tracked apart (min and max
+ * skip it), an infinity shows in lo or hi.  The last partial vector goes
+ * through a copy padded with zeros, which change neither. */
+FLQ_HELPER int FLQ_FN(qrange)(const float *xr, fl_idx K, float *plo,
+                              float *phi)
+{
+    QVF vlo = {0}, vhi = {0};
+    QVI vnan = {0};
+    float lo = 0.0f, hi = 0.0f;
+    int bad = 0;
+    fl_idx k;
+    for (k = 0; k + QL <= K; k += QL) {
+        QVF v = FLQ_FN(ldf)(xr + k);
+        vnan |= (QVI)(v != v);
+        vlo = FLQ_FMIN(v, vlo);
+        vhi = FLQ_FMAX(v, vhi);
+    }
+    if (k < K) {
+        float t[QL] = {0};
+        QVF v;
+        memcpy(t, xr + k, (size_t)(K - k) * sizeof(float));
+        v = FLQ_FN(ldf)(t);
+        vnan |= (QVI)(v != v);
+        vlo = FLQ_FMIN(v, vlo);
+        vhi = FLQ_FMAX(v, vhi);
+    }
+    for (int l = 0; l < QL; l++) {
+        bad |= vnan[l];
+        lo = vlo[l] < lo ? vlo[l] : lo;
+        hi = vhi[l] > hi ? vhi[l] : hi;
+    }
+    *plo = lo;
+    *phi = hi;
+    return bad != 0 || !(hi <= FLT_MAX && lo >= -FLT_MAX);
 }
 
 FLQ_KERNEL void FLQ_FN(qrows)(fl_idx n, fl_idx K, const float *x, fl_idx ldx,
@@ -219,28 +286,10 @@ FLQ_KERNEL void FLQ_FN(qrows)(fl_idx n, fl_idx K, const float *x, fl_idx ldx,
     for (i = 0; i < n; i++) {
         const float *xr = x + i * ldx;
         unsigned char *qr = xq + i * ldq;
-        float scale, inv;
-        int zp, bad = 0;
-        QVF vlo = {0}, vhi = {0};
-        QVI vbad = {0};
-        float lo = 0.0f, hi = 0.0f;
-        for (k = 0; k + QL <= K; k += QL) {
-            QVF v = FLQ_FN(ldf)(xr + k), d = v - v;
-            vbad |= (QVI)(d != d);
-            vlo = FLQ_FN(self)(v < vlo, v, vlo);
-            vhi = FLQ_FN(self)(v > vhi, v, vhi);
-        }
-        for (int l = 0; l < QL; l++) {
-            bad |= vbad[l];
-            lo = vlo[l] < lo ? vlo[l] : lo;
-            hi = vhi[l] > hi ? vhi[l] : hi;
-        }
-        for (; k < K; k++) {
-            float v = xr[k], d = v - v;
-            bad |= d != d;
-            lo = v < lo ? v : lo;
-            hi = v > hi ? v : hi;
-        }
+        float scale, inv, lo, hi;
+        int zp, bad = FLQ_FN(qrange)(xr, K, &lo, &hi);
+        QVF vinv;
+        QVI vzp;
         if (fscale != 0.0f) {               /* static (NaN: a broken range) */
             scale = fscale;
             zp = fzp;
@@ -258,36 +307,48 @@ FLQ_KERNEL void FLQ_FN(qrows)(fl_idx n, fl_idx K, const float *x, fl_idx ldx,
         /* a bad row: levels of zp, its scale NaN (outputs NaN) */
         inv = bad ? 0.0f : 1.0f / scale;
         xs[i] = bad ? NAN : scale;
+        vinv = (QVF){0} + inv;
+        vzp = (QVI){0} + zp;
+        /* the last partial vector from a copy padded with zeros: their
+         * level, zp (0 after subtracting it), is the padding of the row to
+         * whole groups (K..KP) */
         if (FLQ_ESIZE == 1) {
-            for (k = 0; k + QL <= K; k += QL) {
-                QVB b = FLQ_FN(low8)(
-                    FLQ_FN(levels)(FLQ_FN(ldf)(xr + k), inv, zp));
+            for (k = 0; k + 4 * QL <= K; k += 4 * QL)
+                FLQ_PACKU8(FLQ_FN(levels)(FLQ_FN(ldf)(xr + k), vinv, vzp),
+                           FLQ_FN(levels)(FLQ_FN(ldf)(xr + k + QL), vinv, vzp),
+                           FLQ_FN(levels)(FLQ_FN(ldf)(xr + k + 2 * QL), vinv,
+                                          vzp),
+                           FLQ_FN(levels)(FLQ_FN(ldf)(xr + k + 3 * QL), vinv,
+                                          vzp), qr + k);
+            for (; k + QL <= K; k += QL) {
+                QVB b = FLQ_FN(low8)(FLQ_FN(clamp255)(
+                    FLQ_FN(levels)(FLQ_FN(ldf)(xr + k), vinv, vzp)));
                 memcpy(qr + k, &b, sizeof b);
             }
-            for (; k < K; k++) {
-                float v = xr[k] * inv;
-                int q;
-                v = !(v >= -512.0f) ? -512.0f : (v > 512.0f ? 512.0f : v);
-                q = (int)rintf(v) + zp;
-                qr[k] = (unsigned char)(q < 0 ? 0 : (q > 255 ? 255 : q));
+            if (k < KP) {
+                float t[QL] = {0};
+                QVB b;
+                memcpy(t, xr + k, (size_t)(K - k) * sizeof(float));
+                b = FLQ_FN(low8)(FLQ_FN(clamp255)(
+                    FLQ_FN(levels)(FLQ_FN(ldf)(t), vinv, vzp)));
+                memcpy(qr + k, &b, (size_t)(KP - k));
             }
-            for (; k < KP; k++) qr[k] = (unsigned char)zp;
             xz[i] = zp;
         } else {
             short *sr = (short *)(void *)qr;
             for (k = 0; k + QL <= K; k += QL) {
-                QVS s = FLQ_FN(low16)(
-                    FLQ_FN(levels)(FLQ_FN(ldf)(xr + k), inv, zp) - zp);
+                QVS s = FLQ_FN(low16)(FLQ_FN(clamp255)(
+                    FLQ_FN(levels)(FLQ_FN(ldf)(xr + k), vinv, vzp)) - vzp);
                 memcpy(sr + k, &s, sizeof s);
             }
-            for (; k < K; k++) {
-                float v = xr[k] * inv;
-                int q;
-                v = !(v >= -512.0f) ? -512.0f : (v > 512.0f ? 512.0f : v);
-                q = (int)rintf(v) + zp;
-                sr[k] = (short)((q < 0 ? 0 : (q > 255 ? 255 : q)) - zp);
+            if (k < KP) {
+                float t[QL] = {0};
+                QVS s;
+                memcpy(t, xr + k, (size_t)(K - k) * sizeof(float));
+                s = FLQ_FN(low16)(FLQ_FN(clamp255)(
+                    FLQ_FN(levels)(FLQ_FN(ldf)(t), vinv, vzp)) - vzp);
+                memcpy(sr + k, &s, (size_t)(KP - k) * sizeof(short));
             }
-            for (; k < KP; k++) sr[k] = 0;
             xz[i] = 0;
         }
     }
@@ -470,6 +531,22 @@ FLQ_KERNEL void FLQ_FN(qgemv)(fl_idx KG, const unsigned char *xq,
                       y + p * QNR, 0, act);
 }
 
+/* Two rows through whole panels [p0, p1) in one call, as qgemv (per
+ * panel, the call and the row-tile dispatch below were a third of the
+ * instructions of 2 rows through 20 -> 256) */
+FLQ_KERNEL void FLQ_FN(qgemv2)(fl_idx KG, const unsigned char *xq,
+                               fl_idx ldq, const float *xs, const int *xz,
+                               const signed char *pk, fl_idx p0, fl_idx p1,
+                               const float *ws, const int *wsum,
+                               const float *sh, float *y, fl_idx ldy, int act)
+{
+    fl_idx p;
+    for (p = p0; p < p1; p++)
+        FLQ_FN(qtile)(2, KG, xq, ldq, xs, xz, pk + p * KG * QNR * QKS,
+                      ws + p * QNR, wsum + p * QNR, sh ? sh + p * QNR : NULL,
+                      y + p * QNR, ldy, act);
+}
+
 /* Output columns of panels [p0, p1) for n quantized rows (xq: ldq bytes
  * per row; xs, xz per row); ws, wsum, sh (sh may be NULL) and y at column
  * 0, y with ldy floats per row. */
@@ -486,14 +563,16 @@ FLQ_KERNEL void FLQ_FN(qgemm)(fl_idx n, fl_idx K, fl_idx M,
     float shpad[QNR], t[QMR * QNR];
     const fl_idx pa = p0;              /* the first panel, for act below */
     fl_idx p, i, r, R, m0, nc;
-    if (n == 1 && p0 < p1) {
+    if (n <= 2 && p0 < p1) {
         /* whole panels in one call; a partial last one below */
         fl_idx pf = M / QNR < p1 ? M / QNR : p1;
-        if (pf > p0) {
+        if (pf > p0 && n == 1)
             FLQ_FN(qgemv)(KG, xq, xs, xz, pk, p0, pf, ws, wsum, sh, y,
                           tile_act);
-            p0 = pf;
-        }
+        else if (pf > p0)
+            FLQ_FN(qgemv2)(KG, xq, ldq, xs, xz, pk, p0, pf, ws, wsum, sh, y,
+                           ldy, tile_act);
+        p0 = pf > p0 ? pf : p0;
     }
     for (p = p0; p < p1; p++) {
         const signed char *bp = pk + p * KG * QNR * QKS;
@@ -526,6 +605,9 @@ FLQ_KERNEL void FLQ_FN(qgemm)(fl_idx n, fl_idx K, fl_idx M,
         for (i = 0; i < n; i++) FLQ_ACT_F32(y + i * ldy + a0, a1 - a0, act);
     }
 }
+
+/* the dot kernel for layers with few outputs, on these types */
+#include "qdot.inc.h"
 
 #undef FLQ_LOW8
 #undef FLQ_LOW16

@@ -21,6 +21,9 @@
  *                ready for the dot product, type FLQ_WV
  *   FLQ_DOT(acc, xg, wv)  acc + per-lane dot of the 4 activation bytes xg
  *                (broadcast) with wv
+ *   FLQ_DOTV(acc, xp, wp)  acc + per-lane dot of a vector of activations
+ *                at xp with the lanes x FLQ_KS int8 weights at wp (the dot
+ *                kernel, qdot.inc.h)
  *
  * One group of activations is always 4 bytes (4 u8 or 2 int16), so the
  * row layout, the packing and the tile loop are the same at every level.
@@ -62,6 +65,7 @@
 #define FLQ_WV __m256i
 #define FLQ_WPREP(p) _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p)))
 #define FLQ_DOT(acc, xg, wv) ((acc) + (QVI)_mm256_madd_epi16(_mm256_set1_epi32((int)(xg)), (wv)))
+#define FLQ_DOTV(acc, xp, wp) ((acc) + (QVI)_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(xp)), _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(wp)))))
 
 #elif FLQ_LEVEL == 4
 /* AVX2 on u8 x s8 bytes (vpmaddubsw + vpmaddwd by ones): 7-bit weights
@@ -81,6 +85,7 @@
 #define FLQ_WV __m256i
 #define FLQ_WPREP(p) _mm256_loadu_si256((const __m256i *)(p))
 #define FLQ_DOT(acc, xg, wv) ((acc) + (QVI)_mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi32((int)(xg)), (wv)), _mm256_set1_epi16(1)))
+#define FLQ_DOTV(acc, xp, wp) ((acc) + (QVI)_mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(xp)), _mm256_loadu_si256((const __m256i *)(const void *)(wp))), _mm256_set1_epi16(1)))
 
 #elif FLQ_LEVEL == 5
 #include <immintrin.h>
@@ -95,6 +100,7 @@
 #define FLQ_WV __m256i
 #define FLQ_WPREP(p) _mm256_loadu_si256((const __m256i *)(p))
 #define FLQ_DOT(acc, xg, wv) ((QVI)_mm256_dpbusd_avx_epi32((__m256i)(acc), _mm256_set1_epi32((int)(xg)), (wv)))
+#define FLQ_DOTV(acc, xp, wp) ((QVI)_mm256_dpbusd_avx_epi32((__m256i)(acc), _mm256_loadu_si256((const __m256i *)(const void *)(xp)), _mm256_loadu_si256((const __m256i *)(const void *)(wp))))
 
 #elif FLQ_LEVEL == 6
 #include <immintrin.h>
@@ -109,6 +115,28 @@
 #define FLQ_WV __m512i
 #define FLQ_WPREP(p) _mm512_loadu_si512((const void *)(p))
 #define FLQ_DOT(acc, xg, wv) ((QVI)_mm512_dpbusd_epi32((__m512i)(acc), _mm512_set1_epi32((int)(xg)), (wv)))
+#define FLQ_DOTV(acc, xp, wp) ((QVI)_mm512_dpbusd_epi32((__m512i)(acc), _mm512_loadu_si512((const void *)(xp)), _mm512_loadu_si512((const void *)(wp))))
+#endif
+
+/* The activation pass in single instructions (qgemm.inc.h states what
+ * each computes): min / max of the x86 operand order (the second operand
+ * where the first is NaN), conversion by the current rounding mode
+ * (nearest even, as rintf), and the saturating packs int32 -> int16 ->
+ * uint8 (clamping to [0, 255]), then the 4-byte groups back in order. */
+#if FLQ_VBYTES == 32 && FLQ_LEVEL != 0
+#define FLQ_FMIN(a, b) ((QVF)_mm256_min_ps((__m256)(a), (__m256)(b)))
+#define FLQ_FMAX(a, b) ((QVF)_mm256_max_ps((__m256)(a), (__m256)(b)))
+#define FLQ_CVTR(v) ((QVI)_mm256_cvtps_epi32((__m256)(v)))
+#define FLQ_PACKU8(q0, q1, q2, q3, dst) _mm256_storeu_si256( \
+    (__m256i *)(void *)(dst), _mm256_permutevar8x32_epi32( \
+        _mm256_packus_epi16( \
+            _mm256_packs_epi32((__m256i)(q0), (__m256i)(q1)), \
+            _mm256_packs_epi32((__m256i)(q2), (__m256i)(q3))), \
+        _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)))
+#elif FLQ_VBYTES == 64
+#define FLQ_FMIN(a, b) ((QVF)_mm512_min_ps((__m512)(a), (__m512)(b)))
+#define FLQ_FMAX(a, b) ((QVF)_mm512_max_ps((__m512)(a), (__m512)(b)))
+#define FLQ_CVTR(v) ((QVI)_mm512_cvtps_epi32((__m512)(v)))
 #endif
 
 #ifndef FLQ_WMAX
@@ -127,6 +155,9 @@ static void FLQ_FN(qfill)(fl_kernel_table *t)
     t->qrows = FLQ_FN(qrows);
     t->qgemm = FLQ_FN(qgemm);
     t->qim2col = FLQ_FN(qim2col);
+    t->qdotpack = FLQ_FN(qdotpack);
+    t->qdot = FLQ_FN(qdot);
+    t->q_dotk = (FLQ_VBYTES / 4) * FLQ_KS;
     t->q_nr = 2 * (FLQ_VBYTES / 4);
     t->q_ks = FLQ_KS;
     t->q_esize = FLQ_ESIZE;
@@ -151,4 +182,9 @@ static void FLQ_FN(qfill)(fl_kernel_table *t)
 #undef FLQ_WV
 #undef FLQ_WPREP
 #undef FLQ_DOT
+#undef FLQ_DOTV
+#undef FLQ_FMIN
+#undef FLQ_FMAX
+#undef FLQ_CVTR
+#undef FLQ_PACKU8
 #undef FLQ_LEVEL
