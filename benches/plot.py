@@ -245,6 +245,25 @@ def median_s(fn, x, budget_s):
 
 
 def measure(threads, batches, budget_s, say):
+    """{network: {"macs_per_row", "series": {key: {batch: seconds}}}},
+    each library at ``threads`` threads; the thread counts it changes are
+    put back afterwards."""
+    import fastlazy as fl
+    before = fl.get_num_threads()
+    try:
+        import torch
+        torch_before = torch.get_num_threads()
+    except ImportError:
+        torch, torch_before = None, None
+    try:
+        return _measure(threads, batches, budget_s, say)
+    finally:
+        fl.set_num_threads(before)
+        if torch is not None:
+            torch.set_num_threads(torch_before)
+
+
+def _measure(threads, batches, budget_s, say):
     import fastlazy as fl
     from fastlazy import nn
     try:
