@@ -331,8 +331,9 @@ def main(argv=None):
     args, pytest_args = parser.parse_known_args(argv)
     if args.plot:
         # the same environment as the suite's child
+        extra = ["--json", args.json] if args.json else []
         return subprocess.run([sys.executable, str(HERE / "plot.py"),
-                               *pytest_args], env=child_env(),
+                               *extra, *pytest_args], env=child_env(),
                               cwd=REPO).returncode
     code = 0
     if args.table:

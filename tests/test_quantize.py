@@ -333,6 +333,20 @@ def test_big_gemv_split_over_threads(two_threads):
     close(one, mlp_ref(net, x))
 
 
+def test_small_batch_split_over_threads_is_bit_identical(two_threads):
+    # C3's shape: 64 rows, each int8 layer's panels shared by the threads
+    # (as float32 layers are), the same sums whichever thread took a panel
+    net = mlp([512, 512, 10], ["relu", "relu", None], 784)
+    x = np.random.default_rng(8).standard_normal((64, 784)).astype(F32)
+    q = fl.quantize(net)
+    fl.set_num_threads(1)
+    one = q(x)
+    fl.set_num_threads(2)
+    for _ in range(3):
+        np.testing.assert_array_equal(q(x), one)
+    close(one, mlp_ref(net, x))
+
+
 def test_original_untouched():
     net = mlp([64, 10], ["relu", None], 20)
     x = np.random.default_rng(6).standard_normal((4, 20)).astype(F32)

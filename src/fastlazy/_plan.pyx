@@ -1181,7 +1181,10 @@ cdef class Plan:
                     f"{sizes[st.dst]}")
             d.max_work = max(d.max_work, s.work)
             d.macs += s.macs
-            if s.kind == STEP_DENSE or s.kind == STEP_DENSE_BF16:
+            # (layers a small batch runs split across the threads, each
+            # product at once: float32, bfloat16 and int8 Dense)
+            if s.kind == STEP_DENSE or s.kind == STEP_DENSE_BF16 or \
+                    s.kind == STEP_QDENSE:
                 d.dense_macs += s.macs
         for st in steps:
             for param in st.params():
