@@ -131,16 +131,8 @@ def peers_for(case, threads, fl):
         torch = None
     if torch is not None:
         torch.set_num_threads(threads)
-        layers = []
-        for w, b, act in case.layers:
-            lin = torch.nn.Linear(w.shape[1], w.shape[0])
-            with torch.no_grad():
-                lin.weight.copy_(torch.from_numpy(w))
-                lin.bias.copy_(torch.from_numpy(b))
-            layers.append(lin)
-            if act == "relu":
-                layers.append(torch.nn.ReLU())
-        m32 = torch.nn.Sequential(*layers).eval()
+        from fastlazy._bench import torch_sequential
+        m32 = torch_sequential(case.layers)
         m16 = copy.deepcopy(m32).to(torch.bfloat16)
         xt = torch.from_numpy(x)
         xb = xt.to(torch.bfloat16)

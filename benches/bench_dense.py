@@ -10,7 +10,7 @@ import pytest
 
 from common import (CONFIGS, check, fastlazy_threads, numpy_threads, tag,
                     timed, torch_threads)
-from fastlazy._bench import numpy_forward
+from fastlazy._bench import numpy_forward, torch_sequential
 
 pytestmark = pytest.mark.parametrize("cfg", list(CONFIGS))
 
@@ -111,16 +111,7 @@ def bench_ort_iobinding(benchmark, case, cfg, threads, ort_session):
 def bench_torch(benchmark, case, cfg, threads):
     torch = pytest.importorskip("torch")
     _tag(benchmark, "torch", cfg, threads)
-    layers = []
-    for w, b, act in case.layers:
-        linear = torch.nn.Linear(w.shape[1], w.shape[0])
-        with torch.no_grad():
-            linear.weight.copy_(torch.from_numpy(w))
-            linear.bias.copy_(torch.from_numpy(b))
-        layers.append(linear)
-        if act == "relu":
-            layers.append(torch.nn.ReLU())
-    model = torch.nn.Sequential(*layers).eval()
+    model = torch_sequential(case.layers)
     x = torch.from_numpy(case.x)
     with torch_threads(torch, threads), torch.inference_mode():
         check(model(x).numpy(), case.ref)

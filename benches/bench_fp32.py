@@ -64,7 +64,7 @@ def numpy_only(threads):
 def peers_for(case, threads, only):
     """name -> zero-argument call, every peer on case's weights and input;
     a peer that is not installed is left out (and said so)."""
-    from fastlazy._bench import numpy_forward
+    from fastlazy._bench import numpy_forward, torch_sequential
     x = case.x
     out = {"fastlazy": (lambda: case.net(x))}
     fwd = numpy_forward(case.layers, case.config.batch)
@@ -101,16 +101,7 @@ def peers_for(case, threads, only):
         torch = None
     if torch is not None:
         torch.set_num_threads(threads)
-        mods = []
-        for w, b, act in case.layers:
-            lin = torch.nn.Linear(w.shape[1], w.shape[0])
-            with torch.no_grad():
-                lin.weight.copy_(torch.from_numpy(w))
-                lin.bias.copy_(torch.from_numpy(b))
-            mods.append(lin)
-            if act == "relu":
-                mods.append(torch.nn.ReLU())
-        model = torch.nn.Sequential(*mods).eval()
+        model = torch_sequential(case.layers)
         xt = torch.from_numpy(x)
 
         def run_torch():

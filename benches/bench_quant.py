@@ -23,7 +23,8 @@ import numpy as np
 
 import fastlazy as fl
 from fastlazy._bench import (CONFIGS, dense_layers, make_net,
-                             onnx_matmul_model, ort_int8_session, warm_up)
+                             onnx_matmul_model, ort_int8_session,
+                             torch_sequential, warm_up)
 
 
 def cpu_name():
@@ -125,18 +126,8 @@ class Peers:
         try:
             import torch
             torch.set_num_threads(threads)
-            mods = []
-            for w, b, act in self.layers:
-                lin = torch.nn.Linear(w.shape[1], w.shape[0])
-                with torch.no_grad():
-                    lin.weight.copy_(torch.from_numpy(w))
-                    lin.bias.copy_(torch.from_numpy(b))
-                mods.append(lin)
-                if act == "relu":
-                    mods.append(torch.nn.ReLU())
-            model = torch.nn.Sequential(*mods).eval()
-            qmodel = torch.ao.quantization.quantize_dynamic(
-                model, {torch.nn.Linear}, dtype=torch.qint8)
+            model = torch_sequential(self.layers)
+            qmodel = torch_sequential(self.layers, int8=True)
             out["torch fp32"] = _torch_call(torch, model)
             out["torch int8"] = _torch_call(torch, qmodel)
             err["torch int8"] = error(out["torch int8"](self.xe), self.ref)

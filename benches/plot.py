@@ -32,7 +32,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -43,6 +42,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+# its neighbours (clock.py, bench_quant.py), however it is loaded
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
 
 NETWORKS = {
     "textbook": (20, ((256, "relu"), (10, None))),
@@ -66,17 +68,6 @@ SERIES = [
 
 # ---------------------------------------------------------------------------
 # The machine
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def reported_clock_ghz():
@@ -179,19 +170,8 @@ def ort_runner(layers, x, threads, int8, tmp):
 
 
 def torch_runner(torch, layers, int8=False):
-    mods = []
-    for w, b, act in layers:
-        lin = torch.nn.Linear(w.shape[1], w.shape[0])
-        with torch.no_grad():
-            lin.weight.copy_(torch.from_numpy(w))
-            lin.bias.copy_(torch.from_numpy(b))
-        mods.append(lin)
-        if act == "relu":
-            mods.append(torch.nn.ReLU())
-    model = torch.nn.Sequential(*mods).eval()
-    if int8:
-        model = torch.ao.quantization.quantize_dynamic(
-            model, {torch.nn.Linear}, dtype=torch.qint8)
+    from fastlazy._bench import torch_sequential
+    model = torch_sequential(layers, int8=int8)
 
     def run(x):
         with torch.inference_mode():
@@ -455,8 +435,9 @@ def main(argv=None):
             peak = args.fma_units * lanes * 2 * ghz
             note = (f"{args.fma_units} FMA x {lanes} lanes x 2 x {ghz:.2f} "
                     f"GHz {how}")
+        import bench_quant
         data = {
-            "machine": {"cpu": cpu_name(), "threads": args.threads,
+            "machine": {"cpu": bench_quant.cpu_name(), "threads": args.threads,
                         "peak_gflops_core": peak, "peak_note": note,
                         "when": time.strftime("%Y-%m-%d %H:%M")},
             "titles": {"textbook": "textbook network 20 → 256 relu → 10",

@@ -253,3 +253,28 @@ def ort_int8_session(layers, threads=1, reduce_range=False):
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     return ort.InferenceSession(data, opts,
                                 providers=["CPUExecutionProvider"])
+
+
+def torch_sequential(layers, int8=False):
+    """``layers`` (as returned by :func:`dense_layers`) as a PyTorch
+    ``nn.Sequential`` of Linear (+ ReLU) modules in eval mode, the weights
+    copied; ``int8``: that model through
+    ``torch.ao.quantization.quantize_dynamic`` (int8 Linear layers).  Needs
+    ``torch``; the caller sets its threads."""
+    import torch
+
+    mods = []
+    for w, b, act in layers:
+        _check_activation(act)
+        lin = torch.nn.Linear(w.shape[1], w.shape[0])
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(w))
+            lin.bias.copy_(torch.from_numpy(b))
+        mods.append(lin)
+        if act == "relu":
+            mods.append(torch.nn.ReLU())
+    model = torch.nn.Sequential(*mods).eval()
+    if int8:
+        model = torch.ao.quantization.quantize_dynamic(
+            model, {torch.nn.Linear}, dtype=torch.qint8)
+    return model
