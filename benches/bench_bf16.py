@@ -38,7 +38,6 @@ import copy
 import json
 import os
 import platform
-import random
 import statistics
 import subprocess
 import sys
@@ -149,22 +148,16 @@ def peers_for(case, threads, fl):
             torch.bfloat16)).float().numpy())
         out["torch fp32"] = (t32, lambda a: t32(torch.from_numpy(a)).numpy())
     try:
+        import onnx  # noqa: F401
         import onnxruntime as ort
-        from bench_dense import onnx_model
     except ImportError:
         ort = None
     if ort is not None:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        from fastlazy._bench import onnx_gemm_model, ort_session
         # interleaved with other pools on few cores: no spinning threads
         # (see the module docstring)
-        opts.add_session_config_entry("session.intra_op.allow_spinning",
-                                      "0")
-        sess = ort.InferenceSession(
-            onnx_model(case.layers, case.config.batch), opts,
-            providers=["CPUExecutionProvider"])
+        sess = ort_session(onnx_gemm_model(case.layers, case.config.batch),
+                           threads, spinning=False)
         y = np.empty(case.ref.shape, np.float32)
         bind = sess.io_binding()
         bind.bind_input("x", "cpu", 0, np.float32, x.shape, x.ctypes.data)
@@ -190,21 +183,9 @@ def errors(case, peers):
     return out
 
 
-def time_round(fn, target):
-    """Seconds per call of ``fn`` over about ``target`` seconds."""
-    t = time.perf_counter()
-    fn()
-    one = time.perf_counter() - t
-    reps = max(1, min(10000, int(target / max(one, 1e-7))))
-    t = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    return (time.perf_counter() - t) / reps
-
-
 def run(configs, threads_list, rounds, target, only=None, quiet=0.0):
     import fastlazy as fl
-    from common import get_case, wait_quiet
+    from common import get_case, interleaved
     from threadpoolctl import threadpool_info
     cpu, simd = cpu_report()
     print(f"CPU: {cpu}\nSIMD flags: {simd}")
@@ -229,17 +210,7 @@ def run(configs, threads_list, rounds, target, only=None, quiet=0.0):
                 peers = {k: v for k, v in peers.items() if k in only}
             errs = errors(case, peers)
             calls = {name: call for name, (call, _) in peers.items()}
-            for call in calls.values():         # warm up
-                for _ in range(3):
-                    call()
-            times = {name: [] for name in calls}
-            order = list(calls)
-            for r in range(rounds):
-                if quiet:
-                    wait_quiet(quiet)
-                random.Random(r).shuffle(order)
-                for name in order:
-                    times[name].append(time_round(calls[name], target))
+            times = interleaved(calls, rounds, target, quiet)
             row = {"config": cfg, "threads": threads,
                    "time_us": {k: statistics.median(v) * 1e6
                                for k, v in times.items()},

@@ -10,7 +10,8 @@ import pytest
 
 from common import (CONFIGS, check, fastlazy_threads, numpy_threads, tag,
                     timed, torch_threads)
-from fastlazy._bench import numpy_forward, torch_sequential
+from fastlazy._bench import (numpy_forward, onnx_gemm_model, torch_sequential)
+from fastlazy._bench import ort_session as new_ort_session
 
 pytestmark = pytest.mark.parametrize("cfg", list(CONFIGS))
 
@@ -39,50 +40,12 @@ def bench_numpy(benchmark, case, cfg, threads):
 # ONNX Runtime
 
 
-def onnx_model(layers, batch):
-    """The network as ONNX (opset 17): Gemm(transB=1) per Dense, then Relu
-    where the layer has one; fixed batch size, so ORT can plan memory."""
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper, numpy_helper
-
-    nodes, inits = [], []
-    cur = "x"
-    for i, (w, b, act) in enumerate(layers):
-        inits += [numpy_helper.from_array(w, f"w{i}"),
-                  numpy_helper.from_array(b, f"b{i}")]
-        out = f"h{i}" if act == "relu" else f"a{i}"
-        gemm_out = f"g{i}" if act == "relu" else out
-        nodes.append(helper.make_node("Gemm", [cur, f"w{i}", f"b{i}"],
-                                      [gemm_out], transB=1))
-        if act == "relu":
-            nodes.append(helper.make_node("Relu", [gemm_out], [out]))
-        cur = out
-    nodes.append(helper.make_node("Identity", [cur], ["y"]))
-    k = layers[0][0].shape[1]
-    m = layers[-1][0].shape[0]
-    graph = helper.make_graph(
-        nodes, "dense",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, k])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, m])],
-        initializer=inits)
-    model = helper.make_model(graph,
-                              opset_imports=[helper.make_opsetid("", 17)],
-                              ir_version=8)
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
-
-
 @pytest.fixture
 def ort_session(case, threads):
-    ort = pytest.importorskip("onnxruntime")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = \
-        ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(onnx_model(case.layers, case.config.batch),
-                                opts, providers=["CPUExecutionProvider"])
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    return new_ort_session(onnx_gemm_model(case.layers, case.config.batch),
+                           threads)
 
 
 def bench_ort_run(benchmark, case, cfg, threads, ort_session):

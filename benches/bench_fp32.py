@@ -32,10 +32,8 @@ the next peer's warm-up call and block.  This file is a script: pytest collects 
 import argparse
 import json
 import os
-import random
 import statistics
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -70,21 +68,15 @@ def peers_for(case, threads, only):
     fwd = numpy_forward(case.layers, case.config.batch)
     out["numpy"] = lambda: fwd(x)
     try:
+        import onnx  # noqa: F401
         import onnxruntime as ort
-        from bench_dense import onnx_model
     except ImportError:
         print("ONNX Runtime left out: not installed")
         ort = None
     if ort is not None:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = \
-            ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        sess = ort.InferenceSession(onnx_model(case.layers,
-                                               case.config.batch), opts,
-                                    providers=["CPUExecutionProvider"])
+        from fastlazy._bench import onnx_gemm_model, ort_session
+        sess = ort_session(onnx_gemm_model(case.layers, case.config.batch),
+                           threads)
         y = np.empty(case.ref.shape, np.float32)
         bind = sess.io_binding()
         bind.bind_input("x", "cpu", 0, np.float32, x.shape, x.ctypes.data)
@@ -113,22 +105,6 @@ def peers_for(case, threads, only):
     return out
 
 
-def time_round(fn, target, settle):
-    """Seconds per call of ``fn`` over about ``target`` seconds, after a
-    pause of ``settle`` seconds and a warm-up call."""
-    if settle:
-        time.sleep(settle)
-        fn()
-    t = time.perf_counter()
-    fn()
-    one = time.perf_counter() - t
-    reps = max(1, min(20000, int(target / max(one, 1e-7))))
-    t = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    return (time.perf_counter() - t) / reps
-
-
 def quartiles(values):
     v = sorted(values)
     return v[len(v) // 4], statistics.median(v), v[(3 * len(v)) // 4]
@@ -137,7 +113,7 @@ def quartiles(values):
 def run(configs, threads_list, rounds, target, only=None, quiet=0.0,
         settle=0.2):
     import fastlazy as fl
-    from common import check, get_case, wait_quiet
+    from common import check, get_case, interleaved
     results = []
     for cfg in configs:
         case = get_case(cfg)
@@ -148,18 +124,8 @@ def run(configs, threads_list, rounds, target, only=None, quiet=0.0,
                 calls = peers_for(case, threads, only)
                 for name, call in calls.items():
                     check(np.asarray(call()), case.ref)   # before timing
-                    for _ in range(3):
-                        call()
-                times = {name: [] for name in calls}
-                order = list(calls)
-                for r in range(rounds):
-                    if quiet:
-                        wait_quiet(quiet)
-                    random.Random(r).shuffle(order)
-                    for name in order:
-                        times[name].append(time_round(
-                            calls[name], target,
-                            settle if threads > 1 else 0.0))
+                times = interleaved(calls, rounds, target, quiet,
+                                    settle if threads > 1 else 0.0)
             finally:
                 if limit is not None:
                     limit.restore_original_limits()

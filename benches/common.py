@@ -169,3 +169,45 @@ def timed(benchmark, fn, *args):
     warm_up(fn, *args, seconds=WARMUP_S)
     with other_load(benchmark):
         return benchmark(fn, *args)
+
+
+# ---------------------------------------------------------------------------
+# Interleaved rounds (the scripts bench_fp32.py and bench_bf16.py)
+
+
+def time_round(fn, target, settle=0.0):
+    """Seconds per call of ``fn`` over about ``target`` seconds; with
+    ``settle``, after a pause that long and a warm-up call (so pools that
+    were spinning for the previous library have stopped)."""
+    if settle:
+        time.sleep(settle)
+        fn()
+    t = time.perf_counter()
+    fn()
+    one = time.perf_counter() - t
+    reps = max(1, min(20000, int(target / max(one, 1e-7))))
+    t = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - t) / reps
+
+
+def interleaved(calls, rounds, target, quiet=0.0, settle=0.0):
+    """{name: [seconds per call, one per round]}: every round times each of
+    ``calls`` (name -> zero-argument call) in turn, in an order shuffled
+    per round (seeded by the round), after three warm-up calls each; with
+    ``quiet``, each round first waits up to that long for the machine to
+    calm down (wait_quiet)."""
+    import random
+    for call in calls.values():
+        for _ in range(3):
+            call()
+    times = {name: [] for name in calls}
+    order = list(calls)
+    for r in range(rounds):
+        if quiet:
+            wait_quiet(quiet)
+        random.Random(r).shuffle(order)
+        for name in order:
+            times[name].append(time_round(calls[name], target, settle))
+    return times

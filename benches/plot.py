@@ -105,38 +105,9 @@ def reference(layers, x):
     return y
 
 
-def onnx_bytes(layers, batch):
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-    nodes, inits, cur = [], [], "x"
-    for i, (w, b, act) in enumerate(layers):
-        inits += [numpy_helper.from_array(w, f"w{i}"),
-                  numpy_helper.from_array(b, f"b{i}")]
-        out = f"g{i}"
-        nodes.append(helper.make_node("Gemm", [cur, f"w{i}", f"b{i}"],
-                                      [out], transB=1))
-        cur = out
-        if act == "relu":
-            nodes.append(helper.make_node("Relu", [cur], [f"r{i}"]))
-            cur = f"r{i}"
-    nodes.append(helper.make_node("Identity", [cur], ["y"]))
-    graph = helper.make_graph(
-        nodes, "dense",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT,
-                                       [batch, layers[0][0].shape[1]])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT,
-                                       [batch, layers[-1][0].shape[0]])],
-        initializer=inits)
-    model = helper.make_model(graph,
-                              opset_imports=[helper.make_opsetid("", 17)],
-                              ir_version=8)
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
-
-
 def ort_runner(layers, x, threads, int8, tmp):
-    import onnxruntime as ort
-    model = onnx_bytes(layers, x.shape[0])
+    from fastlazy._bench import onnx_gemm_model, ort_session
+    model = onnx_gemm_model(layers, x.shape[0])
     if int8:
         from onnxruntime.quantization import QuantType, quantize_dynamic
         src = Path(tmp) / f"fp32-{x.shape[0]}.onnx"
@@ -149,13 +120,7 @@ def ort_runner(layers, x, threads, int8, tmp):
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8,
                          reduce_range=True)
         model = dst.read_bytes()
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(model, opts,
-                                providers=["CPUExecutionProvider"])
+    sess = ort_session(model, threads)
     y = np.empty((x.shape[0], layers[-1][0].shape[0]), np.float32)
     binding = sess.io_binding()
     binding.bind_input("x", "cpu", 0, np.float32, x.shape, x.ctypes.data)

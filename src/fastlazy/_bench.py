@@ -181,14 +181,35 @@ def compare_numpy(net, x, rounds=15, round_ms=2.0, rtol=1e-4):
     return Comparison(t_fl, t_np, t_np / t_fl)
 
 
+def _dense_graph(nodes, inits, cur, layers, batch):
+    """The model of ``nodes`` (ending in tensor ``cur``) with input x
+    (batch, K) and output y (batch, M), opset 17, checked and serialized;
+    ``batch``: a number or a symbolic name."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = nodes + [helper.make_node("Identity", [cur], ["y"])]
+    k = layers[0][0].shape[1]
+    m = layers[-1][0].shape[0]
+    graph = helper.make_graph(
+        nodes, "dense",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, m])],
+        initializer=inits)
+    model = helper.make_model(graph,
+                              opset_imports=[helper.make_opsetid("", 17)],
+                              ir_version=8)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
 def onnx_matmul_model(layers):
     """``layers`` (``[(W, b, act)]``, see :func:`dense_layers`) as an ONNX
     model of MatMul + Add (+ Relu) nodes, opset 17, any batch size: the form
     ONNX Runtime's ``quantize_dynamic`` turns into int8 (MatMulInteger);
     it leaves Gemm nodes in float32.  Returns the serialized model.  Needs
     the ``onnx`` package (the ``bench`` extra)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     nodes, inits = [], []
     cur = "x"
@@ -209,19 +230,49 @@ def onnx_matmul_model(layers):
             raise ValueError(f"onnx_matmul_model: 'relu' or linear layers, "
                              f"not {act!r}")
         cur = out
-    nodes.append(helper.make_node("Identity", [cur], ["y"]))
-    k = layers[0][0].shape[1]
-    m = layers[-1][0].shape[0]
-    graph = helper.make_graph(
-        nodes, "dense",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", k])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", m])],
-        initializer=inits)
-    model = helper.make_model(graph,
-                              opset_imports=[helper.make_opsetid("", 17)],
-                              ir_version=8)
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
+    return _dense_graph(nodes, inits, cur, layers, "n")
+
+
+def onnx_gemm_model(layers, batch):
+    """The network as ONNX (opset 17): Gemm(transB=1) per Dense, then Relu
+    where the layer has one; fixed batch size, so ORT can plan memory.
+    Returns the serialized model.  Needs ``onnx``."""
+    from onnx import helper, numpy_helper
+
+    nodes, inits = [], []
+    cur = "x"
+    for i, (w, b, act) in enumerate(layers):
+        inits += [numpy_helper.from_array(w, f"w{i}"),
+                  numpy_helper.from_array(b, f"b{i}")]
+        out = f"h{i}" if act == "relu" else f"a{i}"
+        gemm_out = f"g{i}" if act == "relu" else out
+        nodes.append(helper.make_node("Gemm", [cur, f"w{i}", f"b{i}"],
+                                      [gemm_out], transB=1))
+        if act == "relu":
+            nodes.append(helper.make_node("Relu", [gemm_out], [out]))
+        cur = out
+    return _dense_graph(nodes, inits, cur, layers, batch)
+
+
+def ort_session(model, threads, spinning=True):
+    """An ONNX Runtime session of ``model`` (bytes) on the CPU with
+    ``threads`` intra-op threads, sequential, every graph optimization on;
+    ``spinning=False``: its threads sleep between parallel sections
+    (for runs where other pools take turns with it on few cores).  Needs
+    ``onnxruntime``."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = \
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning",
+                                      "0")
+    return ort.InferenceSession(model, opts,
+                                providers=["CPUExecutionProvider"])
 
 
 def ort_int8_session(layers, threads=1, reduce_range=False):
