@@ -233,6 +233,9 @@ FL_HELPER void FL_FN(bf_pairs)(fl_idx R, const float *x, fl_idx ldx,
 #undef FL_BF_DOT
 #endif
 
+/* one or two rows through few outputs, on a row copy of the weights */
+#include "dense_bf16_dot.inc.h"
+
 /* the packing, at this level's panel width */
 static void FL_FN(pack_bf16)(fl_idx K, fl_idx M, const uint16_t *wt,
                              uint32_t *pk)
