@@ -420,18 +420,19 @@ def bf16_pack(wt_bits):
 
 def bf16_pack_rows(wt_bits):
     """The row copy gemm_bf16_rows reads for ``wt_bits`` (K, M) uint16, as
-    a (M, words per row) uint32 array (tests of the layout)."""
+    a (blocks of k, M, nr_bf16 // 2) uint32 array (tests of the layout)."""
     cdef cnp.ndarray wa = np.ascontiguousarray(wt_bits, dtype=np.uint16)
     cdef Py_ssize_t K = wa.shape[0], M = wa.shape[1]
     cdef cnp.ndarray rw = np.empty(_bf16_rows_words(K, M), dtype=np.uint32)
     fl_kt.pack_bf16_rows(K, M, <const uint16_t *>cnp.PyArray_DATA(wa),
                          <uint32_t *>cnp.PyArray_DATA(rw))
-    return rw.reshape(M, -1)
+    return rw.reshape(-1, M, fl_kt.nr_bf16 // 2)
 
 
 def bf16_copies(Parameter w):
     """The copies the kernels read of a bfloat16 Dense weight, as last
-    made by a plan: (pair panels, row copy or None) as uint32 arrays, with
+    made by a plan: (pair panels, row copy or None) as uint32 arrays (the
+    layouts of bf16_pack and bf16_pack_rows), with
     whether they are of the weight's current values; None before any plan
     made them (tests of their refresh)."""
     cdef object cur = w._packed
@@ -445,6 +446,6 @@ def bf16_copies(Parameter w):
     raw = pk.buf[pk.off:].view(np.uint32)
     rows = None
     if pk.roff >= 0:
-        rows = raw[pk.roff // 4:pk.roff // 4
-                   + _bf16_rows_words(K, M)].reshape(M, -1).copy()
+        rows = raw[pk.roff // 4:pk.roff // 4 + _bf16_rows_words(K, M)] \
+            .reshape(-1, M, pk.nr // 2).copy()
     return raw[:npw].copy(), rows, pk.version == w._version

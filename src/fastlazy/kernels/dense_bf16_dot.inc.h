@@ -11,14 +11,17 @@
  * dot product along k, as the float32 dot kernel (dense_dot.inc.h says
  * why: the pair panels would compute NR columns to keep M).
  *
- * Row layout.  Row m is NW = ceil(K / NR) * L words, a block of L words
- * per NR = 2L values of k; word j of block q pairs k = q*NR + j (low
- * half) with k = q*NR + L + j (high half):
+ * Row layout.  Row m is cut into blocks of NR = 2L values of k, L words
+ * each, and block q of every row comes before block q + 1 of any (so a
+ * tile finds its outputs' words of one block at fixed offsets, and the
+ * blocks of k follow each other in memory); word j of block q pairs
+ * k = q*NR + j (low half) with k = q*NR + L + j (high half):
  *
- *     rw[m * NW + q * L + j] =
+ *     rw[(q * M + m) * L + j] =
  *         bf16(wt[q*NR + j, m]) | bf16(wt[q*NR + L + j, m]) << 16
  *
- * (0 past K).  So a block's word vector splits, as a pair panel's does,
+ * (0 past K), ceil(K / NR) * M * L words.  So a block's word vector
+ * splits, as a pair panel's does,
  * with one shift and one and, into the float32 weights of two plain
  * vectors of x: x[q*NR, q*NR + L) and x[q*NR + L, q*NR + 2L).  Products
  * and sums are float32, as in gemm_bf16 (in another order).
@@ -69,11 +72,11 @@ FL_HELPER V4 FL_FN(bfd_hsum4)(V a, V b, V c, V d)
  * (row 1) with the block's words w of outputs [0, G) */
 FL_HELPER void FL_FN(bfd_block)(const int R, const int G, FL_FN(row) *lo,
                                 FL_FN(row) *hi, const uint32_t *w,
-                                fl_idx nw, V x0, V x0h, V x1, V x1h)
+                                V x0, V x0h, V x1, V x1h)
 {
 #define BFD_STEP(g)                                                        \
     if (G > g) {                                                           \
-        const VU wv = LOADI(w + (g) * nw);                                 \
+        const VU wv = LOADI(w + (g) * L);                                  \
         const V wl = BF_LO(wv), wh = BF_HI(wv);                            \
         FL_FN(dot_add)(lo, hi, g, x0 * wl);                                \
         FL_FN(dot_add)(lo, hi, g, x0h * wh);                               \
@@ -87,26 +90,28 @@ FL_HELPER void FL_FN(bfd_block)(const int R, const int G, FL_FN(row) *lo,
 #undef BFD_STEP
 }
 
-/* R rows x outputs [0, G) of rw (NW words apart) into y; bias b (G
- * values from the tile's first) or NULL; act: none or relu */
+/* R rows x outputs [0, G) into y: rw the first output's words of block
+ * 0, sb words from a block to the next; bias b (G values from the tile's
+ * first) or NULL; act: none or relu */
 FL_HELPER void FL_FN(bfd_tile)(const int R, const int G, fl_idx K,
                                const float *x, fl_idx ldx,
-                               const uint32_t *rw, fl_idx nw,
+                               const uint32_t *rw, fl_idx sb,
                                const float *b, float *y, fl_idx ldy,
                                int act)
 {
     FL_FN(row) lo = {0}, hi = {0};
     const fl_idx KF = K / NR * NR;
     const float *x1 = R > 1 ? x + ldx : x;
+    const uint32_t *w = rw;
     fl_idx k = 0;
     int r, q, j;
-    for (; k < KF; k += NR)
-        FL_FN(bfd_block)(R, G, &lo, &hi, rw + k / 2, nw, LOAD(x + k),
-                         LOAD(x + k + L), LOAD(x1 + k), LOAD(x1 + k + L));
+    for (; k < KF; k += NR, w += sb)
+        FL_FN(bfd_block)(R, G, &lo, &hi, w, LOAD(x + k), LOAD(x + k + L),
+                         LOAD(x1 + k), LOAD(x1 + k + L));
     if (k < K) {
         /* the last block: x past K is 0, as the weights there */
         const fl_idx n0 = K - k < L ? K - k : L, n1 = K - k - n0;
-        FL_FN(bfd_block)(R, G, &lo, &hi, rw + k / 2, nw,
+        FL_FN(bfd_block)(R, G, &lo, &hi, w,
                          LOAD_PART(x + k, n0), LOAD_PART(x + k + L, n1),
                          LOAD_PART(x1 + k, n0), LOAD_PART(x1 + k + L, n1));
     }
@@ -137,9 +142,9 @@ FL_HELPER void FL_FN(bfd_tile)(const int R, const int G, fl_idx K,
 #define BFD_FN(R, G)                                                       \
     static __attribute__((noinline)) FL_ATTR void FL_FN(bfd_##R##_##G)(   \
         fl_idx K, const float *x, fl_idx ldx, const uint32_t *rw,          \
-        fl_idx nw, const float *b, float *y, fl_idx ldy, int act)          \
+        fl_idx sb, const float *b, float *y, fl_idx ldy, int act)          \
     {                                                                      \
-        FL_FN(bfd_tile)(R, G, K, x, ldx, rw, nw, b, y, ldy, act);          \
+        FL_FN(bfd_tile)(R, G, K, x, ldx, rw, sb, b, y, ldy, act);          \
     }
 BFD_FN(1, 1) BFD_FN(1, 2) BFD_FN(1, 3) BFD_FN(1, 4) BFD_FN(1, 5)
 BFD_FN(1, 6) BFD_FN(1, 7) BFD_FN(1, 8) BFD_FN(1, 9) BFD_FN(1, 10)
@@ -149,7 +154,7 @@ BFD_FN(2, 1) BFD_FN(2, 2) BFD_FN(2, 3) BFD_FN(2, 4)
 /* rows [i, i + R) x outputs [m, m + G) */
 #define BFD_CASE(R, G)                                                     \
     case G:                                                                \
-        FL_FN(bfd_##R##_##G)(K, x + i * ldx, ldx, rw + m * nw, nw,         \
+        FL_FN(bfd_##R##_##G)(K, x + i * ldx, ldx, rw + m * L, M * L,       \
                              b ? b + m : NULL, y + i * ldy + m, ldy,       \
                              tile_act);                                    \
         break;
@@ -162,7 +167,6 @@ FL_KERNEL void FL_FN(gemm_bf16_rows)(fl_idx n, fl_idx K, fl_idx M,
                                      float *y, fl_idx ldy, int act)
 {
     const int tile_act = act == FL_ACT_RELU ? act : FL_ACT_NONE;
-    const fl_idx nw = (K + NR - 1) / NR * L;
     fl_idx i = 0, m;
     for (; i + 2 <= n; i += 2)
         for (m = 0; m < M; m += BFD_G2)
@@ -183,21 +187,21 @@ FL_KERNEL void FL_FN(gemm_bf16_rows)(fl_idx n, fl_idx K, fl_idx M,
 }
 #undef BFD_CASE
 
-/* The row copy of wt (K x M bfloat16 patterns, C order): M * NW words */
+/* The row copy of wt (K x M bfloat16 patterns, C order) */
 static void FL_FN(pack_bf16_rows)(fl_idx K, fl_idx M, const uint16_t *wt,
                                   uint32_t *rw)
 {
-    const fl_idx nw = (K + NR - 1) / NR * L;
+    const fl_idx nb = (K + NR - 1) / NR;
     fl_idx m, q, j;
-    for (m = 0; m < M; m++) {
-        uint32_t *dst = rw + m * nw;
-        for (q = 0; q * L < nw; q++)
+    for (q = 0; q < nb; q++)
+        for (m = 0; m < M; m++) {
+            uint32_t *dst = rw + (q * M + m) * L;
             for (j = 0; j < L; j++) {
                 const fl_idx k0 = q * NR + j, k1 = k0 + L;
-                dst[q * L + j] = (k0 < K ? (uint32_t)wt[k0 * M + m] : 0u)
+                dst[j] = (k0 < K ? (uint32_t)wt[k0 * M + m] : 0u)
                     | (k1 < K ? (uint32_t)wt[k1 * M + m] << 16 : 0u);
             }
-    }
+        }
 }
 
 #undef V4

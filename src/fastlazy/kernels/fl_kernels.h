@@ -115,8 +115,8 @@ enum {
  *                ldy, act)
  *     gemm_bf16's product for 1-2 rows of a layer with few outputs, as dot
  *     products along k on a row copy rw of the bfloat16 weights
- *     (dense_bf16_dot.inc.h states the layout: M rows of
- *     ceil(K / nr_bf16) * nr_bf16 / 2 words).
+ *     (dense_bf16_dot.inc.h states the layout: ceil(K / nr_bf16) blocks
+ *     of M * nr_bf16 / 2 words).
  * widen_bf16(n, src, dst)
  *     n bfloat16 patterns to float32 (exact).
  */
