@@ -819,3 +819,209 @@ def test_model_zoo_net():
     np.testing.assert_allclose(y, rounded_twin(net)(x), rtol=1e-4,
                                atol=1e-5 * np.abs(y32).max())
     assert np.argmax(y, 1).tolist() == np.argmax(y32, 1).tolist()
+
+
+# ---------------------------------------------------------------------------
+# The row copy: 1-2 rows through a layer with few outputs (gemm_bf16_rows)
+
+ROW_SHAPES = [(1, 1), (1, 7), (3, 5), (7, 10), (16, 9), (17, 13),
+              (31, 15), (64, 10), (65, 16), (256, 10), (257, 3), (300, 12)]
+
+
+def rows_layout_ref(bits):
+    """dense_bf16_dot.inc.h's layout from the (K, M) patterns, in NumPy."""
+    K, M = bits.shape
+    nr = _plan.packed_tile()[1]
+    L = nr // 2
+    nb = (K + nr - 1) // nr
+    pad = np.zeros((nb * nr, M), np.uint32)
+    pad[:K] = bits
+    blocks = pad.reshape(nb, 2, L, M)             # (q, lo/hi, j, m)
+    words = blocks[:, 0] | (blocks[:, 1] << 16)   # (q, j, m)
+    return words.transpose(0, 2, 1)               # (q, m, j)
+
+
+def row_copy_expected(K, M):
+    """float32's dot-kernel rule (_dot_wins) at the pair panels' vector
+    width: which layers keep a row copy."""
+    lanes = _plan.packed_tile()[1] // 2
+    return M < lanes or (M < 2 * lanes and M % lanes <= lanes // 2
+                         and K >= 64)
+
+
+def test_row_copy_layout(level):
+    rng = np.random.default_rng(11)
+    for K, M in ROW_SHAPES:
+        bits = rng.integers(0, 2 ** 16, (K, M), dtype=np.uint16)
+        np.testing.assert_array_equal(_plan.bf16_pack_rows(bits),
+                                      rows_layout_ref(bits))
+
+
+@pytest.mark.parametrize("act", [0, 1, 2, 3, 8],
+                         ids=["none", "relu", "sigmoid", "tanh", "relu6"])
+def test_row_kernel_matches_numpy_and_the_panels(level, act):
+    """Every odd shape (M = 1, below a vector, 10, between one and two
+    vectors; K = 1, odd, past a block), 1 and 2 rows, with and without a
+    bias: within float32 summation of the exact weights of NumPy's float64
+    product, and of the panel kernel."""
+    rng = np.random.default_rng(12 + act)
+    f = {0: lambda z: z, 1: lambda z: np.maximum(z, 0),
+         2: lambda z: 1 / (1 + np.exp(-z)), 3: np.tanh,
+         8: lambda z: np.clip(z, 0, 6)}[act]
+    for K, M in ROW_SHAPES:
+        for n in (1, 2):
+            for bias in (False, True):
+                x = rng.standard_normal((n, K)).astype(np.float32)
+                w = rng.standard_normal((K, M)).astype(np.float32)
+                b = rng.standard_normal(M).astype(np.float32) \
+                    if bias else None
+                bits = _plan.round_bf16(w)
+                y = _plan.bf16_dense_kernel(x, bits, b, act, "rows")
+                panels = _plan.bf16_dense_kernel(x, bits, b, act, "convert")
+                z, mag = kernel_ref(x, widen(bits), b, None)
+                bound = (K + 2) * 2 * U24 * mag + 1e-30
+                if act in (0, 1, 8):
+                    assert np.all(np.abs(y - f(z)) <= bound), (K, M, n)
+                    assert np.all(np.abs(y - panels) <= 2 * bound)
+                else:      # the activations' own float32 error on top
+                    assert np.all(np.abs(y - f(z)) <= bound + 1e-6)
+                    assert np.all(np.abs(y - panels) <= 2 * bound + 1e-6)
+
+
+def test_row_kernel_nan_and_inf_propagate_as_in_float32(level):
+    rng = np.random.default_rng(13)
+    for K, M in [(1, 1), (17, 10), (256, 10), (40, 3)]:
+        x = np.abs(rng.standard_normal((2, K))).astype(np.float32) + 0.1
+        w = np.abs(rng.standard_normal((K, M))).astype(np.float32)
+        w[K // 2, 0] = np.nan
+        w[K - 1, M - 1] = np.inf
+        if M > 2:
+            x[1, 0] = np.inf
+        bits = _plan.round_bf16(w)
+        for n in (1, 2):
+            y = _plan.bf16_dense_kernel(x[:n], bits, None, 0, "rows")
+            with np.errstate(invalid="ignore"):
+                y32 = x[:n].astype(np.float32) @ widen(bits)
+            np.testing.assert_array_equal(np.isnan(y), np.isnan(y32))
+            np.testing.assert_array_equal(np.isinf(y), np.isinf(y32))
+            np.testing.assert_array_equal(np.sign(y[np.isinf(y)]),
+                                          np.sign(y32[np.isinf(y32)]))
+
+
+def textbook(rng, units=(256, 10), in_units=20):
+    net = dense_net(list(units), ["relu"] + [None] * (len(units) - 1),
+                    in_units=in_units)
+    net.initialize()
+    randomize_biases(net, rng)
+    return net
+
+
+def test_row_route_inside_networks_matches_the_panels(level):
+    """The textbook network at 1, 2 and 3 rows (3: the panels), the route
+    on and off, folded BatchNorm included: the same results within float32
+    summation, and a layer with many outputs keeps no row copy."""
+    rng = np.random.default_rng(14)
+    net = textbook(rng)
+    net.cast("bfloat16")
+    x = rng.standard_normal((3, 20)).astype(np.float32)
+    want = {n: net(x[:n]) for n in (1, 2, 3)}
+    old = _plan.set_bf16_rows(False)
+    try:
+        panels = {n: net(x[:n]) for n in (1, 2, 3)}
+    finally:
+        _plan.set_bf16_rows(old)
+    for n in (1, 2, 3):
+        np.testing.assert_allclose(want[n], panels[n], rtol=1e-5,
+                                   atol=1e-5)
+    np.testing.assert_array_equal(net(x[:3])[:2], panels[3][:2])
+    assert (_plan.bf16_copies(net[1].weight)[1] is not None) == \
+        row_copy_expected(256, 10)
+    assert _plan.bf16_copies(net[0].weight)[1] is None
+    # the 256 -> 10 layer's rows through NumPy
+    h = np.maximum(x @ net[0].weight.data().T.astype(np.float64)
+                   + net[0].bias.data(), 0)
+    ref = h @ net[1].weight.data().T.astype(np.float64) + net[1].bias.data()
+    for n in (1, 2):
+        np.testing.assert_allclose(want[n], ref[:n], rtol=1e-5, atol=1e-5)
+
+
+def test_row_route_with_batchnorm():
+    rng = np.random.default_rng(15)
+    net = nn.Sequential()
+    net.add(nn.Dense(10, in_units=64), nn.BatchNorm(in_channels=10))
+    net.initialize()
+    bn = net[1]
+    for p in (bn.gamma, bn.beta, bn.running_mean):
+        p.set_data(rng.standard_normal(10))
+    bn.running_var.set_data(rng.uniform(0.5, 2, 10))
+    randomize_biases(net, rng)
+    f32 = copy.deepcopy(net)
+    net.cast("bfloat16")
+    x = rng.standard_normal((2, 64)).astype(np.float32)
+    f32[0].weight.set_data(net[0].weight.data())
+    for n in (1, 2):
+        np.testing.assert_allclose(net(x[:n]), f32(x[:n]), rtol=1e-5,
+                                   atol=1e-5)
+    assert (_plan.bf16_copies(net[0].weight)[1] is not None) == \
+        row_copy_expected(64, 10)
+
+
+def test_row_copy_follows_every_write(tmp_path, level):
+    """set_data, initialize, load_parameters and a cast back and forth
+    each give the row copy (and the panels) of the new values."""
+    rng = np.random.default_rng(16)
+    net = textbook(rng)
+    net.cast("bfloat16")
+    x = rng.standard_normal((1, 20)).astype(np.float32)
+    w1 = net[1].weight
+
+    def check():
+        y = net(x)
+        pk, rows, current = _plan.bf16_copies(w1)
+        assert current
+        bits = _plan.round_bf16(w1.data().T)
+        if row_copy_expected(256, 10):
+            np.testing.assert_array_equal(rows, rows_layout_ref(bits))
+        else:
+            assert rows is None
+        np.testing.assert_array_equal(pk, _plan.bf16_pack(bits)[0])
+        h = np.maximum(x @ net[0].weight.data().T.astype(np.float64)
+                       + net[0].bias.data(), 0)
+        ref = h @ w1.data().T.astype(np.float64) + net[1].bias.data()
+        np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+        return y
+
+    y0 = check()
+    w1.set_data(rng.standard_normal((10, 256)))
+    y1 = check()
+    assert not np.allclose(y0, y1)
+    net.save_parameters(tmp_path / "a.npz")
+    net.initialize(force_reinit=True)
+    check()
+    net.load_parameters(tmp_path / "a.npz")
+    np.testing.assert_array_equal(check(), y1)
+    net.cast("float32")
+    w1.set_data(rng.standard_normal((10, 256)))
+    y32 = net(x)
+    net.cast("bfloat16")
+    y2 = check()
+    np.testing.assert_allclose(y2, y32, rtol=0.05, atol=0.05)
+    for clone in (pickle.loads(pickle.dumps(net)), copy.deepcopy(net)):
+        np.testing.assert_array_equal(clone(x), y2)
+        clone[1].weight.set_data(np.zeros((10, 256)))
+        np.testing.assert_allclose(clone(x), np.broadcast_to(
+            net[1].bias.data(), (1, 10)), rtol=1e-6)
+        np.testing.assert_array_equal(net(x), y2)
+
+
+def test_row_route_is_not_split_across_threads(two_threads):
+    rng = np.random.default_rng(17)
+    net = textbook(rng, (64, 12), in_units=1024)
+    net.cast("bfloat16")
+    x = rng.standard_normal((2, 1024)).astype(np.float32)
+    y = net(x)
+    old = _plan.set_bf16_rows(False)
+    try:
+        np.testing.assert_allclose(net(x), y, rtol=1e-5, atol=1e-5)
+    finally:
+        _plan.set_bf16_rows(old)

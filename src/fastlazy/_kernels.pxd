@@ -185,6 +185,12 @@ cdef extern from "kernels/fl_kernels.h" nogil:
                               fl_idx ldx, const uint32_t *pk, fl_idx p0,
                               fl_idx p1, const float *b, float *y,
                               fl_idx ldy, int act) noexcept nogil
+        void (*pack_bf16_rows)(fl_idx K, fl_idx M, const uint16_t *wt,
+                               uint32_t *rw) noexcept nogil
+        void (*gemm_bf16_rows)(fl_idx n, fl_idx K, fl_idx M, const float *x,
+                               fl_idx ldx, const uint32_t *rw,
+                               const float *b, float *y, fl_idx ldy,
+                               int act) noexcept nogil
         void (*widen_bf16)(fl_idx n, const uint16_t *src,
                            float *dst) noexcept nogil
         int nr_bf16

@@ -41,7 +41,8 @@ ctypedef void (*step_fn)(const Step *s, Py_ssize_t b, char *const *bufs,
 
 cdef struct DenseArgs:
     char *w             # weight, stored transposed: (K, M), C order
-                        # (NULL for bfloat16 weights: only packed is read)
+                        # (bfloat16 weights: their row copy for 1-2 rows,
+                        # or NULL; _plan_bf16.pxi)
     char *bias          # (M,) or NULL
     char *packed        # a copy of w current for this call, or NULL
                         # (bfloat16: its pair panels, made with the plan)

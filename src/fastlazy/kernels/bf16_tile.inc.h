@@ -228,6 +228,11 @@ FL_BF_KERNEL void FL_BFN(gemm_bf16)(fl_idx n, fl_idx K, fl_idx M,
     const int tile_act = act == FL_ACT_RELU ? act : FL_ACT_NONE;
     const fl_idx KP = (K + 1) / 2;
     fl_idx p, i, g, part, full, rest, m0, m1, nc;
+#if FL_BF_DOT == 0
+    if (n <= 2 && KP * 4 * ((M + NR - 1) / NR * NR) <= FL_BF_CACHED)
+        FL_FN(bfs_cached)(n, K, M, x, ldx, pk, p0, p1, b, y, ldy, tile_act);
+    else
+#endif
     for (p = p0; p < p1; p++) {
         const uint32_t *bp = pk + p * KP * NR;
         m0 = p * NR;

@@ -112,16 +112,32 @@ FL_HELPER void FL_FN(bf_prefetch)(const uint32_t *w)
 }
 
 /* One or two rows x one panel bp, split sums (see the top).  bq: the
- * panel's NR bias values or NULL; all NR columns of y are written. */
-FL_HELPER void FL_FN(bfs_tile)(const int R, fl_idx K, const float *x,
-                               fl_idx ldx, const uint32_t *bp,
-                               const float *bq, float *y, fl_idx ldy,
-                               int act)
+ * panel's NR bias values or NULL; all NR columns of y are written.  PF:
+ * the panel streams from memory (prefetch ahead, one row reads the two
+ * halves at once); 0: it is in cache (a small layer), where those cost
+ * more instructions than they save -- one row then takes two pair rows a
+ * step, into separate sums. */
+FL_HELPER void FL_FN(bfs_tile)(const int R, const int PF, fl_idx K,
+                               const float *x, fl_idx ldx,
+                               const uint32_t *bp, const float *bq,
+                               float *y, fl_idx ldy, int act)
 {
     BPAIR c0 = {0}, d0 = {0}, e0 = {0}, f0 = {0}, c1 = {0}, d1 = {0};
     const fl_idx KF = K / 2;
     fl_idx q = 0;
-    if (R == 1) {
+    if (R == 1 && !PF) {
+        for (; q + 2 <= KF; q += 2) {
+            const uint32_t *w = bp + q * NR;
+            const float *xk = x + 2 * q;
+            VU a0 = LOADI(w), a1 = LOADI(w + L);
+            VU a2 = LOADI(w + NR), a3 = LOADI(w + NR + L);
+            FL_FN(pk_fma)(&c0, xk[0], BF_LO(a0), BF_LO(a1));
+            FL_FN(pk_fma)(&d0, xk[1], BF_HI(a0), BF_HI(a1));
+            FL_FN(pk_fma)(&e0, xk[2], BF_LO(a2), BF_LO(a3));
+            FL_FN(pk_fma)(&f0, xk[3], BF_HI(a2), BF_HI(a3));
+        }
+    }
+    if (R == 1 && PF) {
         /* the two halves of the panel at once: two sequential streams
          * (one stream read 19 GB/s from DRAM here, two 24) */
         const fl_idx h = KF / 2;
@@ -147,7 +163,7 @@ FL_HELPER void FL_FN(bfs_tile)(const int R, fl_idx K, const float *x,
         const float *xk = x + 2 * q;
         VU a0, a1;
         V lo0, lo1, hi0, hi1;
-        FL_FN(bf_prefetch)(w);
+        if (PF) FL_FN(bf_prefetch)(w);
         a0 = LOADI(w);
         a1 = LOADI(w + L);
         lo0 = BF_LO(a0);
@@ -181,14 +197,55 @@ FL_KERNEL void FL_FN(bfs1)(fl_idx K, const float *x, fl_idx ldx,
                            const uint32_t *bp, const float *bq, float *y,
                            fl_idx ldy, int act)
 {
-    FL_FN(bfs_tile)(1, K, x, ldx, bp, bq, y, ldy, act);
+    FL_FN(bfs_tile)(1, 1, K, x, ldx, bp, bq, y, ldy, act);
 }
 
 FL_KERNEL void FL_FN(bfs2)(fl_idx K, const float *x, fl_idx ldx,
                            const uint32_t *bp, const float *bq, float *y,
                            fl_idx ldy, int act)
 {
-    FL_FN(bfs_tile)(2, K, x, ldx, bp, bq, y, ldy, act);
+    FL_FN(bfs_tile)(2, 1, K, x, ldx, bp, bq, y, ldy, act);
+}
+
+/* Panels [p0, p1) for one or two rows of a layer whose pair panels fit in
+ * cache (at most FL_BF_CACHED bytes): the tiles without prefetch, every
+ * panel in this one call (gemm_bf16 calls here for n <= 2). */
+#ifndef FL_BF_CACHED
+#define FL_BF_CACHED ((fl_idx)1 << 17)
+#endif
+FL_KERNEL void FL_FN(bfs_cached)(fl_idx n, fl_idx K, fl_idx M,
+                                 const float *x, fl_idx ldx,
+                                 const uint32_t *pk, fl_idx p0, fl_idx p1,
+                                 const float *b, float *y, fl_idx ldy,
+                                 int act)
+{
+    const fl_idx KP = (K + 1) / 2;
+    float t[2 * NR], bpad[NR];
+    fl_idx p, r;
+    for (p = p0; p < p1; p++) {
+        const uint32_t *bp = pk + p * KP * NR;
+        const fl_idx m0 = p * NR, nc = M - m0 < NR ? M - m0 : NR;
+        const float *bq = b ? b + m0 : NULL;
+        float *yt = y + m0;
+        fl_idx ldt = ldy;
+        if (nc < NR) {
+            if (bq) {
+                memset(bpad, 0, sizeof bpad);
+                memcpy(bpad, bq, (size_t)nc * sizeof(float));
+                bq = bpad;
+            }
+            yt = t;
+            ldt = NR;
+        }
+        if (n == 1)
+            FL_FN(bfs_tile)(1, 0, K, x, ldx, bp, bq, yt, ldt, act);
+        else
+            FL_FN(bfs_tile)(2, 0, K, x, ldx, bp, bq, yt, ldt, act);
+        if (yt == t)
+            for (r = 0; r < n; r++)
+                memcpy(y + r * ldy + m0, t + r * NR,
+                       (size_t)nc * sizeof(float));
+    }
 }
 
 /* Pairs of x for the dot-product tiles: xb[r * FL_BF_KB + q] = bf16(x[r,
@@ -232,6 +289,9 @@ FL_HELPER void FL_FN(bf_pairs)(fl_idx R, const float *x, fl_idx ldx,
 #include "bf16_tile.inc.h"
 #undef FL_BF_DOT
 #endif
+
+/* one or two rows through few outputs, on a row copy of the weights */
+#include "dense_bf16_dot.inc.h"
 
 /* the packing, at this level's panel width */
 static void FL_FN(pack_bf16)(fl_idx K, fl_idx M, const uint16_t *wt,

@@ -111,6 +111,12 @@ enum {
  *     gemm_bf16_dot: the same with AVX512-BF16's vdpbf16ps (x rounded to
  *     bfloat16 too), NULL unless the level is AVX-512 and the CPU has it;
  *     gemm_bf16_emu: an emulation of it at AVX2 (tests), NULL elsewhere.
+ * pack_bf16_rows(K, M, wt, rw), gemm_bf16_rows(n, K, M, x, ldx, rw, b, y,
+ *                ldy, act)
+ *     gemm_bf16's product for 1-2 rows of a layer with few outputs, as dot
+ *     products along k on a row copy rw of the bfloat16 weights
+ *     (dense_bf16_dot.inc.h states the layout: ceil(K / nr_bf16) blocks
+ *     of M * nr_bf16 / 2 words).
  * widen_bf16(n, src, dst)
  *     n bfloat16 patterns to float32 (exact).
  */
@@ -258,6 +264,11 @@ typedef struct {
                           fl_idx ldx, const uint32_t *pk, fl_idx p0,
                           fl_idx p1, const float *b, float *y, fl_idx ldy,
                           int act);
+    void (*pack_bf16_rows)(fl_idx K, fl_idx M, const uint16_t *wt,
+                           uint32_t *rw);
+    void (*gemm_bf16_rows)(fl_idx n, fl_idx K, fl_idx M, const float *x,
+                           fl_idx ldx, const uint32_t *rw, const float *b,
+                           float *y, fl_idx ldy, int act);
     void (*widen_bf16)(fl_idx n, const uint16_t *src, float *dst);
     int nr_bf16;         /* panel width of the bfloat16 pair panels */
     /* the level's tile, from its descriptor (kernels/isa_*.h) */

@@ -127,6 +127,8 @@ static void FL_FN(fill)(fl_kernel_table *t)
 #if !FL_DOUBLE
     t->pack_bf16 = FL_FN(pack_bf16);
     t->gemm_bf16 = FL_FN(gemm_bf16_g);
+    t->pack_bf16_rows = FL_FN(pack_bf16_rows);
+    t->gemm_bf16_rows = FL_FN(gemm_bf16_rows);
     t->widen_bf16 = fl_widen_bf16;
     t->nr_bf16 = NR;
 #if FL_ISA_LEVEL == 4 && FL_X86
