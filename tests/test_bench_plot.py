@@ -6,12 +6,23 @@ and the data behind them are there and say what was measured."""
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 BENCHES = Path(__file__).resolve().parent.parent / "benches"
+
+# matplotlib's C++ extension throws C++ exceptions at import, which ASan's
+# preloaded runtime cannot intercept: tools/sanitize.sh (which sets
+# FASTLAZY_SANITIZER) skips these, and CI's sanitizer run deselects them
+pytestmark = [
+    pytest.mark.plots,
+    pytest.mark.skipif(bool(os.environ.get("FASTLAZY_SANITIZER")),
+                       reason="matplotlib cannot be imported under ASan's "
+                              "preloaded runtime"),
+]
 
 
 def load_plot():
