@@ -22,7 +22,7 @@ rm -rf "$OUT"
 mkdir -p "$OUT/lib/fastlazy"
 
 echo "== building with ASan + UBSan + Cython checks"
-FASTLAZY_DEBUG=1 FASTLAZY_SANITIZE=1 python setup.py -q build_ext \
+FASTLAZY_DEBUG=1 FASTLAZY_SANITIZE=1 python setup.py -q build_ext -j 2 \
     --force --build-lib "$OUT/lib" --build-temp "$OUT/tmp" \
     > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 # the pure-Python modules and subpackages beside the sanitized extensions
