@@ -11,6 +11,7 @@ import pytest
 
 import fastlazy as fl
 from fastlazy import _plan, init, nn
+from test_graphs import TwoIn, TwoOut
 
 
 def textbook(units=256, classes=10, dtype="float32"):
@@ -19,30 +20,6 @@ def textbook(units=256, classes=10, dtype="float32"):
             nn.Dense(classes, dtype=dtype))
     net.initialize()
     return net
-
-
-class TwoIn(nn.HybridBlock):
-    def __init__(self, **kw):
-        super().__init__(**kw)
-        with self.name_scope():
-            self.a = nn.Dense(6)
-            self.b = nn.Dense(6)
-
-    def hybrid_forward(self, F, x, y):
-        return F.relu(self.a(x) + self.b(y))
-
-
-class TwoOut(nn.HybridBlock):
-    def __init__(self, **kw):
-        super().__init__(**kw)
-        with self.name_scope():
-            self.body = nn.Dense(8, activation="tanh")
-            self.head1 = nn.Dense(3)
-            self.head2 = nn.Dense(2)
-
-    def hybrid_forward(self, F, x):
-        h = self.body(x)
-        return self.head1(h), F.softmax(self.head2(h))
 
 
 class Residual(nn.HybridBlock):
