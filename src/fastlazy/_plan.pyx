@@ -563,6 +563,22 @@ cdef class PackedWeights:
     cdef unsigned long long version   # the weight's _version when packed
 
 
+cdef void _pack_into(int layout, Py_ssize_t K, Py_ssize_t M,
+                     Py_ssize_t itemsize, const char *src,
+                     char *dst) noexcept nogil:
+    """The stored (K, M) weight ``src`` copied into ``dst`` in ``layout``:
+    the batched kernel's panels (PACK_PANELS) or (M, K) rows for the dot
+    kernel (PACK_ROWS)."""
+    if layout == PACK_ROWS and itemsize == 4:
+        fl_kt.pack_rows_f32(K, M, <const float *>src, <float *>dst)
+    elif layout == PACK_ROWS:
+        fl_kt.pack_rows_f64(K, M, <const double *>src, <double *>dst)
+    elif itemsize == 4:
+        fl_kt.pack_f32(K, M, <const float *>src, <float *>dst)
+    else:
+        fl_kt.pack_f64(K, M, <const double *>src, <double *>dst)
+
+
 cdef char *_packed_data(Parameter w, int layout) except NULL:
     """``w``'s values (2-D, stored transposed) in ``layout``: the panels of
     the batched kernel (PACK_PANELS) or (M, K) rows for the dot kernel
@@ -600,16 +616,7 @@ cdef char *_packed_data(Parameter w, int layout) except NULL:
             src = <const char *>cnp.PyArray_DATA(st)
             version = w._version
             with nogil:
-                if nr == 0 and isz == 4:
-                    fl_kt.pack_rows_f32(K, M, <const float *>src,
-                                        <float *>pk)
-                elif nr == 0:
-                    fl_kt.pack_rows_f64(K, M, <const double *>src,
-                                        <double *>pk)
-                elif isz == 4:
-                    fl_kt.pack_f32(K, M, <const float *>src, <float *>pk)
-                else:
-                    fl_kt.pack_f64(K, M, <const double *>src, <double *>pk)
+                _pack_into(layout, K, M, isz, src, pk)
             pw.version = version
     return pk
 
@@ -1908,29 +1915,15 @@ def dense_kernel(x, wt, b, int act, route):
         # wrong values in the tests rather than pass silently
         pk = np.full(((s.a.dense.M + nr - 1) // nr + 1) * nr * s.a.dense.K,
                      np.nan, dtype=xa.dtype)
-        if s.itemsize == 4:
-            fl_kt.pack_f32(s.a.dense.K, s.a.dense.M,
-                           <const float *>s.a.dense.w,
-                           <float *>cnp.PyArray_DATA(pk))
-        else:
-            fl_kt.pack_f64(s.a.dense.K, s.a.dense.M,
-                           <const double *>s.a.dense.w,
-                           <double *>cnp.PyArray_DATA(pk))
-        s.a.dense.packed = <char *>cnp.PyArray_DATA(pk)
         s.a.dense.packed_layout = PACK_PANELS
     elif want == ROUTE_DOT:
         # one spare row after the end, NaN: reads past it would show
         pk = np.full((s.a.dense.M + 1) * s.a.dense.K, np.nan, dtype=xa.dtype)
-        if s.itemsize == 4:
-            fl_kt.pack_rows_f32(s.a.dense.K, s.a.dense.M,
-                                <const float *>s.a.dense.w,
-                                <float *>cnp.PyArray_DATA(pk))
-        else:
-            fl_kt.pack_rows_f64(s.a.dense.K, s.a.dense.M,
-                                <const double *>s.a.dense.w,
-                                <double *>cnp.PyArray_DATA(pk))
-        s.a.dense.packed = <char *>cnp.PyArray_DATA(pk)
         s.a.dense.packed_layout = PACK_ROWS
+    if want == ROUTE_PACKED or want == ROUTE_DOT:
+        _pack_into(s.a.dense.packed_layout, s.a.dense.K, s.a.dense.M,
+                   s.itemsize, s.a.dense.w, <char *>cnp.PyArray_DATA(pk))
+        s.a.dense.packed = <char *>cnp.PyArray_DATA(pk)
     bufs[0] = <char *>cnp.PyArray_DATA(xa)
     bufs[1] = <char *>cnp.PyArray_DATA(out)
     with nogil:
